@@ -62,6 +62,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     out: str = field(default="runs/segment", metadata={"help": "output folder for checkpoints, metrics and pictures"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
+    overwrite: bool = field(default=False, metadata={"help": "start over even if OUT already holds a run"})
 
 
 @dataclass
