@@ -1,0 +1,120 @@
+"""End to end through the command line: train, eval, predict on tiny generated data, and the
+bad-input contract (one line on stderr, exit 2, no traceback)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convision.cli import main
+
+TINY = ["--num-train", "8", "--num-val", "4", "--image-size", "64", "--num-classes", "4", "--epochs", "1",
+        "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--workers", "0", "--no-progress"]
+
+
+def run_cli(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "convision", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=300)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    assert main(["segment", "train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_self_describing_run(trained):
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "curves.png"):
+        assert (trained / name).is_file(), name
+    record = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= record["miou"] <= 1.0
+
+
+def test_eval_prints_metrics_and_writes_json(trained, capsys):
+    out_json = trained / "e.json"
+    assert main(["segment", "eval", "--checkpoint", str(trained / "best.pt"), "--workers", "0", "--no-progress",
+                 "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    for word in ("pixel", "mean", "IoU", "background"):
+        assert word.lower() in printed.lower()
+    metrics = json.loads(out_json.read_text())
+    assert set(metrics) >= {"pixel_accuracy", "mean_accuracy", "miou", "fwiou", "per_class_iou"}
+    assert metrics["num_images"] == 4
+
+
+def test_predict_writes_masks_colour_masks_and_overlays(trained, tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / "a.png")
+    Image.fromarray(rng.integers(0, 255, (33, 41), dtype=np.uint8)).save(images / "b.jpg")  # grayscale JPEG
+    out = tmp_path / "pred"
+    assert main(["segment", "predict", str(images), "--checkpoint", str(trained / "best.pt"), "--out", str(out)]) == 0
+    mask = np.array(Image.open(out / "masks" / "a.png"))
+    assert mask.shape == (50, 70) and mask.max() < 4
+    assert np.array(Image.open(out / "masks" / "b.png")).shape == (33, 41)
+    assert np.array(Image.open(out / "color" / "a.png")).shape == (50, 70, 3)
+    assert np.array(Image.open(out / "overlay" / "b.png")).shape == (33, 41, 3)
+
+
+def test_missing_data_folder(tmp_path):
+    proc = run_cli(["segment", "train", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "nope")
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\nlearning_rate: 0.1\n")
+    proc = run_cli(["segment", "train", "--config", str(cfg)])
+    assert_clean_error(proc, "c.yaml", "learning_rate")
+
+
+def test_mask_of_the_wrong_size(tmp_path):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(5):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(np.zeros((32, 32) if i != 3 else (30, 32), np.uint8)).save(root / "masks" / f"im{i}.png")
+    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "im3.png")
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    proc = run_cli(["segment", "eval", "--checkpoint", str(bad)])
+    assert_clean_error(proc, "bad.pt")
+
+
+def test_predict_missing_input(trained, tmp_path):
+    proc = run_cli(["segment", "predict", str(tmp_path / "missing.png"), "--checkpoint", str(trained / "best.pt"),
+                    "--out", str(tmp_path / "p")])
+    assert_clean_error(proc, "missing.png")
+
+
+def test_bad_flag_value_and_unknown_model(tmp_path):
+    assert_clean_error(run_cli(["segment", "train", "--epochs", "two"]), "epochs")
+    assert_clean_error(run_cli(["segment", "train", *TINY, "--model", "fcn4s", "--out", str(tmp_path / "o")]), "fcn4s")
+
+
+def test_existing_run_is_not_overwritten_without_asking(trained):
+    proc = run_cli(["segment", "train", *TINY, "--out", str(trained)])
+    assert_clean_error(proc, "--resume")
