@@ -1,0 +1,85 @@
+"""In-network upsampling by transposed convolution with a bilinear kernel.
+
+Long, Shelhamer & Darrell, "Fully Convolutional Networks for Semantic Segmentation" (CVPR 2015,
+TPAMI 2017), Sec. 3.3: upsampling by a factor f is a convolution with fractional input stride
+1/f, i.e. a transposed ("de-") convolution with output stride f. Initialised to bilinear
+interpolation it is a fixed interpolator; its weights may also be learned. The reference code
+(fcn.berkeleyvision.org, ``surgery.upsample_filt`` / ``surgery.interp``) puts one bilinear filter
+per class on the diagonal of the ``C x C`` weight and zeros elsewhere, and keeps all of them fixed
+(``lr_mult: 0``); the CVPR paper's text learned the 2x layers. Both are possible here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["bilinear_filter", "bilinear_kernel", "BilinearUpsample"]
+
+
+def bilinear_filter(kernel_size: int) -> Tensor:
+    """2-D bilinear filter of side ``kernel_size`` (the reference ``upsample_filt``).
+
+    ``factor = (k + 1) // 2``; the centre is ``factor - 1`` for odd k and ``factor - 0.5`` for
+    even k; the weight is ``(1 - |i - c| / factor) * (1 - |j - c| / factor)``.
+    """
+    if kernel_size < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    og = torch.arange(kernel_size, dtype=torch.float64)
+    filt_1d = 1 - (og - center).abs() / factor
+    return torch.outer(filt_1d, filt_1d).to(torch.float32)
+
+
+def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
+    """Weight ``[channels, channels, k, k]`` for ``ConvTranspose2d``: the bilinear filter on the
+    diagonal (channel c -> channel c), zeros off the diagonal, as in the FCN reference code."""
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+    idx = torch.arange(channels)
+    weight[idx, idx] = bilinear_filter(kernel_size)
+    return weight
+
+
+class BilinearUpsample(nn.ConvTranspose2d):
+    """Bias-free transposed convolution with stride ``factor``, initialised to bilinear interpolation.
+
+    ``aligned=True`` (default): kernel ``2f`` (``2f - 1`` for odd f) and padding ``f // 2``, so the
+    output is exactly ``f`` times the input and, away from the border, equals
+    ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` (the half-pixel
+    convention that matches 2x2/stride-2 pooling grids). Within ``f // 2`` pixels of the border
+    the result differs: the transposed convolution sees zeros outside the map where
+    ``interpolate`` repeats the edge, so the border is darker, not wrong in position.
+
+    ``aligned=False``: the reference Caffe layer, kernel ``2f``, no padding; the output has size
+    ``(n + 1) * f`` and the caller crops it with the reference net's offset.
+
+    The weight is frozen (``requires_grad=False``) unless ``learnable``; it stays a parameter so
+    that it is saved in ``state_dict`` and can be unfrozen later.
+    """
+
+    def __init__(self, channels: int, factor: int, learnable: bool = False, aligned: bool = True) -> None:
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"factor must be a positive integer, got {factor}")
+        factor = int(factor)
+        if aligned:
+            kernel_size, padding = 2 * factor - factor % 2, factor // 2
+        else:
+            kernel_size, padding = 2 * factor, 0
+        super().__init__(channels, channels, kernel_size, stride=factor, padding=padding, bias=False)
+        self.factor = factor
+        self.aligned = aligned
+        self.weight.requires_grad_(bool(learnable))
+
+    @property
+    def learnable(self) -> bool:
+        return self.weight.requires_grad
+
+    def reset_parameters(self) -> None:
+        """Set the weight to the bilinear kernel (called by ``ConvTranspose2d.__init__``)."""
+        with torch.no_grad():
+            self.weight.copy_(bilinear_kernel(self.in_channels, self.kernel_size[0]))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, factor={self.factor}, aligned={self.aligned}, learnable={self.learnable}"
