@@ -1,0 +1,583 @@
+"""The one training loop for every task (segmentation now; classification/detection later).
+
+Task-specific work (collation, loss, metric, evaluation step) comes from a :class:`Task`; the
+trainer owns sampling, distribution, the optimiser and schedule, mixed precision, progress,
+checkpoints, resume and the output folder. See docs/architecture.md ("Engine", "Checkpoint").
+
+Output folder (``cfg.out``, written by rank 0 only):
+  run.json       meta (task, model, classes, config, ...) plus world size and device
+  metrics.jsonl  one JSON record per epoch: epoch, train_loss, lr, images_per_s, time, val metrics
+  curves.png     the curves of metrics.jsonl (``convision.viz.plot_curves``)
+  last.pt        checkpoint after every epoch (atomic)
+  best.pt        checkpoint of the epoch with the best ``task.main_metric`` (atomic)
+
+Reproducibility: every training sample is loaded with the global RNGs (torch, numpy, random)
+seeded from ``(cfg.seed, epoch, sample index)``, so random augmentation depends neither on the
+number of loader workers, nor on the number of processes, nor on whether the run was resumed.
+
+Validation under torchrun: each process evaluates the samples ``rank, rank + world, ...`` of the
+validation set (no padding, no duplicates, unlike DistributedSampler) with the unwrapped model,
+then the metric is all-reduced, so the numbers are those of the full set exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm import tqdm
+
+import convision
+from convision.engine import distributed as dist_utils
+from convision.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from convision.engine.distributed import DistInfo, resolve_device
+from convision.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("poly", "cosine", "constant")
+OUTPUT_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "run.json")
+
+
+class Metric(Protocol):
+    def update(self, *args: Any, **kwargs: Any) -> None: ...
+    def reduce_(self) -> None: ...
+    def compute(self) -> dict[str, Any]: ...
+
+
+class Task(Protocol):
+    main_metric: str  # higher is better
+
+    def collate(self, batch: list) -> Any: ...
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor: ...
+    def new_metric(self) -> Metric: ...
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: Metric) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+class _EpochSampler(Sampler):
+    """Wraps a DistributedSampler and yields ``(epoch, index)`` so samples can be seeded per epoch."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class _SeededSamples(Dataset):
+    """``ds[(epoch, i)]`` = ``dataset[i]`` loaded with the global RNGs seeded from (seed, epoch, i)."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        words = np.random.SeedSequence([self.seed % 2**63, epoch, index]).generate_state(2)
+        sample_seed = (int(words[0]) << 32) | int(words[1])
+        in_worker = torch.utils.data.get_worker_info() is not None
+        saved = None if in_worker else (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        try:
+            torch.manual_seed(sample_seed)
+            np.random.seed(int(words[0]))
+            random.seed(sample_seed)
+            return self.dataset[index]
+        finally:
+            if saved is not None:  # the main process's RNGs (dropout, ...) must not be disturbed
+                torch.set_rng_state(saved[0])
+                np.random.set_state(saved[1])
+                random.setstate(saved[2])
+
+
+class _ShardSampler(Sampler):
+    """Indices ``rank, rank + world, ...``: every sample exactly once over all processes."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _loader_kwargs(workers: int, device: torch.device) -> dict[str, Any]:
+    return {
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+        "pin_memory": device.type == "cuda",
+    }
+
+
+def _eval_loader(task: Task, dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    rank, world = (torch_dist.get_rank(), torch_dist.get_world_size()) if dist_utils.is_initialized() else (0, 1)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=_ShardSampler(len(dataset), rank, world),  # type: ignore[arg-type]
+        collate_fn=task.collate,
+        generator=torch.Generator().manual_seed(0),  # keeps the global RNG untouched
+        **_loader_kwargs(workers, device),
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
+    model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length
+    was_training = model.training
+    model.eval()
+    metric = task.new_metric()
+    show = progress and (not dist_utils.is_initialized() or torch_dist.get_rank() == 0)
+    for batch in tqdm(loader, desc="val", leave=False, file=sys.stderr, disable=not show, dynamic_ncols=True):
+        task.eval_step(model, batch, device, metric)
+    metric.reduce_()
+    model.train(was_training)
+    return metric.compute()
+
+
+def evaluate(
+    task: Task,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    workers: int = 2,
+    device: str | torch.device,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` with ``task``'s metric; shards the set over torchrun processes."""
+    device = resolve_device(device)
+    model = _unwrap(model).to(device)
+    loader = _eval_loader(task, dataset, batch_size, workers, device)
+    return _run_eval(task, model, loader, device, progress)
+
+
+# ---------------------------------------------------------------- schedule
+
+
+def make_lr_lambda(schedule: str, total_iters: int, warmup_iters: int, poly_power: float) -> Callable[[int], float]:
+    """Factor of the peak lr at iteration ``step`` (0-based): linear warm-up, then poly/cosine/constant."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"schedule: unknown {schedule!r} (expected {' | '.join(SCHEDULES)})")
+
+    def factor(step: int) -> float:
+        if step < warmup_iters:
+            return (step + 1) / warmup_iters
+        t = min(1.0, max(0.0, (step - warmup_iters) / max(1, total_iters - warmup_iters)))
+        if schedule == "poly":
+            return (1.0 - t) ** poly_power
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return 1.0
+
+    return factor
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """RNG states as tensors / plain types (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ---------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains ``model`` on ``train_set`` for ``cfg.epochs`` epochs, validating after each epoch.
+
+    ``meta`` = {"task", "model": {"name", "kwargs"}, "classes", "colors", "normalization", "config"}
+    is copied into every checkpoint. ``dist`` comes from :func:`init_distributed` under torchrun;
+    None means one process on ``cfg.device``. After :meth:`fit`, ``self.model`` (unwrapped) holds the
+    last epoch's weights; the best ones are in ``<out>/best.pt``.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        model: nn.Module,
+        train_set: Dataset,
+        val_set: Dataset | None,
+        cfg: Any,
+        meta: dict[str, Any],
+        workers: int = 2,
+        dist: DistInfo | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.task = task
+        self.model = model
+        self.train_set = train_set
+        self.val_set = val_set
+        self.cfg = cfg
+        self.meta = dict(meta)
+        self.workers = workers
+        self.dist = dist if dist is not None else DistInfo(device=resolve_device(cfg.device))
+        self.progress = progress
+        self.out = Path(cfg.out)
+        self._log = log if log is not None else (lambda msg: print(msg, flush=True))
+
+    # ------------------------------------------------------------ helpers
+
+    def log(self, msg: str) -> None:
+        if self.dist.is_main:
+            self._log(msg)
+
+    def _check_config(self) -> int:
+        cfg, world = self.cfg, self.dist.world_size
+        if cfg.epochs < 1:
+            raise ConfigError(f"epochs: must be at least 1, got {cfg.epochs}")
+        if cfg.batch_size < 1:
+            raise ConfigError(f"batch_size: must be at least 1, got {cfg.batch_size}")
+        if cfg.batch_size % world != 0:
+            raise ConfigError(
+                f"batch_size: {cfg.batch_size} cannot be split over {world} processes; use a multiple of {world}"
+            )
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer: unknown {cfg.optimizer!r} (expected {' | '.join(OPTIMIZERS)})")
+        if cfg.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule: unknown {cfg.schedule!r} (expected {' | '.join(SCHEDULES)})")
+        if cfg.lr <= 0:
+            raise ConfigError(f"lr: must be positive, got {cfg.lr}")
+        if cfg.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs: must be >= 0, got {cfg.warmup_epochs}")
+        if len(self.train_set) == 0:  # type: ignore[arg-type]
+            raise DataError("training set: no samples")
+        return cfg.batch_size // world
+
+    def _check_out(self) -> Path | None:
+        """Apply the resume/overwrite rules; returns the checkpoint to resume from, if any."""
+        last = self.out / "last.pt"
+        overwrite = getattr(self.cfg, "overwrite", False)
+        if self.cfg.resume:
+            if not last.is_file():
+                raise ConfigError(f"{last}: nothing to resume; drop --resume to start a new run")
+            return last
+        if last.is_file() and not overwrite:
+            raise ConfigError(
+                f"{self.out} already holds a run; pass --resume to continue or --overwrite to start over"
+            )
+        return None
+
+    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("model: no trainable parameters")
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def _payload(self, epoch: int, best_metric: float | None, best_epoch: int | None, metrics: dict) -> dict:
+        payload = dict(self.meta)
+        payload.update(
+            {
+                "format": FORMAT,
+                "convision_version": convision.__version__,
+                "state_dict": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "epoch": epoch,
+                "best_metric": best_metric,
+                "best_epoch": best_epoch,
+                "metrics": metrics,
+                "rng": _rng_state(self.dist.device),
+            }
+        )
+        return payload
+
+    def _read_history(self, upto: int) -> list[dict]:
+        """Records of metrics.jsonl with epoch <= upto (a torn last line is dropped)."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= upto:
+                records.append(record)
+        return records
+
+    def _write_history(self, records: list[dict]) -> None:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        tmp = self.out / "metrics.jsonl.tmp"
+        tmp.write_text(text)
+        tmp.replace(self.out / "metrics.jsonl")
+
+    def _append_history(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+    def _plot(self) -> None:
+        try:
+            from convision.viz import plot_curves
+
+            plot_curves(self.out / "metrics.jsonl", self.out / "curves.png")
+        except Exception as e:  # noqa: BLE001 - a picture must never stop training
+            self.log(f"note: could not draw curves.png ({type(e).__name__}: {e})")
+
+    # ------------------------------------------------------------ main loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train; returns {"best_epoch", "best_metric", "history": [per-epoch records]}."""
+        cfg, info, task = self.cfg, self.dist, self.task
+        device = info.device
+        per_batch = self._check_config()
+        resume_from = self._check_out()
+
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if resume_from is None:  # fresh start (or --overwrite): clear this trainer's outputs
+                for name in OUTPUT_FILES:
+                    (self.out / name).unlink(missing_ok=True)
+            run = {**self.meta, "world_size": info.world_size, "device": str(device), "torch": torch.__version__}
+            (self.out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+        dist_utils.barrier()
+
+        seed_everything(cfg.seed)
+
+        # model, DDP
+        model = self.model.to(device)
+        if info.distributed and cfg.sync_bn:
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                self.log(
+                    "note: sync_bn skipped: SyncBatchNorm needs CUDA in this torch version; on CPU each "
+                    "process normalises with its own batch statistics"
+                )
+        self.model = model
+        train_model: nn.Module = model
+        if info.distributed:
+            train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        # data
+        sampler = _EpochSampler(
+            DistributedSampler(
+                self.train_set,
+                num_replicas=info.world_size,
+                rank=info.rank,
+                shuffle=True,
+                seed=cfg.seed,
+                drop_last=False,
+            )
+        )
+        train_loader = DataLoader(
+            _SeededSamples(self.train_set, cfg.seed),
+            batch_size=per_batch,
+            sampler=sampler,
+            collate_fn=task.collate,
+            drop_last=False,
+            generator=torch.Generator().manual_seed(cfg.seed + info.rank),  # keeps the global RNG untouched
+            **_loader_kwargs(self.workers, device),
+        )
+        val_loader = None
+        if self.val_set is not None and len(self.val_set) > 0:  # type: ignore[arg-type]
+            val_loader = _eval_loader(task, self.val_set, per_batch, self.workers, device)
+
+        # optimisation
+        iters = len(train_loader)
+        self.optimizer = self._build_optimizer(model)
+        lr_lambda = make_lr_lambda(cfg.schedule, cfg.epochs * iters, round(cfg.warmup_epochs * iters), cfg.poly_power)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        use_amp = bool(cfg.amp) and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        # resume
+        start_epoch, best_metric, best_epoch = 1, None, None
+        history: list[dict] = []
+        if resume_from is not None:
+            ckpt = load_checkpoint(resume_from)
+            try:
+                model.load_state_dict(ckpt["state_dict"])
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[-1].strip()
+                raise CheckpointError(f"{resume_from}: does not match the model ({first})") from None
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+            start_epoch = int(ckpt["epoch"]) + 1
+            best_metric, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
+            history = self._read_history(int(ckpt["epoch"]))
+            if info.is_main:
+                self._write_history(history)
+            _set_rng_state(ckpt["rng"], device)
+            self.log(f"resuming from {resume_from} (epoch {ckpt['epoch']}), continuing at epoch {start_epoch}")
+            if start_epoch > cfg.epochs:
+                self.log(f"nothing to do: the run already finished {ckpt['epoch']} of {cfg.epochs} epochs")
+
+        run_start = time.time()
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.time()
+            sampler.set_epoch(epoch)
+            train_model.train()
+            loss_total = 0.0
+            seen = 0
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar = tqdm(
+                total=iters,
+                desc=f"epoch {epoch}/{cfg.epochs}",
+                leave=False,
+                file=sys.stderr,
+                disable=not (self.progress and info.is_main),
+                dynamic_ncols=True,
+            )
+            for step, batch in enumerate(train_loader, start=1):
+                with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+                    loss = task.loss(train_model, batch, device)
+                if loss.ndim != 0:
+                    raise ValueError(f"task.loss must return a scalar, got shape {tuple(loss.shape)}")
+                # one small all-reduce per step: the mean loss for the log, and a divergence flag so
+                # that every process stops at the same step instead of hanging in backward()
+                detached = loss.detach().float()
+                stats = torch.stack([torch.nan_to_num(detached, 0.0, 0.0, 0.0), (~torch.isfinite(detached)).float()])
+                dist_utils.all_reduce_sum_(stats)
+                loss_sum, bad = stats.tolist()
+                if bad:
+                    raise TrainingDiverged(self._diverged_message(epoch, step))
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    if cfg.grad_clip > 0:
+                        self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    self.optimizer.step()
+                lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used
+                self.scheduler.step()
+
+                loss_total += loss_sum / info.world_size
+                seen = min(step * per_batch, len(sampler)) * info.world_size
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_total / step:.4f}", img_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+            bar.close()
+            train_time = time.time() - t0
+
+            metrics = (
+                _run_eval(task, model, val_loader, device, self.progress) if val_loader is not None else {}
+            )
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": loss_total / max(iters, 1),
+                "lr": lr,
+                "images_per_s": seen / max(train_time, 1e-9),
+                "time": time.time() - t0,
+            }
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    record[k] = v
+            history.append(record)
+
+            value = metrics.get(task.main_metric)
+            improved = isinstance(value, (int, float)) and math.isfinite(value) and (
+                best_metric is None or value > best_metric
+            )
+            if improved:
+                best_metric, best_epoch = float(value), epoch
+            if info.is_main:
+                # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
+                self._append_history(record)
+                payload = self._payload(epoch, best_metric, best_epoch, {**metrics, **record})
+                if improved:
+                    save_checkpoint(self.out / "best.pt", payload)
+                save_checkpoint(self.out / "last.pt", payload)
+                self._plot()
+                self.log(self._summary(record, cfg.epochs, run_start, epoch - start_epoch + 1))
+
+        return {"best_epoch": best_epoch, "best_metric": best_metric, "history": history}
+
+    def _diverged_message(self, epoch: int, step: int) -> str:
+        last = self.out / "last.pt"
+        if epoch > 1:
+            kept = f"{last} (epoch {epoch - 1}) is the last good checkpoint"
+        else:
+            kept = "no checkpoint was written yet"
+        return (
+            f"loss became NaN or infinite at epoch {epoch}, step {step} (try a lower --lr or --grad-clip); {kept}"
+        )
+
+    def _summary(self, record: dict, epochs: int, run_start: float, done: int) -> str:
+        parts = [f"epoch {record['epoch']}/{epochs}", f"train_loss {record['train_loss']:.4f}"]
+        skip = {"epoch", "train_loss", "lr", "images_per_s", "time"}
+        parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in skip]
+        remaining = (time.time() - run_start) / done * (epochs - record["epoch"])
+        parts += [
+            f"lr {record['lr']:.2e}",
+            f"{record['images_per_s']:.1f} img/s",
+            f"{record['time']:.1f}s",
+            f"eta {_hms(remaining)}",
+        ]
+        return "  ".join(parts)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
