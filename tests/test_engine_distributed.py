@@ -1,6 +1,7 @@
 """torchrun helpers, and 2 CPU processes (gloo) against one process on the same global batches."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+from torch import nn
 
 HELPERS = Path(__file__).resolve().parent / "engine_helpers"
 sys.path.insert(0, str(HELPERS))
@@ -16,6 +19,7 @@ sys.path.insert(0, str(HELPERS))
 from engine_toy import make_cfg, make_trainer  # noqa: E402
 
 from convision.engine import DistInfo, all_reduce_sum_, broadcast_object, init_distributed, resolve_device  # noqa: E402
+from convision.engine.distributed import CPUSyncBatchNorm, convert_sync_batchnorm  # noqa: E402
 from convision.errors import ConfigError  # noqa: E402
 
 
@@ -104,10 +108,54 @@ def test_confusion_matrix_reduce_gives_full_set_numbers(ddp_run):
     assert [r["local_total"] for r in reports] == [5 * 5 * 6, 5 * 5 * 6]  # each rank counted only half
 
 
-def test_sync_bn_is_skipped_on_cpu_with_a_note(ddp_run):
+def test_torch_sync_batchnorm_refuses_cpu(ddp_run):
+    """Why CPUSyncBatchNorm exists: torch 2.14's SyncBatchNorm only runs on GPU-like devices."""
     _, reports = ddp_run
     assert all(r["syncbn_cpu"].startswith("ValueError: SyncBatchNorm expected input tensor to be on GPU") for r in reports)
-    assert any("sync_bn skipped" in m for m in reports[0]["messages"])
+
+
+def test_two_processes_with_sync_batchnorm_match_one_process(ddp_run, tmp_path):
+    out, _ = ddp_run
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        make_trainer(make_cfg(tmp_path / "single", epochs=2, sync_bn=True), augment=True, bn=True).fit()
+    finally:
+        torch.set_num_threads(n)
+    a = torch.load(tmp_path / "single" / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "ddp_bn" / "last.pt", weights_only=True)["state_dict"]
+    assert "bn.running_mean" in b and int(b["bn.num_batches_tracked"]) == 6
+    for name, tensor in a.items():
+        assert torch.allclose(tensor.double(), b[name].double(), atol=1e-5), name
+
+
+def test_cpu_sync_batchnorm_equals_batchnorm(tmp_path):
+    """The synchronised path (run here in a one-process gloo group) computes batch norm exactly:
+    outputs, gradients and running statistics."""
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4, momentum=0.3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    sync = convert_sync_batchnorm(nn.Sequential(copy.deepcopy(bn)), torch.device("cpu"))[0]
+    assert isinstance(sync, CPUSyncBatchNorm) and sync.state_dict().keys() == bn.state_dict().keys()
+    x = (3 + 2 * torch.randn(6, 4, 5, 5, dtype=torch.float64)).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for _ in range(2):
+            y, y2 = bn(x), sync(x2)
+            assert torch.allclose(y, y2, atol=1e-10)
+            (y * torch.arange(y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+            (y2 * torch.arange(y2.numel(), dtype=y.dtype).view_as(y2)).sum().backward()
+        assert torch.allclose(x.grad, x2.grad, atol=1e-8)
+        assert torch.allclose(bn.weight.grad, sync.weight.grad) and torch.allclose(bn.bias.grad, sync.bias.grad)
+        assert torch.allclose(bn.running_mean, sync.running_mean) and torch.allclose(bn.running_var, sync.running_var)
+        assert int(sync.num_batches_tracked) == 2
+    finally:
+        dist.destroy_process_group()
+    bn.eval(), sync.eval()
+    assert torch.allclose(bn(x), sync(x))
 
 
 def test_nan_on_one_rank_stops_every_rank(ddp_run):

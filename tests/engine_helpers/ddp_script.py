@@ -1,10 +1,11 @@
 """Run under ``torchrun --nproc_per_node 2`` (gloo, CPU). usage: ddp_script.py OUT
 
-1. trains the toy problem (global batch 4, random augmentation) into OUT/ddp;
+1. trains the toy problem (global batch 4, random augmentation) into OUT/ddp, and with batch
+   norm (sync_bn, CPU) into OUT/ddp_bn;
 2. checks that the validation metric of the sharded, all-reduced evaluation equals a plain
    single-process pass over the whole validation set;
 3. checks ConfusionMatrix.reduce_() on random data split over the processes;
-4. checks that SyncBatchNorm refuses CPU tensors in this torch version;
+4. checks that torch's SyncBatchNorm refuses CPU tensors in this torch version;
 5. trains with a loss that becomes NaN on rank 1 only: every rank must raise TrainingDiverged.
 Each rank writes OUT/rank<r>.json with what it saw.
 """
@@ -38,6 +39,9 @@ def main() -> None:
     result = trainer.fit()
     report["history"] = result["history"]
     report["messages"] = messages
+
+    # 1b. the same with batch norm: synchronised over both processes on CPU
+    make_trainer(make_cfg(out / "ddp_bn", epochs=2, sync_bn=True), augment=True, bn=True, dist=info).fit()
 
     # 2. sharded + reduced evaluation == one pass over the whole set (odd size: 7 samples)
     val = ToySegmentation(7, seed=2)

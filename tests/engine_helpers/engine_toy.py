@@ -16,14 +16,15 @@ NUM_CLASSES = 3
 
 
 class ToyNet(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.0) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.0, bn: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8) if bn else nn.Identity()
         self.drop = nn.Dropout2d(dropout)
         self.head = nn.Conv2d(8, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(torch.relu(self.conv1(x))))
+        return self.head(self.drop(torch.relu(self.bn(self.conv1(x)))))
 
 
 class ToySegmentation(torch.utils.data.Dataset):
@@ -106,11 +107,12 @@ def make_meta(cfg: TrainConfig) -> dict:
 
 
 def make_trainer(cfg: TrainConfig, task: ToyTask | None = None, *, n_train: int = 12, n_val: int = 7,
-                 augment: bool = False, dropout: float = 0.0, workers: int = 0, dist=None, log=None):
+                 augment: bool = False, dropout: float = 0.0, bn: bool = False, workers: int = 0, dist=None,
+                 log=None):
     from convision.engine import Trainer, seed_everything
 
     seed_everything(cfg.seed)
-    model = ToyNet(dropout=dropout)
+    model = ToyNet(dropout=dropout, bn=bn)
     return Trainer(
         task=task or ToyTask(),
         model=model,

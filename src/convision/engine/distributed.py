@@ -3,6 +3,10 @@
 Launch with ``torchrun --nproc_per_node N -m convision ...``: torchrun sets RANK, WORLD_SIZE and
 LOCAL_RANK; :func:`init_distributed` reads them and starts the process group (NCCL on CUDA, Gloo
 on CPU). Without torchrun everything runs in one process and these helpers are no-ops.
+
+``torch.nn.SyncBatchNorm`` refuses CPU tensors (torch 2.14: "SyncBatchNorm expected input tensor
+to be on GPU ..."), so on CPU :func:`convert_sync_batchnorm` uses :class:`CPUSyncBatchNorm`, which
+computes the batch statistics over all processes with autograd-aware all-reduces (Gloo).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from convision.errors import ConfigError
 
@@ -106,3 +111,88 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of every input is the sum of the output gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training-mode statistics cover the whole global batch (any device, Gloo).
+
+    Mean and variance are all-reduced in two passes (sum and count, then squared deviations) by an
+    all-reduce whose backward all-reduces the gradients, as torch's CUDA SyncBatchNorm does.
+    Outside training, or without a process group, it is plain batch norm. Same parameters,
+    buffers and state-dict keys as ``BatchNorm*d``.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_initialized()):
+            return super().forward(input)
+        self._check_input_dim(input)
+        all_reduce = _AllReduceSum.apply
+        channels = input.shape[1]
+        dims = [0] + list(range(2, input.dim()))
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
+        count = torch.full((1,), input.numel() // channels, dtype=x.dtype, device=x.device)
+        totals = all_reduce(torch.cat([x.sum(dims), count]))
+        n = totals[channels]
+        mean = totals[:channels] / n
+        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / n  # biased, as batch norm uses
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            factor = 0.0 if self.momentum is None else self.momentum
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:
+                    factor = 1.0 / float(self.num_batches_tracked)
+            with torch.no_grad():
+                unbiased = var * (n / (n - 1).clamp_min(1))
+                self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
+        y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(input.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Batch norms -> torch's SyncBatchNorm on CUDA, :class:`CPUSyncBatchNorm` elsewhere."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _convert_cpu(module)
+
+
+def _convert_cpu(module: nn.Module) -> nn.Module:
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (CPUSyncBatchNorm, nn.SyncBatchNorm)
+    ):
+        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                               module.track_running_stats)
+        if module.affine:
+            out.weight = module.weight
+            out.bias = module.bias
+        out.running_mean = module.running_mean
+        out.running_var = module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.training = module.training
+    for name, child in module.named_children():
+        out.add_module(name, _convert_cpu(child))
+    return out

@@ -15,6 +15,10 @@ Reproducibility: every training sample is loaded with the global RNGs (torch, nu
 seeded from ``(cfg.seed, epoch, sample index)``, so random augmentation depends neither on the
 number of loader workers, nor on the number of processes, nor on whether the run was resumed.
 
+Batch norm under torchrun with ``cfg.sync_bn``: torch's SyncBatchNorm on CUDA; on CPU, where
+torch's refuses to run, convision's CPUSyncBatchNorm (engine/distributed.py). Either way N
+processes with B/N images each train like one process with B images.
+
 Validation under torchrun: each process evaluates the samples ``rank, rank + world, ...`` of the
 validation set (no padding, no duplicates, unlike DistributedSampler) with the unwrapped model,
 then the metric is all-reduced, so the numbers are those of the full set exactly.
@@ -400,13 +404,8 @@ class Trainer:
         # model, DDP
         model = self.model.to(device)
         if info.distributed and cfg.sync_bn:
-            if device.type == "cuda":
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            else:
-                self.log(
-                    "note: sync_bn skipped: SyncBatchNorm needs CUDA in this torch version; on CPU each "
-                    "process normalises with its own batch statistics"
-                )
+            # CUDA: torch's SyncBatchNorm; CPU (which torch's refuses): convision's CPUSyncBatchNorm
+            model = dist_utils.convert_sync_batchnorm(model, device)
         self.model = model
         train_model: nn.Module = model
         if info.distributed:
