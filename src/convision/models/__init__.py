@@ -1,0 +1,38 @@
+"""Model registry: ``MODELS[name](**kwargs)``; checkpoints rebuild models with :func:`build_model`.
+
+Builders take keyword arguments only, with JSON-serialisable values, so that a checkpoint's
+``{"name": ..., "kwargs": {...}}`` is enough to rebuild the network.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from convision.errors import ConfigError
+from convision.models.backbones import BACKBONES, Backbone, build_backbone
+from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
+
+__all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "fcn32s": fcn32s,
+    "fcn16s": fcn16s,
+    "fcn8s": fcn8s,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """``MODELS[name](**kwargs)``; an unknown name or keyword argument raises ``ConfigError``."""
+    if name not in MODELS:
+        raise ConfigError(f"model: unknown model {name!r} (known: {', '.join(MODELS)})")
+    builder = MODELS[name]
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = [n for n, p in params.items() if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            raise ConfigError(f"model {name}: unknown argument(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})")
+    return builder(**kwargs)
