@@ -122,7 +122,8 @@ def test_load_matching_state_loads_name_and_shape_matches():
     head_before = dst.head.weight.clone()
     loaded, skipped = load_matching_state(dst, src.state_dict())
     assert sorted(loaded) == ["body.bias", "body.weight"]
-    assert sorted(skipped) == ["head.bias", "head.weight"]  # shape 5 != 3
+    # the model's entries left at their initial values: head (5 != 3 outputs) and the new layer
+    assert sorted(skipped) == ["extra.bias", "extra.weight", "head.bias", "head.weight"]
     assert torch.equal(dst.body.weight, src.body.weight)
     assert torch.equal(dst.head.weight, head_before) and torch.equal(dst.extra.weight, extra_before)
 
@@ -131,7 +132,7 @@ def test_load_matching_state_accepts_ddp_prefix_and_rejects_no_match():
     src = Small(head=3)
     dst = Bigger(head=3)
     loaded, skipped = load_matching_state(dst, {f"module.{k}": v for k, v in src.state_dict().items()})
-    assert len(loaded) == 4 and skipped == []
+    assert len(loaded) == 4 and skipped == ["extra.weight", "extra.bias"]
     assert torch.equal(dst.head.weight, src.head.weight)
     with pytest.raises(CheckpointError, match="^runs/a/last.pt: no parameter matches"):
         load_matching_state(dst, {"something.else": torch.zeros(1)}, source="runs/a/last.pt")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(HELPERS))
 from engine_toy import Interrupt, ToySegmentation, ToyTask, make_cfg, make_trainer  # noqa: E402
 
 from convision.engine import DistInfo, evaluate, load_checkpoint, make_lr_lambda  # noqa: E402
-from convision.errors import ConfigError, TrainingDiverged  # noqa: E402
+from convision.errors import CheckpointError, ConfigError, TrainingDiverged  # noqa: E402
 
 CHECKPOINT_KEYS = {"format", "convision_version", "task", "model", "classes", "colors", "normalization",
                    "config", "state_dict", "optimizer", "scheduler", "scaler", "epoch", "best_metric",
@@ -267,3 +267,24 @@ def test_adamw_trains_only_parameters_that_require_grad(tmp_path):
     assert not torch.equal(trainer.model.head.weight, head)
     opt = torch.load(tmp_path / "adamw" / "last.pt", weights_only=True)["optimizer"]
     assert len(opt["param_groups"][0]["params"]) == 2 and "exp_avg" in opt["state"][0]
+
+
+def test_resume_checks_the_model_and_a_finished_run_is_left_alone(tmp_path):
+    out = tmp_path / "r"
+    make_trainer(make_cfg(out, epochs=1)).fit()
+    with pytest.raises(CheckpointError, match=r"last.pt: does not match the model \(Missing key"):
+        make_trainer(make_cfg(out, epochs=2, resume=True), bn=True).fit()
+    before = (out / "last.pt").read_bytes()
+    messages: list[str] = []
+    result = make_trainer(make_cfg(out, epochs=1, resume=True), log=messages.append).fit()
+    assert [r["epoch"] for r in result["history"]] == [1]
+    assert any("nothing to do" in m for m in messages)
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_meta_must_load_with_weights_only(tmp_path):
+    trainer = make_trainer(make_cfg(tmp_path / "m", epochs=1))
+    trainer.meta["config"] = {"data": Path("data")}  # a Path would make every checkpoint unloadable
+    with pytest.raises(TypeError, match="plain types"):
+        trainer.fit()
+    assert not (tmp_path / "m" / "last.pt").exists()

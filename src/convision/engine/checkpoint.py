@@ -89,10 +89,11 @@ def load_matching_state(
 ) -> tuple[list[str], list[str]]:
     """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s into it.
 
-    Returns ``(loaded, skipped)``: names that were loaded, and names of ``state_dict`` that were
-    not (absent from the model or of another shape). Model entries missing from ``state_dict``
-    keep their current values. Used to initialise FCN-16s from FCN-32s, FCN-8s from FCN-16s.
-    ``source`` (e.g. the file name) starts the error message when nothing matches.
+    Returns ``(loaded, skipped)``: the model's state-dict names that were loaded, and the model's
+    names that were not (absent from ``state_dict`` or of another shape there), which keep their
+    current values: for FCN-32s -> FCN-16s, the new ``pool4`` score layer and upsampling.
+    Entries of ``state_dict`` the model lacks are ignored. ``source`` (e.g. the file name) starts
+    the error message when nothing matches.
     """
     state_dict = _strip_module(state_dict)
     own = model.state_dict()
@@ -101,5 +102,5 @@ def load_matching_state(
         raise CheckpointError(f"{source}: no parameter matches the model by name and shape")
     model.load_state_dict(matched, strict=False)
     loaded = list(matched)
-    skipped = [k for k in state_dict if k not in matched]
+    skipped = [k for k in own if k not in matched]
     return loaded, skipped

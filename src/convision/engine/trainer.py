@@ -25,8 +25,10 @@ then the metric is all-reduced, so the numbers are those of the full set exactly
 """
 from __future__ import annotations
 
+import io
 import json
 import math
+import pickle
 import random
 import sys
 import time
@@ -305,6 +307,17 @@ class Trainer:
             raise DataError("training set: no samples")
         return cfg.batch_size // world
 
+    def _check_meta(self) -> None:
+        """meta goes into every checkpoint: it must load with weights_only=True (a bug otherwise)."""
+        buffer = io.BytesIO()
+        torch.save(self.meta, buffer)
+        buffer.seek(0)
+        try:
+            torch.load(buffer, weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0]
+            raise TypeError(f"Trainer meta must hold only plain types and tensors: {first}") from None
+
     def _check_out(self) -> Path | None:
         """Apply the resume/overwrite rules; returns the checkpoint to resume from, if any."""
         last = self.out / "last.pt"
@@ -388,6 +401,7 @@ class Trainer:
         cfg, info, task = self.cfg, self.dist, self.task
         device = info.device
         per_batch = self._check_config()
+        self._check_meta()
         resume_from = self._check_out()
 
         if info.is_main:
@@ -442,7 +456,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         use_amp = bool(cfg.amp) and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
-        params = [p for p in model.parameters() if p.requires_grad]
 
         # resume
         start_epoch, best_metric, best_epoch = 1, None, None
@@ -452,8 +465,9 @@ class Trainer:
             try:
                 model.load_state_dict(ckpt["state_dict"])
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[-1].strip()
-                raise CheckpointError(f"{resume_from}: does not match the model ({first})") from None
+                lines = str(e).strip().splitlines()
+                detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
+                raise CheckpointError(f"{resume_from}: does not match the model ({detail})") from None
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             if self.scaler is not None and ckpt.get("scaler"):
@@ -472,21 +486,57 @@ class Trainer:
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.time()
             sampler.set_epoch(epoch)
-            train_model.train()
-            loss_total = 0.0
-            seen = 0
-            lr = self.optimizer.param_groups[0]["lr"]
-            bar = tqdm(
-                total=iters,
-                desc=f"epoch {epoch}/{cfg.epochs}",
-                leave=False,
-                file=sys.stderr,
-                disable=not (self.progress and info.is_main),
-                dynamic_ncols=True,
+            loss_total, seen, lr = self._train_epoch(epoch, train_model, train_loader, per_batch, len(sampler), use_amp)
+            train_time = time.time() - t0
+
+            metrics = (
+                _run_eval(task, model, val_loader, device, self.progress) if val_loader is not None else {}
             )
-            for step, batch in enumerate(train_loader, start=1):
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": loss_total / iters,
+                "lr": lr,
+                "images_per_s": seen / max(train_time, 1e-9),
+                "time": time.time() - t0,
+            }
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    record[k] = v
+            history.append(record)
+
+            value = metrics.get(task.main_metric)
+            improved = isinstance(value, (int, float)) and math.isfinite(value) and (
+                best_metric is None or value > best_metric
+            )
+            if improved:
+                best_metric, best_epoch = float(value), epoch
+            if info.is_main:
+                # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
+                self._append_history(record)
+                payload = self._payload(epoch, best_metric, best_epoch, {**metrics, **record})
+                if improved:
+                    save_checkpoint(self.out / "best.pt", payload)
+                save_checkpoint(self.out / "last.pt", payload)
+                self._plot()
+                self.log(self._summary(record, cfg.epochs, run_start, epoch - start_epoch + 1))
+
+        return {"best_epoch": best_epoch, "best_metric": best_metric, "history": history}
+
+    def _train_epoch(
+        self, epoch: int, model: nn.Module, loader: DataLoader, per_batch: int, shard: int, use_amp: bool
+    ) -> tuple[float, int, float]:
+        """One pass over the training shard; returns (sum of step losses, images seen, last lr)."""
+        cfg, info, device = self.cfg, self.dist, self.dist.device
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        model.train()
+        loss_total, seen, t0 = 0.0, 0, time.time()
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
+                   disable=not (self.progress and info.is_main), dynamic_ncols=True)
+        try:
+            for step, batch in enumerate(loader, start=1):
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                    loss = task.loss(train_model, batch, device)
+                    loss = self.task.loss(model, batch, device)
                 if loss.ndim != 0:
                     raise ValueError(f"task.loss must return a scalar, got shape {tuple(loss.shape)}")
                 # one small all-reduce per step: the mean loss for the log, and a divergence flag so
@@ -514,44 +564,12 @@ class Trainer:
                 self.scheduler.step()
 
                 loss_total += loss_sum / info.world_size
-                seen = min(step * per_batch, len(sampler)) * info.world_size
+                seen = min(step * per_batch, shard) * info.world_size
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_total / step:.4f}", img_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+        finally:
             bar.close()
-            train_time = time.time() - t0
-
-            metrics = (
-                _run_eval(task, model, val_loader, device, self.progress) if val_loader is not None else {}
-            )
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": loss_total / max(iters, 1),
-                "lr": lr,
-                "images_per_s": seen / max(train_time, 1e-9),
-                "time": time.time() - t0,
-            }
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    record[k] = v
-            history.append(record)
-
-            value = metrics.get(task.main_metric)
-            improved = isinstance(value, (int, float)) and math.isfinite(value) and (
-                best_metric is None or value > best_metric
-            )
-            if improved:
-                best_metric, best_epoch = float(value), epoch
-            if info.is_main:
-                # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
-                self._append_history(record)
-                payload = self._payload(epoch, best_metric, best_epoch, {**metrics, **record})
-                if improved:
-                    save_checkpoint(self.out / "best.pt", payload)
-                save_checkpoint(self.out / "last.pt", payload)
-                self._plot()
-                self.log(self._summary(record, cfg.epochs, run_start, epoch - start_epoch + 1))
-
-        return {"best_epoch": best_epoch, "best_metric": best_metric, "history": history}
+        return loss_total, seen, lr
 
     def _diverged_message(self, epoch: int, step: int) -> str:
         last = self.out / "last.pt"
