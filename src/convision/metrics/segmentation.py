@@ -65,7 +65,7 @@ class ConfusionMatrix:
         """Sum the matrix over all processes (in place); a no-op without torch.distributed."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not (dist.is_available() and dist.is_initialized()):
             return
         if dist.get_backend() == "nccl" and self.mat.device.type != "cuda":
             on_gpu = self.mat.to(torch.device("cuda", torch.cuda.current_device()))
