@@ -155,3 +155,27 @@ def test_mobilenet_v2_imagenet_weights_offline():
     # the enum's qualified name is accepted as well
     q = build_backbone("mobilenet_v2", weights="MobileNet_V2_Weights.IMAGENET1K_V1")
     assert torch.equal(q.stride8[0][0].weight, bb.stride8[0][0].weight)
+
+
+def _coord(modules) -> tuple[float, float]:
+    """Coordinate map of a chain of conv/pool layers (as Caffe's coord_map): input = a * output + b."""
+    a, b = 1.0, 0.0
+    for m in modules:
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+            k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+            a, b = a * s, b + a * ((k - 1) / 2 - p)
+    return a, b
+
+
+@pytest.mark.parametrize("name", ["vgg16", "vgg16_bn", "mobilenet_v2", "resnet18", "resnet50"])
+def test_declared_grid_matches_the_layers(name):
+    with torch.device("meta"):
+        bb = build_backbone(name)
+    chain = []
+    for stride, stage in ((8, bb.stride8), (16, bb.stride16), (32, bb.stride32)):
+        # the main path: a ResNet block's "downsample" shortcut runs in parallel, not in series
+        chain += [m for n, m in stage.named_modules() if "downsample" not in n]
+        a, b = _coord(chain)
+        assert a == stride
+        assert b == ((stride - 1) / 2 if bb.grid == "center" else 0.0), (stride, b)
+    assert bb.grid == ("center" if name.startswith("vgg") else "corner")

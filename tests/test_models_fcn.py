@@ -106,6 +106,84 @@ def test_vgg16_fcn8s_real_forward_odd_size(faithful):
     assert y.shape == (1, 4, 33, 47) and torch.equal(y, torch.zeros_like(y))  # zero-init scores
 
 
+def _coord(modules) -> tuple[float, float]:
+    """Caffe-style coordinate map of a chain of conv/pool layers: input = a * output + b."""
+    a, b = 1.0, 0.0
+    for m in modules:
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not isinstance(m, nn.ConvTranspose2d):
+            k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+            a, b = a * s, b + a * ((k - 1) / 2 - p)
+    return a, b
+
+
+def _deconv(m: nn.ConvTranspose2d) -> tuple[float, float]:
+    """Transposed conv: output = s * input + ((k - 1) / 2 - p), so input = (output - b) / s."""
+    return m.stride[0], (m.kernel_size[0] - 1) / 2 - m.padding[0]
+
+
+@pytest.mark.parametrize("faithful", [True, False])
+def test_crop_offsets_follow_from_the_layer_geometry(faithful):
+    """Recompute every crop offset from the layers' kernel/stride/padding, as Caffe's coord_map
+    does: the reference offsets (19; 5, 27; 5, 9, 31) in faithful mode, 0 everywhere by default."""
+    m = _meta("fcn8s", num_classes=2, backbone="vgg16", faithful=faithful)
+    bb = m.backbone
+    a3, b3 = _coord([*bb.stride8])  # data = a3 * pool3 + b3
+    a4, b4 = _coord([*bb.stride8, *bb.stride16])
+    a5, b5 = _coord([*bb.stride8, *bb.stride16, *bb.stride32, m.fc6])  # data = a5 * score_fr + b5
+    assert (a3, a4, a5) == (8, 16, 32)
+
+    def up(a, b, layer):  # data = a * x + b for the layer's input x -> the same for its output
+        s, c = _deconv(layer)
+        return a / s, b - a * c / s
+
+    # A skip map with data = a_skip * q + b_skip is cropped at o (fused u <-> skip q = u + o):
+    # aligned when a_skip * (u + o) + b_skip = a * u + b, i.e. o = (b - b_skip) / a_skip.
+    # The output is cropped at o (pixel y <-> u = y + o, data = y + o + b): aligned when o = -b.
+    m32 = _meta("fcn32s", num_classes=2, backbone="vgg16", faithful=faithful)
+    a, b = up(a5, b5, m32.upscore)
+    assert a == 1 and -b == (19 if faithful else 0)
+
+    m16 = _meta("fcn16s", num_classes=2, backbone="vgg16", faithful=faithful)
+    a, b = up(a5, b5, m16.upscore2)
+    assert a == a4 and (b - b4) / a4 == (5 if faithful else 0)  # score_pool4 crop
+    a, b = up(a, b, m16.upscore16)
+    assert a == 1 and -b == (27 if faithful else 0)
+
+    a, b = up(a5, b5, m.upscore2)
+    assert a == a4 and (b - b4) / a4 == (5 if faithful else 0)  # score_pool4 crop
+    a, b = up(a, b, m.upscore_pool4)
+    assert a == a3 and (b - b3) / a3 == (9 if faithful else 0)  # score_pool3 crop
+    a, b = up(a, b, m.upscore8)
+    assert a == 1 and -b == (31 if faithful else 0)
+    if faithful:
+        assert CAFFE_CROP_OFFSETS == {
+            32: {"upscore": 19},
+            16: {"score_pool4": 5, "upscore16": 27},
+            8: {"score_pool4": 5, "score_pool3": 9, "upscore8": 31},
+        }
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "mobilenet_v2"])
+def test_default_alignment_is_exact_on_corner_grid_backbones(backbone):
+    m = _meta("fcn8s", num_classes=2, backbone=backbone)
+    stages = [m.backbone.stride8, m.backbone.stride16, m.backbone.stride32]
+    chain = [[mod for n, mod in stage.named_modules() if "downsample" not in n] for stage in stages]
+    a3, b3 = _coord(chain[0])
+    a4, b4 = _coord(chain[0] + chain[1])
+    a5, b5 = _coord(chain[0] + chain[1] + chain[2] + [m.score_fr])
+    assert (a3, a4, a5) == (8, 16, 32)
+
+    def up(a, b, layer):
+        s, c = _deconv(layer)
+        return a / s, b - a * c / s
+
+    a, b = up(a5, b5, m.upscore2)
+    assert (a, (b - b4) / a4) == (a4, 0)
+    a, b = up(a, b, m.upscore_pool4)
+    assert (a, (b - b3) / a3) == (a3, 0)
+    assert up(a, b, m.upscore8) == (1, 0)
+
+
 def test_faithful_needs_caffe_ceil_pooling():
     # with floor rounding the reference crops run out of pixels for many sizes
     model = _meta("fcn32s", num_classes=2, faithful=True)
@@ -126,12 +204,15 @@ def test_output_size_any_input(name):
     assert _meta_sizes_ok(_meta(name, num_classes=5, backbone="resnet18"), MANY_SIZES[::2]) == []
 
 
-def test_default_upsampling_is_aligned():
-    model = fcn8s(num_classes=3, backbone="resnet18")
-    for n, m in model.named_modules():
-        if isinstance(m, BilinearUpsample):
-            f = m.factor
-            assert m.kernel_size == (2 * f, 2 * f) and m.stride == (f, f) and m.padding == (f // 2, f // 2), n
+def test_default_upsampling_follows_the_backbone_grid():
+    def geometry(model):
+        return {n: (m.factor, m.kernel_size[0], m.padding[0], m.output_padding[0]) for n, m in model.named_modules() if isinstance(m, BilinearUpsample)}
+
+    # ResNet / MobileNetV2: cell i at s*i -> kernel 2f-1, padding f-1, output padding f-1
+    for bb in ["resnet18", "mobilenet_v2"]:
+        assert geometry(_meta("fcn8s", num_classes=3, backbone=bb)) == {"upscore2": (2, 3, 1, 1), "upscore_pool4": (2, 3, 1, 1), "upscore8": (8, 15, 7, 7)}
+    # VGG: cell i at s*i + (s-1)/2 -> kernel 2f, padding f/2
+    assert geometry(_meta("fcn8s", num_classes=3, backbone="vgg16")) == {"upscore2": (2, 4, 1, 0), "upscore_pool4": (2, 4, 1, 0), "upscore8": (8, 16, 4, 0)}
 
 
 def test_faithful_rejected_for_other_backbones():
@@ -187,12 +268,12 @@ def test_gradients_reach_score_layers_then_backbone():
 # --- staged training: FCN-32s -> FCN-16s -> FCN-8s -------------------------------------------------
 
 
-def _trained_fcn32s(backbone: str = "resnet18") -> FCN:
+def _trained_fcn32s(backbone: str) -> FCN:
     torch.manual_seed(0)
     m = fcn32s(num_classes=5, backbone=backbone).eval()
     with torch.no_grad():  # stand-in for training: non-zero class scores
-        m.score_fr.weight.normal_(0, 0.1)
-        m.score_fr.bias.normal_(0, 0.1)
+        m.score_fr.weight.normal_(0, 1.0)
+        m.score_fr.bias.zero_()
     return m
 
 
@@ -211,27 +292,37 @@ def test_shared_parameter_names_across_variants(backbone):
         assert {"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"} <= set(m8.state_dict())
 
 
-def test_fcn16s_initialised_from_fcn32s_predicts_the_same():
-    m32 = _trained_fcn32s()
-    m16 = fcn16s(num_classes=5, backbone="resnet18").eval()
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_fcn16s_initialised_from_fcn32s_predicts_the_same(backbone):
+    m32 = _trained_fcn32s(backbone)
+    m16 = fcn16s(num_classes=5, backbone=backbone).eval()
     m16.load_state_dict(m32.state_dict(), strict=False)
-    seen = {}
-    m32.score_fr.register_forward_hook(lambda mod, inp, out: seen.__setitem__("score_fr", out))
-    x = torch.randn(2, 3, 96, 128)
+    m8 = fcn8s(num_classes=5, backbone=backbone).eval()
+    m8.load_state_dict(m16.state_dict(), strict=False)
+    x = torch.randn(2, 3, 97, 131)
     with torch.no_grad():
-        y32, y16 = m32(x), m16(x)
-        # Exact: the zero-initialised skip adds nothing; FCN-16s is FCN-32s's score_fr interpolated
-        # 2x then 16x (both bilinear) instead of 32x at once.
-        expected = m16.upscore16(m16.upscore2(seen["score_fr"]))[..., :96, :128]
-    assert torch.allclose(y16, expected, atol=1e-5)
-    # Not exact: 2x-then-16x bilinear is not 32x bilinear, so logits differ a little and the class
-    # map can flip where two classes are nearly tied (measured 95-100% of pixels agreeing over
-    # sizes and seeds, with mobilenet_v2 and resnet18). Checked: most pixels agree, and the class
-    # map is not trivially constant.
-    c32, c16 = y32.argmax(1), y16.argmax(1)
-    assert (c32 == c16).float().mean() >= 0.9
-    assert c32.unique().numel() > 1
-    assert not torch.allclose(y32, y16, atol=1e-3)
+        y32, y16, y8 = m32(x), m16(x), m8(x)
+    # The zero-initialised skips add nothing, and on these backbones' "corner" grid linear
+    # interpolation 2x then 16x (or 2x, 2x, 8x) is exactly linear interpolation 32x: the knots of
+    # the coarse map are samples of the finer one. So the logits, not only the class map, agree.
+    assert y32.abs().max() > 0 and y32.argmax(1).unique().numel() > 1
+    assert torch.allclose(y16, y32, atol=1e-5)
+    assert torch.allclose(y8, y32, atol=1e-5)
+    assert torch.equal(y16.argmax(1), y32.argmax(1))
+
+
+def test_center_grid_2x_then_16x_is_close_to_32x_but_not_equal():
+    """VGG's grid (cells centred in their blocks): the coarse knots fall between the fine samples,
+    so an FCN-16s initialised from an FCN-32s predicts the same classes only approximately.
+    Measured on white-noise scores (the worst case, a class boundary at every cell): 93-95% of
+    pixels agree; smooth real score maps agree more."""
+    torch.manual_seed(0)
+    scores = torch.randn(1, 5, 6, 8)
+    y32 = BilinearUpsample(5, 32)(scores)
+    y16 = BilinearUpsample(5, 16)(BilinearUpsample(5, 2)(scores))
+    assert y32.shape == y16.shape
+    assert (y32.argmax(1) == y16.argmax(1)).float().mean() >= 0.9
+    assert not torch.allclose(y32, y16, atol=1e-2)
 
 
 # --- registry and builders -----------------------------------------------------------------------

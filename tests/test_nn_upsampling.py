@@ -82,3 +82,43 @@ def test_frozen_vs_learnable():
     assert x.grad is not None and x.grad.abs().sum() > 0  # gradients pass through a frozen layer
     # still a parameter: saved and restored with the state dict
     assert "weight" in frozen.state_dict()
+
+
+@pytest.mark.parametrize("factor", [2, 3, 8, 32])
+def test_grids_put_samples_at_the_right_pixels(factor):
+    # bilinear interpolation reproduces a linear ramp exactly, so the ramp reveals the geometry
+    n = 6
+    ramp = torch.arange(float(n)).view(1, 1, 1, n).expand(1, 1, 3, n).contiguous()
+    u = torch.arange(float(n * factor))
+    row = 3 * factor // 2  # a middle row, clear of the top/bottom border
+
+    centre = BilinearUpsample(1, factor, grid="center")(ramp)
+    assert centre.shape == (1, 1, 3 * factor, n * factor)
+    b = factor // 2
+    # cell i centred on pixel f*i + (f-1)/2  <=>  value at pixel u is (u + 0.5)/f - 0.5
+    assert torch.allclose(centre[0, 0, row, b : n * factor - b], ((u + 0.5) / factor - 0.5)[b : n * factor - b], atol=1e-5)
+
+    layer = BilinearUpsample(1, factor, grid="corner")
+    assert layer.kernel_size[0] == 2 * factor - 1 and layer.padding[0] == layer.output_padding[0] == factor - 1
+    corner = layer(ramp)
+    assert corner.shape == (1, 1, 3 * factor, n * factor)
+    last = factor * (n - 1) + 1
+    # cell i on pixel f*i  <=>  value at pixel u is u/f, up to the last sample
+    assert torch.allclose(corner[0, 0, row, :last], u[:last] / factor, atol=1e-5)
+    assert corner[0, 0, row, last:].max() < n - 1  # fades after the last sample
+
+
+def test_corner_grid_composes_exactly():
+    # the knots of the coarse map are samples of the finer one: 2x then 16x == 32x
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 7)
+    direct = BilinearUpsample(4, 32, grid="corner")(x)
+    staged = BilinearUpsample(4, 16, grid="corner")(BilinearUpsample(4, 2, grid="corner")(x))
+    assert torch.allclose(direct, staged, atol=1e-5)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="grid"):
+        BilinearUpsample(2, 2, grid="middle")
+    with pytest.raises(ValueError, match="factor"):
+        BilinearUpsample(2, 0)

@@ -55,9 +55,17 @@ class Backbone(nn.Module):
 
     Attributes: ``arch`` (the backbone name), ``channels`` (``{stride: channels}``),
     ``dropout`` (the dropout rate the torchvision classifier applies before its last layer; a
-    segmentation head that replaces that layer can keep it), and ``stride8``, ``stride16``,
+    segmentation head that replaces that layer can keep it), ``grid`` (where a feature cell sits in
+    the input, see below), and ``stride8``, ``stride16``,
     ``stride32`` (``nn.Sequential`` slices of the torchvision modules, their original child names
     kept, so parameter names read like ``stride8.layer2.0.conv1.weight``).
+
+    ``grid``: the centre of the receptive field of cell ``i`` of the stride-s map, in input pixels.
+    ``"center"``: ``s*i + (s-1)/2``, the middle of the s x s block it pools (VGG: 3x3/pad-1
+    convolutions and 2x2/stride-2 pooling). ``"corner"``: ``s*i`` (ResNet, MobileNetV2: every
+    downsampling layer is an odd k x k, stride-2 convolution or pooling with padding (k-1)/2).
+    Upsampling that puts values back at the right pixels depends on it
+    (:class:`convision.nn.BilinearUpsample` ``grid=``).
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class Backbone(nn.Module):
         stride32: nn.Sequential,
         dropout: float = 0.0,
         classifier: nn.Sequential | None = None,
+        grid: str = "corner",
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -76,6 +85,7 @@ class Backbone(nn.Module):
         self.stride32 = stride32
         self.channels: dict[int, int] = {8: _out_channels(stride8), 16: _out_channels(stride16), 32: _out_channels(stride32)}
         self.dropout = float(dropout)
+        self.grid = grid
         # A plain tuple is not registered as a submodule: no parameters, no state-dict entries.
         self._classifier: tuple[nn.Sequential, ...] = (classifier,) if classifier is not None else ()
 
@@ -96,7 +106,7 @@ class Backbone(nn.Module):
         return classifier
 
     def extra_repr(self) -> str:
-        return f"arch={self.arch!r}, channels={self.channels}"
+        return f"arch={self.arch!r}, channels={self.channels}, grid={self.grid!r}"
 
 
 def _out_channels(stage: nn.Module) -> int:
@@ -221,15 +231,16 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backb
             _slice(feats, pools[3] + 1, pools[4] + 1),  # conv5_1 .. pool5
             dropout=0.5,
             classifier=model.classifier,
+            grid="center",
         )
     if family == "mobilenet_v2":
         feats = model.features
         dropout = next((m.p for m in model.classifier if isinstance(m, nn.Dropout)), 0.0)
-        return Backbone(name, _slice(feats, 0, 7), _slice(feats, 7, 14), _slice(feats, 14, 19), dropout=dropout)
+        return Backbone(name, _slice(feats, 0, 7), _slice(feats, 7, 14), _slice(feats, 14, 19), dropout=dropout, grid="corner")
     # resnet
     stem = nn.Sequential(
         OrderedDict(
             [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu), ("maxpool", model.maxpool), ("layer1", model.layer1), ("layer2", model.layer2)]
         )
     )
-    return Backbone(name, stem, nn.Sequential(OrderedDict(layer3=model.layer3)), nn.Sequential(OrderedDict(layer4=model.layer4)))
+    return Backbone(name, stem, nn.Sequential(OrderedDict(layer3=model.layer3)), nn.Sequential(OrderedDict(layer4=model.layer4)), grid="corner")

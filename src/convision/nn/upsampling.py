@@ -45,12 +45,20 @@ def bilinear_kernel(channels: int, kernel_size: int) -> Tensor:
 class BilinearUpsample(nn.ConvTranspose2d):
     """Bias-free transposed convolution with stride ``factor``, initialised to bilinear interpolation.
 
-    ``aligned=True`` (default): kernel ``2f`` (``2f - 1`` for odd f) and padding ``f // 2``, so the
-    output is exactly ``f`` times the input and, away from the border, equals
-    ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)`` (the half-pixel
-    convention that matches 2x2/stride-2 pooling grids). Within ``f // 2`` pixels of the border
-    the result differs: the transposed convolution sees zeros outside the map where
-    ``interpolate`` repeats the edge, so the border is darker, not wrong in position.
+    ``aligned=True`` (default): the output is exactly ``factor`` times the input and sample
+    positions line up, for one of two grid conventions (``grid``):
+
+    * ``"center"``: input cell i is centred on output position ``f*i + (f-1)/2``, the grid of
+      2x2/stride-2 pooling (VGG). Kernel ``2f`` (``2f - 1`` for odd f), padding ``f // 2``. Away
+      from the border this equals
+      ``F.interpolate(x, scale_factor=f, mode="bilinear", align_corners=False)``.
+    * ``"corner"``: input cell i sits on output position ``f*i``, the grid of stride-2
+      convolutions with odd kernels and "same" padding (ResNet, MobileNetV2). Kernel ``2f - 1``,
+      padding ``f - 1``, output padding ``f - 1``.
+
+    Near the border (``f // 2`` pixels on each side for "center", the last ``f - 1`` for
+    "corner") the transposed convolution sees zeros outside the map where ``interpolate`` repeats
+    the edge: the values fade (all channels by the same factor), their positions stay right.
 
     ``aligned=False``: the reference Caffe layer, kernel ``2f``, no padding; the output has size
     ``(n + 1) * f`` and the caller crops it with the reference net's offset.
@@ -59,17 +67,26 @@ class BilinearUpsample(nn.ConvTranspose2d):
     that it is saved in ``state_dict`` and can be unfrozen later.
     """
 
-    def __init__(self, channels: int, factor: int, learnable: bool = False, aligned: bool = True) -> None:
+    def __init__(
+        self, channels: int, factor: int, learnable: bool = False, aligned: bool = True, grid: str = "center"
+    ) -> None:
         if int(factor) != factor or factor < 1:
             raise ValueError(f"factor must be a positive integer, got {factor}")
+        if grid not in ("center", "corner"):
+            raise ValueError(f"grid must be 'center' or 'corner', got {grid!r}")
         factor = int(factor)
-        if aligned:
-            kernel_size, padding = 2 * factor - factor % 2, factor // 2
+        if not aligned:
+            kernel_size, padding, output_padding = 2 * factor, 0, 0
+        elif grid == "center":
+            kernel_size, padding, output_padding = 2 * factor - factor % 2, factor // 2, 0
         else:
-            kernel_size, padding = 2 * factor, 0
-        super().__init__(channels, channels, kernel_size, stride=factor, padding=padding, bias=False)
+            kernel_size, padding, output_padding = 2 * factor - 1, factor - 1, factor - 1
+        super().__init__(
+            channels, channels, kernel_size, stride=factor, padding=padding, output_padding=output_padding, bias=False
+        )
         self.factor = factor
         self.aligned = aligned
+        self.grid = grid if aligned else "caffe"
         self.weight.requires_grad_(bool(learnable))
 
     @property
@@ -82,4 +99,4 @@ class BilinearUpsample(nn.ConvTranspose2d):
             self.weight.copy_(bilinear_kernel(self.in_channels, self.kernel_size[0]))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, factor={self.factor}, aligned={self.aligned}, learnable={self.learnable}"
+        return f"{super().extra_repr()}, factor={self.factor}, grid={self.grid!r}, learnable={self.learnable}"

@@ -18,8 +18,9 @@ Architecture (paper Sec. 4, Fig. 3)
   upsampled 2x again (``upscore_pool4``) + score_pool3, then ``upscore8`` (8x). FCN-32s has one
   32x layer, ``upscore``.
 * **Zero-initialised scoring.** All score layers (weights and biases) start at zero, the Caffe
-  default the reference nets rely on (paper Sec. 4.2: "zero-initialized"; random init gave neither
-  better performance nor faster convergence). Consequences: the logits are exactly zero at
+  default the reference nets rely on (paper Sec. 4.3: random initialisation gave neither better
+  results nor faster convergence; Sec. 4.2: the new skip layer starts at zero so that the net
+  starts from the coarser net's predictions). Consequences: the logits are exactly zero at
   initialisation; a new skip layer starts as a no-op, so FCN-16s initialised from a trained
   FCN-32s predicts what the FCN-32s predicted, up to interpolating 2x-then-16x instead of 32x;
   and on the first step the score layers get gradients but the layers below them do not (the
@@ -54,16 +55,22 @@ padding 1, pooling rounds down (exact on multiples of 32), fc6 is 7x7 with paddi
 its size, and the upsampling layers have kernel 2f, stride f, padding f/2, which makes each output
 exactly f times its input and matches the pooling grid (a stride-s cell covers input pixels
 [s*i, s*i + s - 1], and the half-pixel bilinear interpolation puts its value at their centre). All
-maps then line up with offset 0 and the output is cropped back to H x W. Both modes give logits at
-the input size for any H, W.
+maps then line up with offset 0 (the same coordinate-map computation that gives Caffe's offsets
+gives 0 for every crop; the tests recompute both from the layers) and the output is cropped back
+to H x W. Both modes give logits at the input size for any H, W. Within half a stride of the
+padded border the zero-padded transposed convolutions fade the logits (all classes by the same
+factor where one cell contributes), as in the reference.
 
 Other backbones
 ---------------
 MobileNetV2 and ResNet get the same heads on their stride 8/16/32 features (:mod:`convision.models.
 backbones`); they have no fc6/fc7, so ``score_fr`` is a 1x1 convolution on the stride-32 features,
 after the dropout their torchvision classifier used before its last layer (MobileNetV2 0.2,
-ResNet none). Their stride-2 convolutions sample at even pixels rather than cell centres, so the
-grids there are aligned to within half an input pixel per stage, not exactly.
+ResNet none). Their downsampling layers are odd k x k, stride-2 convolutions/pooling with padding
+(k-1)/2, so cell i of a stride-s map is centred on input pixel s*i, not s*i + (s-1)/2 as for VGG's
+2x2 pooling; the upsampling layers follow that grid (``Backbone.grid == "corner"``: kernel 2f-1,
+padding f-1, output padding f-1), otherwise FCN-32s's output would be shifted by 15.5 pixels.
+Alignment is again exact (offset 0).
 
 Where this differs from the reference
 -------------------------------------
@@ -72,8 +79,9 @@ Where this differs from the reference
   numbers of the published models.
 * The staged voc-fcn8s adds skips unscaled, as here; the "at-once" variant's skip scaling
   (0.01 for pool4, 0.0001 for pool3) is not implemented.
-* Optimiser details of the reference (biases at twice the learning rate and without weight decay,
-  momentum 0.99 with an unnormalised loss) belong to the trainer, not the model.
+* Optimiser details of the reference (biases at twice the learning rate and without weight decay;
+  the reference code's batch-1 "heavy" training with momentum 0.99 and an unnormalised loss)
+  belong to the trainer, not the model.
 """
 from __future__ import annotations
 
@@ -217,19 +225,21 @@ class FCN(nn.Module):
                 if isinstance(m, nn.MaxPool2d):
                     m.ceil_mode = True  # Caffe rounds pooled sizes up
 
-        aligned = not faithful
+        def upsample(factor: int, learnable: bool) -> BilinearUpsample:
+            return BilinearUpsample(num_classes, factor, learnable=learnable, aligned=not faithful, grid=self.backbone.grid)
+
         self.score_fr = _zero_conv(score_in, num_classes)
         if stride == 32:
-            self.upscore = BilinearUpsample(num_classes, 32, learnable=learn_final, aligned=aligned)
+            self.upscore = upsample(32, learn_final)
         else:
-            self.upscore2 = BilinearUpsample(num_classes, 2, learnable=learn_2x, aligned=aligned)
+            self.upscore2 = upsample(2, learn_2x)
             self.score_pool4 = _zero_conv(channels[16], num_classes)
             if stride == 16:
-                self.upscore16 = BilinearUpsample(num_classes, 16, learnable=learn_final, aligned=aligned)
+                self.upscore16 = upsample(16, learn_final)
             else:
-                self.upscore_pool4 = BilinearUpsample(num_classes, 2, learnable=learn_2x, aligned=aligned)
+                self.upscore_pool4 = upsample(2, learn_2x)
                 self.score_pool3 = _zero_conv(channels[8], num_classes)
-                self.upscore8 = BilinearUpsample(num_classes, 8, learnable=learn_final, aligned=aligned)
+                self.upscore8 = upsample(8, learn_final)
 
         #: the builder name and JSON-serialisable keyword arguments (set by the builders)
         self.spec: dict[str, Any] = {
