@@ -60,6 +60,26 @@ def test_fc6_fc7_conv_head_equals_vgg16_classifier():
         assert ref.abs().max() > 0  # not a vacuous comparison
 
 
+def test_vgg_feature_only_weights_get_random_fc6_fc7(monkeypatch):
+    # torchvision's VGG16 IMAGENET1K_FEATURES ships a NaN classifier; fc6/fc7 must not inherit it
+    import convision.models.segmentation.fcn as fcn_module
+
+    real = fcn_module.build_backbone
+
+    def nan_classifier(name, weights=None):
+        bb = real(name, weights)
+        with torch.no_grad():
+            bb._classifier[0][0].weight.fill_(float("nan"))
+        return bb
+
+    monkeypatch.setattr(fcn_module, "build_backbone", nan_classifier)
+    with pytest.warns(UserWarning, match="not finite"):
+        model = fcn32s(num_classes=2, backbone="vgg16")
+    for conv in (model.fc6, model.fc7):
+        assert torch.isfinite(conv.weight).all() and 0.009 < conv.weight.std() < 0.011
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+
+
 def test_fc_to_conv_checks_sizes():
     with pytest.raises(ValueError, match="expected 512\\*7\\*7"):
         fc_to_conv(nn.Linear(100, 10), 512, 7)

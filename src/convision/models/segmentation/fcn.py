@@ -241,7 +241,7 @@ class FCN(nn.Module):
                 self.score_pool3 = _zero_conv(channels[8], num_classes)
                 self.upscore8 = upsample(8, learn_final)
 
-        #: the builder name and JSON-serialisable keyword arguments (set by the builders)
+        #: the builder name and its JSON-serialisable keyword arguments: build_model(spec["name"], **spec["kwargs"])
         self.spec: dict[str, Any] = {
             "name": f"fcn{stride}s",
             "kwargs": {
