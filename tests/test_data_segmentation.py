@@ -205,7 +205,7 @@ def test_folder_default_split_and_inferred_classes(tmp_path):
     image, mask = tr[1]
     assert image.dtype == torch.uint8 and image.shape == (3, 12, 16)
     assert mask.dtype == torch.int64 and mask[1, 1] == IGNORE_INDEX
-    tr.validate()
+    tr.validate(progress=True)
     assert detect_format(root) == "folder"
 
 

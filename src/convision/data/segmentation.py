@@ -405,8 +405,9 @@ def build_segmentation_dataset(data_cfg: Any, split: str, transforms: Callable |
     fmt = data_cfg.format
     if fmt not in ("auto", "folder", "voc"):
         raise ConfigError(f"format: unknown data format {fmt!r} (expected auto, folder or voc)")
+    root = Path(data_cfg.data).expanduser()
     if fmt == "auto":
-        fmt = detect_format(data_cfg.data)
+        fmt = detect_format(root)
     if fmt == "voc":
-        return VOCSegmentation(data_cfg.data, split=split, transforms=transforms)
-    return SegmentationFolder(data_cfg.data, split=split, transforms=transforms)
+        return VOCSegmentation(root, split=split, transforms=transforms)
+    return SegmentationFolder(root, split=split, transforms=transforms)

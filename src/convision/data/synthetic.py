@@ -12,12 +12,14 @@ minutes on a CPU":
 
 - classes are shapes (:data:`SYNTHETIC_CLASS_NAMES`); ``num_classes`` takes the first ones;
 - sizes: the shape's radius is log-uniform in three bands relative to the shorter image side:
-  12 % tiny (2.5 px .. 5 %), 76 % medium (6 % .. 22 %), 12 % large (22 % .. 50 %); so most shapes
-  are medium, some cover less than 1 % of the image and some more than a third;
-- colours: each class has a hue tendency (hue = class hue + N(0, 0.07), random saturation and
-  brightness), neighbouring class hues overlap and 20 % of the shapes get a random colour, so the
-  shape, not only the colour, decides the class. A shape too close in colour to what lies under
-  it is brightened or darkened;
+  4 % tiny (2.5 px .. 5 %), 84 % medium (15 % .. 35 %), 12 % large (35 % .. 55 %); with occlusion
+  and the image border, visible objects range from a few pixels (< 1 % of the image) to more
+  than a third of it, most (10th-90th percentile) covering 3-21 %;
+- colours: each class has a hue tendency (hue = class hue + N(0, 0.03), random saturation and
+  brightness, then textures, shading and the contrast rule below), and 5 % of the shapes get a
+  random colour, so colour is a strong cue but the shape decides the hard cases (and rings vs
+  discs, partly occluded shapes). A shape too close in colour to what lies under it (RGB
+  distance < 100) is brightened or darkened;
 - textures: flat, linear shading, stripes, radial shading or speckle; random rotation and a
   mild aspect change;
 - background: a low-saturation colour with a gradient, smooth blobs and sometimes stripes;
@@ -25,7 +27,15 @@ minutes on a CPU":
 - instances with fewer than ``MIN_VISIBLE_PIXELS`` visible pixels are removed from the scene
   altogether (mask included), so the mask, instances, boxes and labels always agree.
 
-Generation is vectorised numpy on each shape's bounding window (about 1-2 ms per 128x128 scene).
+Generation is vectorised numpy on each shape's bounding window (about 2 ms per 128x128 scene).
+
+Learnability (checked on a GPU while tuning the constants below, with the CPU recipe):
+convision's FCN-8s on ImageNet MobileNetV2, 400 training scenes of 128x128, 15 epochs, batch 8,
+SGD lr 0.01 momentum 0.9 poly, the default augmentation (scale 0.5-2, crop 128, flip, jitter 0.2),
+reached mIoU 0.798 / 0.773 / 0.798 on 100 validation scenes (three seeds; background IoU about
+0.92, object classes 0.72-0.83), 0.822 after 30 epochs. With ``num_classes=3`` it reached 0.90,
+with 10 classes 0.67. Wider colour spread or smaller shapes quickly brought the 6-class figure
+below 0.75; the margin above 0.75 is a few points, not more.
 """
 from __future__ import annotations
 
