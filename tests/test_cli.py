@@ -92,7 +92,9 @@ def test_mask_of_the_wrong_size(tmp_path):
     (root / "masks").mkdir()
     for i in range(5):
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / f"im{i}.png")
-        Image.fromarray(np.zeros((32, 32) if i != 3 else (30, 32), np.uint8)).save(root / "masks" / f"im{i}.png")
+        mask = np.zeros((32, 32) if i != 3 else (30, 32), np.uint8)
+        mask[4:12, 4:12] = 1
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
     proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
     assert_clean_error(proc, "im3.png")
 

@@ -115,7 +115,7 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
         task = SegmentationTask(len(classes), class_weights=weights)
         trainer = Trainer(
             task=task, model=model, train_set=train_set, val_set=val_set, cfg=cfg.train, meta=meta,
-            workers=cfg.data.workers, dist=dist,
+            workers=cfg.data.workers, dist=dist, progress=progress,
         )
         result = trainer.fit()
     finally:

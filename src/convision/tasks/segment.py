@@ -53,6 +53,6 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image: np.ndarray, normalization: dict, device: torch.device) -> torch.Tensor:
     """Softmax probabilities [C,H,W] for one RGB uint8 image [H,W,3] at its own resolution."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(device)
     logits = model(normalize(x, normalization["mean"], normalization["std"]))
     return F.softmax(logits.float(), dim=1)[0]
