@@ -39,15 +39,36 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
+    """The builder arguments for ``cfg.model``: only those the chosen architecture takes.
+
+    A setting changed from its default that the architecture does not take is an error
+    (``--faithful`` on a model without that option), not silently dropped.
+    """
+    import inspect
+
+    from convision.config import ModelConfig
+    from convision.models import MODELS
+
     m = cfg.model
+    if m.model not in MODELS:
+        raise ConfigError(f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})")
+    accepted = inspect.signature(MODELS[m.model]).parameters
     weights = None if m.weights.lower() in ("", "none", "null") else m.weights
-    return {
+    wanted = {
         "num_classes": num_classes,
         "backbone": m.backbone,
         "weights": weights,
         "faithful": m.faithful,
         "learnable_upsampling": m.learnable_upsampling,
     }
+    defaults = ModelConfig()
+    kwargs = {}
+    for key, value in wanted.items():
+        if key in accepted:
+            kwargs[key] = value
+        elif key != "num_classes" and getattr(m, key) != getattr(defaults, key):
+            raise ConfigError(f"{key}: model {m.model} has no such option")
+    return kwargs
 
 
 def build_datasets(data: DataConfig, crop_size: int | None = None):
