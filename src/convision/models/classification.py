@@ -1,0 +1,241 @@
+"""Image classifiers by transfer learning from torchvision's ImageNet networks.
+
+``build_classifier(arch, num_classes, weights, strategy)`` takes a torchvision classifier, replaces
+its last ``Linear`` (the 1000-way ImageNet layer) by a new, freshly initialised one with
+``num_classes`` outputs (weights N(0, 0.01), bias 0), and sets up one of three strategies:
+
+``feature-extract``
+    The pretrained network is a fixed feature extractor: its parameters are frozen
+    (``requires_grad=False``) and it stays in eval mode even under ``model.train()`` -- batch-norm
+    layers keep their ImageNet running statistics and the backbone's own dropout (VGG/AlexNet fc6/fc7,
+    MobileNetV2's dropout before the classifier) is off, so the features of an image are a fixed
+    function of it. Only the new head trains (that is also what makes feature caching exact, see
+    :mod:`convision.tasks.classify`).
+``finetune``
+    Everything trains; :meth:`Classifier.parameter_groups` gives the head a larger learning rate
+    than the pretrained backbone (100x for SGD, as the seeds' 0.001 backbone / 0.1 head; 10x is the
+    usual choice for AdamW, whose step size does not scale with the gradient).
+``scratch``
+    Random initialisation (``weights`` must be None), everything trains at one learning rate.
+
+Weights (``weights=``): ``None``/``"none"``, a torchvision weights name (``"IMAGENET1K_V1"``,
+``"DEFAULT"``), or the path of a local ``.pth`` holding a torchvision state dict of ``arch`` (its
+last layer may have any number of classes: it is replaced anyway).
+
+GoogLeNet is always built without its auxiliary classifiers and with ``transform_input=True`` (what
+torchvision uses with its ImageNet weights), so a checkpoint rebuilds the same function whatever
+the weights were. :func:`preprocessing` gives the input size and normalisation the weights expect.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from convision.errors import CheckpointError, ConfigError
+from convision.models.backbones import _first_line, _is_none, _looks_like_path, _read_state_dict
+
+__all__ = ["ARCHS", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
+
+#: arch -> dotted path of the torchvision model's last Linear layer
+ARCHS: dict[str, str] = {
+    "alexnet": "classifier.6",
+    "vgg11": "classifier.6",
+    "vgg16": "classifier.6",
+    "googlenet": "fc",
+    "resnet18": "fc",
+    "resnet50": "fc",
+    "densenet121": "classifier",
+    "mobilenet_v2": "classifier.1",
+}
+STRATEGIES = ("feature-extract", "finetune", "scratch")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_head_lr_mult(optimizer: str, strategy: str) -> float:
+    """Head lr / backbone lr when not set: 100 (SGD) or 10 (AdamW) for finetune, 1 for scratch."""
+    if strategy == "scratch":
+        return 1.0
+    return 10.0 if optimizer.lower() == "adamw" else 100.0
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"arch: unknown architecture {arch!r} (known: {', '.join(ARCHS)})")
+
+
+def _weights_enum(arch: str, weights: str):
+    enum = torchvision.models.get_model_weights(arch)
+    key = weights.strip().removeprefix(enum.__name__ + ".")
+    if key not in enum.__members__:
+        raise ConfigError(
+            f"weights: {weights!r} is neither a file nor a torchvision weights name for {arch} "
+            f"(known: {', '.join(enum.__members__)})"
+        )
+    return enum[key]
+
+
+def preprocessing(arch: str, weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"mean", "std", "crop_size", "resize_size"}`` the weights were trained with (ImageNet's
+    mean/std and 224/256 for random or file weights)."""
+    _check_arch(arch)
+    info = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_size": 224, "resize_size": 256}
+    if isinstance(weights, str) and not _is_none(weights) and not _looks_like_path(weights):
+        tf = _weights_enum(arch, weights).transforms()
+        info = {
+            "mean": [float(v) for v in tf.mean],
+            "std": [float(v) for v in tf.std],
+            "crop_size": int(tf.crop_size[0]),
+            "resize_size": int(tf.resize_size[0]),
+        }
+    return info
+
+
+_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Module:
+    extra: dict[str, Any] = {}
+    if arch == "googlenet":
+        extra = {"transform_input": True}
+    if _is_none(weights):
+        if arch == "googlenet":
+            extra.update(aux_logits=False, init_weights=True)
+        return torchvision.models.get_model(arch, weights=None, **extra)
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and _looks_like_path(weights)):
+        if arch == "googlenet":
+            extra.update(aux_logits=False, init_weights=False)
+        model = torchvision.models.get_model(arch, weights=None, **extra)
+        _load_file(model, arch, Path(weights))
+        return model
+    if not isinstance(weights, str):
+        raise ConfigError(f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}")
+    enum = _weights_enum(arch, weights)
+    try:
+        return torchvision.models.get_model(arch, weights=enum, **extra)
+    except (OSError, RuntimeError, ValueError) as e:  # no network, bad hash, corrupt cache file
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise CheckpointError(
+            f"weights: could not load torchvision {arch} {enum.name} ({type(e).__name__}: {_first_line(e)}); "
+            f"put {enum.url.rsplit('/', 1)[-1]} in {cache} or pass a local .pth file"
+        ) from None
+
+
+def _load_file(model: nn.Module, arch: str, path: Path) -> None:
+    state = _read_state_dict(path, arch)
+    if arch == "densenet121":  # old-style keys ("norm.1") as in torchvision's own loader
+        state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+    if arch == "googlenet":  # auxiliary classifiers are not used
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    last = ARCHS[arch] + "."
+    state = {k: v for k, v in state.items() if not k.startswith(last)}  # replaced by the new head
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(last)}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{path}: not a state dict of torchvision {arch}: keys {'; '.join(parts)}")
+    wrong = [k for k in state if state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{path}: not a state dict of torchvision {arch}: {k} is {tuple(state[k].shape)} in the file, "
+            f"{tuple(expected[k].shape)} expected"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def _get(module: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return module
+
+
+def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
+    parent_path, _, name = dotted.rpartition(".")
+    parent = _get(module, parent_path) if parent_path else module
+    if name.isdigit():
+        parent[int(name)] = value
+    else:
+        setattr(parent, name, value)
+
+
+class Classifier(nn.Module):
+    """A torchvision network (``net``, its last Linear replaced by ``nn.Identity``) and a new ``head``.
+
+    ``forward(images[N,3,H,W]) -> logits[N,K]``; ``features(images) -> [N,D]`` is the backbone's
+    output, the head's input. Parameter names: ``net.<torchvision name>`` and ``head.weight/bias``.
+    Attributes: ``arch``, ``num_classes``, ``strategy``, ``in_features`` (D), ``frozen``.
+    """
+
+    def __init__(self, arch: str, net: nn.Module, num_classes: int, strategy: str) -> None:
+        super().__init__()
+        last = _get(net, ARCHS[arch])
+        if not isinstance(last, nn.Linear):
+            raise TypeError(f"{arch}: expected a Linear at {ARCHS[arch]}, found {type(last).__name__}")
+        _set(net, ARCHS[arch], nn.Identity())
+        self.arch = arch
+        self.num_classes = int(num_classes)
+        self.strategy = strategy
+        self.in_features = int(last.in_features)
+        self.net = net
+        self.head = nn.Linear(self.in_features, self.num_classes)
+        nn.init.normal_(self.head.weight, std=0.01)
+        nn.init.zeros_(self.head.bias)
+        self.frozen = strategy == "feature-extract"
+        if self.frozen:
+            self.net.requires_grad_(False)
+            self.net.eval()
+
+    def features(self, images: Tensor) -> Tensor:
+        """Backbone output ``[N, in_features]`` (the head's input)."""
+        return self.net(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.net(images))
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        if self.frozen:  # frozen backbone: BN statistics and dropout stay in inference mode
+            self.net.eval()
+        return self
+
+    def parameter_groups(self, lr: float, head_lr_mult: float = 100.0) -> list[dict[str, Any]]:
+        """Optimizer groups ``[{"name": "backbone", "params", "lr": lr}, {"name": "head", "params",
+        "lr": lr * head_lr_mult}]``, trainable parameters only (no backbone group when frozen)."""
+        backbone = [p for p in self.net.parameters() if p.requires_grad]
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        groups = []
+        if backbone:
+            groups.append({"name": "backbone", "params": backbone, "lr": float(lr)})
+        if head:
+            groups.append({"name": "head", "params": head, "lr": float(lr) * float(head_lr_mult)})
+        return groups
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, num_classes={self.num_classes}, strategy={self.strategy!r}"
+
+
+def build_classifier(
+    arch: str, num_classes: int, weights: str | os.PathLike | None = None, strategy: str = "finetune"
+) -> Classifier:
+    """A :class:`Classifier` (see the module notes). Errors are ``ConfigError``/``CheckpointError``."""
+    _check_arch(arch)
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy: unknown {strategy!r} (expected {' | '.join(STRATEGIES)})")
+    if int(num_classes) < 2:
+        raise ConfigError(f"num_classes: a classifier needs at least 2 classes, got {num_classes}")
+    if strategy == "scratch" and not _is_none(weights):
+        raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got weights {weights!r} (use --weights none)")
+    net = _torchvision_model(arch, weights)
+    return Classifier(arch, net, int(num_classes), strategy)
