@@ -165,13 +165,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
+# In a log file (not a terminal) redraw the bars rarely so the log stays readable.
+_BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 10.0
+
+
 def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
     model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length
     was_training = model.training
     model.eval()
     metric = task.new_metric()
     show = progress and (not dist_utils.is_initialized() or torch_dist.get_rank() == 0)
-    for batch in tqdm(loader, desc="val", leave=False, file=sys.stderr, disable=not show, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="val", leave=False, file=sys.stderr, disable=not show, dynamic_ncols=True,
+                      mininterval=_BAR_INTERVAL):
         task.eval_step(model, batch, device, metric)
     metric.reduce_()
     model.train(was_training)
@@ -532,7 +537,7 @@ class Trainer:
         loss_total, seen, t0 = 0.0, 0, time.time()
         lr = self.optimizer.param_groups[0]["lr"]
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
-                   disable=not (self.progress and info.is_main), dynamic_ncols=True)
+                   disable=not (self.progress and info.is_main), dynamic_ncols=True, mininterval=_BAR_INTERVAL)
         try:
             for step, batch in enumerate(loader, start=1):
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
