@@ -164,11 +164,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-@torch.no_grad()
 # In a log file (not a terminal) redraw the bars rarely so the log stays readable.
 _BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 10.0
 
 
+@torch.no_grad()
 def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
     model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length
     was_training = model.training
