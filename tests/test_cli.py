@@ -120,3 +120,48 @@ def test_bad_flag_value_and_unknown_model(tmp_path):
 def test_existing_run_is_not_overwritten_without_asking(trained):
     proc = run_cli(["segment", "train", *TINY, "--out", str(trained)])
     assert_clean_error(proc, "--resume")
+
+
+def _folder(root: Path, n: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(root / "images" / f"im{i}.png")
+        mask = np.zeros(size, np.uint8)
+        mask[4:12, 4:12] = 1
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+    return root
+
+
+def test_truncated_image(tmp_path):
+    root = _folder(tmp_path / "ds")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / "im2.jpg")
+    (root / "images" / "im2.png").unlink()
+    data = (root / "images" / "im2.jpg").read_bytes()
+    (root / "images" / "im2.jpg").write_bytes(data[: len(data) // 2])
+    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "im2.jpg")
+
+
+def test_mask_value_beyond_the_classes(tmp_path):
+    root = _folder(tmp_path / "ds")
+    (root / "classes.txt").write_text("background\nobject\n")
+    bad = np.zeros((32, 32), np.uint8)
+    bad[0, 0] = 7
+    Image.fromarray(bad).save(root / "masks" / "im4.png")
+    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "im4.png", "7")
+
+
+def test_empty_data_set(tmp_path):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "ds")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run_cli(["--debug", "segment", "train", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
