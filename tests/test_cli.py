@@ -165,3 +165,25 @@ def test_debug_shows_the_traceback(tmp_path):
     proc = run_cli(["--debug", "segment", "train", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
+
+
+def test_staged_training_init_from(tmp_path, capsys):
+    s32, s16 = tmp_path / "s32", tmp_path / "s16"
+    assert main(["segment", "train", *TINY, "--model", "fcn32s", "--out", str(s32)]) == 0
+    capsys.readouterr()
+    assert main(["segment", "train", *TINY, "--model", "fcn16s", "--init-from", str(s32 / "best.pt"), "--out", str(s16)]) == 0
+    printed = capsys.readouterr().out
+    assert "init-from" in printed and "score_pool4" in printed
+    import torch
+
+    a = torch.load(s32 / "best.pt", weights_only=True)
+    assert a["model"]["name"] == "fcn32s"
+    b = torch.load(s16 / "best.pt", weights_only=True)
+    assert b["model"]["name"] == "fcn16s"
+
+
+def test_init_from_an_unrelated_file(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"junk")
+    proc = run_cli(["segment", "train", *TINY, "--init-from", str(bad), "--out", str(tmp_path / "o")])
+    assert_clean_error(proc, "x.pt")
