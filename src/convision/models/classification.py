@@ -174,7 +174,8 @@ class Classifier(nn.Module):
     """A torchvision network (``net``, its last Linear replaced by ``nn.Identity``) and a new ``head``.
 
     ``forward(images[N,3,H,W]) -> logits[N,K]``; ``features(images) -> [N,D]`` is the backbone's
-    output, the head's input. Parameter names: ``net.<torchvision name>`` and ``head.weight/bias``.
+    output, the head's input. ``forward`` of a 2-D ``[N,D]`` tensor runs the head only: that is how
+    the engine trains on cached features (:mod:`convision.tasks.classify`). Parameter names: ``net.<torchvision name>`` and ``head.weight/bias``.
     Attributes: ``arch``, ``num_classes``, ``strategy``, ``in_features`` (D), ``frozen``.
     """
 
@@ -202,6 +203,9 @@ class Classifier(nn.Module):
         return self.net(images)
 
     def forward(self, images: Tensor) -> Tensor:
+        """``images [N,3,H,W] -> logits [N,K]``; ``[N, in_features]`` (cached features) -> ``head`` only."""
+        if images.ndim == 2:
+            return self.head(images)
         return self.head(self.net(images))
 
     def train(self, mode: bool = True) -> "Classifier":
