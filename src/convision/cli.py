@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
 
+    from convision.commands.classify import add_parser as add_classify
+
+    add_classify(tasks)
+
     demo = tasks.add_parser("demo", help="train FCN-8s on the built-in scenes, evaluate, write pictures", formatter_class=fmt)
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -74,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.task == "segment":
             return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}[args.mode](args)
+        if args.task == "classify":
+            from convision.commands.classify import run as run_classify
+
+            return run_classify(args)
         if args.task == "demo":
             from convision.demo import run_demo
 

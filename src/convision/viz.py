@@ -94,3 +94,99 @@ def save_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], out_p
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], out_png: str | Path, normalize: bool = True) -> None:
+    """Confusion matrix (rows: true class, columns: predicted) as a PNG; with ``normalize`` the
+    colours are row shares (recall) and each cell shows its count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mat = np.asarray(matrix, dtype=np.float64)
+    n = len(classes)
+    shown = mat / np.maximum(mat.sum(1, keepdims=True), 1) if normalize else mat
+    side = max(4.0, 0.5 * n + 2)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 30:
+        for t in range(n):
+            for p in range(n):
+                ax.text(p, t, f"{int(mat[t, p])}", ha="center", va="center", fontsize=7,
+                        color="white" if shown[t, p] > 0.5 * (shown.max() or 1) else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def save_captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], out_png: str | Path, cols: int = 6,
+                        title: str = "") -> None:
+    """RGB (or grey) images with a caption each, ``cols`` per row, as a PNG (e.g. misclassified examples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    cols = max(1, min(cols, n)) if n else 1
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k < n:
+            img = np.asarray(images[k])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+            ax.set_title(captions[k], fontsize=7)
+        else:
+            ax.axis("off")
+    if n == 0:
+        axes[0][0].text(0.5, 0.5, "no examples", ha="center", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def save_heatmap(image: np.ndarray, prob_map: np.ndarray, box: Sequence[float], out_png: str | Path, *, stride: float,
+                 window: float, title: str = "") -> None:
+    """A class-probability map over an image: cell (i, j) is drawn over the centre of its window
+    (``j*stride .. +window``), the best window's ``box`` (x1, y1, x2, y2) as a rectangle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = image.shape[:2]
+    mh, mw = prob_map.shape
+    off = window / 2 - stride / 2  # the cells' centres, each cell stride wide
+    extent = (off, off + mw * stride, off + mh * stride, off)
+    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.4))
+    ax.imshow(image)
+    im = ax.imshow(prob_map, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=extent, interpolation="bilinear")
+    x1, y1, x2, y2 = box
+    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2))
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,494 @@
+"""Image classification as a task for the shared engine, its settings, and its entry points.
+
+    from convision.tasks.classify import ClassifyConfig, train, evaluate, predict, heatmap
+    cfg = ClassifyConfig()                       # built-in scenes, ImageNet MobileNetV2, finetune
+    run = train(cfg)                             # {"best": path, "last": path, "best_metric", ...}
+    metrics = evaluate(run["best"], out_dir="runs/classify/eval")   # + confusion / errors PNGs
+    top = predict(run["best"], ["a.jpg"])        # [[(class, probability), ...top-5], ...]
+
+Strategies (``--strategy``, see :mod:`convision.models.classification`): ``feature-extract``
+(frozen backbone, BN in eval mode, only the new head trains), ``finetune`` (everything trains, the
+head at ``head_lr_mult`` x the backbone lr: 100 for SGD as the seeds' 0.001/0.1, 10 for AdamW),
+``scratch`` (random weights, one lr).
+
+Learning-rate groups: the engine's Trainer builds one parameter group; :class:`GroupedTrainer`
+(a subclass here, the engine is unchanged) builds the model's ``parameter_groups`` instead. The
+schedule scales every group by the same factor; ``metrics.jsonl``'s ``lr`` is the first group's
+(the backbone's, or the head's when the backbone is frozen).
+
+Feature caching (``feature-extract`` with ``cache_features``, the default): the frozen backbone
+is a fixed function in eval mode, so the features of the training and validation images are
+computed once (one pass, eval transforms, :func:`compute_features`) and kept in memory as a
+``[N, D]`` tensor (N x D x 4 bytes: 60k Fashion-MNIST images x 1280 MobileNetV2 features = 307 MB).
+The engine then trains the model on these tensors: ``Classifier.forward`` applied to ``[N, D]``
+features runs the head only, so the Trainer, DDP, checkpoints and resume are unchanged and the
+checkpoint holds the whole network. This is exactly the uncached training *without augmentation*
+(tested: one step gives the same head). Honest limits: random augmentation is off in this mode
+(every epoch sees the same features; the images go through the eval resize/centre crop), and under
+torchrun every process computes the features of the whole set. ``--no-cache-features`` trains
+through the frozen backbone with augmentation instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from convision.config import TrainConfig, parse_class_weights
+from convision.engine.trainer import Trainer
+from convision.errors import CheckpointError, ConfigError, DataError
+from convision.metrics.classification import ClassificationMetric
+from convision.models.classification import ARCHS, STRATEGIES, default_head_lr_mult
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class ClassifyDataConfig:
+    data: str = field(default="synthetic", metadata={"help": "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder"})
+    format: str = field(default="auto", metadata={"help": "auto | folder | csv | idx | synthetic"})
+    val_data: str = field(default="", metadata={"help": "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of each class held out for validation when there is no validation split"})
+    fraction: float = field(default=1.0, metadata={"help": "keep this share of every training class (stratified, deterministic): 0.01, 0.1, 1"})
+    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
+    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
+    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
+    scene_size: int = field(default=64, metadata={"help": "synthetic scenes: generated image side in pixels"})
+    max_objects: int = field(default=1, metadata={"help": "synthetic scenes: shapes per image (the label is the largest visible one)"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes, the hold-out split and --fraction"})
+    image_size: int = field(default=0, metadata={"help": "network input side; 0 = what the weights expect (224)"})
+    scale_min: float = field(default=0.5, metadata={"help": "random-resized-crop augmentation: smallest area share"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
+    color_jitter: float = field(default=0.0, metadata={"help": "brightness/contrast/saturation jitter strength (0 = off)"})
+    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+
+
+@dataclass
+class ClassifyModelConfig:
+    arch: str = field(default="mobilenet_v2", metadata={"help": " | ".join(ARCHS)})
+    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "a torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
+    strategy: str = field(default="finetune", metadata={"help": " | ".join(STRATEGIES)})
+    cache_features: bool = field(default=True, metadata={"help": "feature-extract: compute backbone features once and train the head on them (no augmentation)"})
+
+
+@dataclass
+class ClassifyTrainConfig(TrainConfig):
+    epochs: int = field(default=10, metadata={"help": "training epochs"})
+    batch_size: int = field(default=32, metadata={"help": "global batch size (split across processes under torchrun)"})
+    lr: float = field(default=0.001, metadata={"help": "peak learning rate of the backbone (the head gets lr x head_lr_mult)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
+    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
+    out: str = field(default="runs/classify", metadata={"help": "output folder for checkpoints, metrics and pictures"})
+    head_lr_mult: float = field(default=0.0, metadata={"help": "head lr / backbone lr; 0 = auto: 100 for sgd, 10 for adamw, 1 for scratch"})
+
+
+@dataclass
+class ClassifyConfig:
+    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
+    model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)
+    train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+def classification_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x, _ in batch])
+    return images, torch.tensor([int(y) for _, y in batch], dtype=torch.int64)
+
+
+class ClassificationTask:
+    """Cross-entropy on ``model(x)``; accuracy (main), top-5, per-class P/R/F1, confusion matrix.
+
+    ``x`` is a batch of images, or of cached features (``model(x)`` then runs the head only).
+    """
+
+    name = "classify"
+    main_metric = "accuracy"
+
+    def __init__(self, num_classes: int, class_weights: Sequence[float] | None = None, keep_predictions: bool = False) -> None:
+        self.num_classes = int(num_classes)
+        self.class_weights = list(class_weights) if class_weights else None
+        self.keep_predictions = keep_predictions
+
+    def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        return classification_collate(batch)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        x, y = batch
+        logits = model(x.to(device, non_blocking=True))
+        weight = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
+        return F.cross_entropy(logits.float(), y.to(device, non_blocking=True), weight=weight)
+
+    def new_metric(self) -> ClassificationMetric:
+        return ClassificationMetric(self.num_classes, keep_predictions=self.keep_predictions)
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: ClassificationMetric) -> None:
+        x, y = batch
+        metric.update(model(x.to(device, non_blocking=True)).float().cpu(), y)
+
+
+class GroupedTrainer(Trainer):
+    """The engine's Trainer with the model's backbone/head parameter groups."""
+
+    def __init__(self, *args: Any, head_lr_mult: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_lr_mult = float(head_lr_mult)
+
+    def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        if not hasattr(model, "parameter_groups"):
+            return super()._build_optimizer(model)
+        groups = model.parameter_groups(cfg.lr, self.head_lr_mult)
+        if not groups:
+            raise ConfigError("model: no trainable parameters")
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class FeatureDataset(Dataset):
+    """Cached ``(features[D], label)`` pairs; ``classes`` as the image data set's."""
+
+    def __init__(self, features: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> None:
+        self.features, self.labels, self.classes = features, targets, list(classes)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.features[i], int(self.labels[i])
+
+
+@torch.no_grad()
+def compute_features(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, workers: int = 0,
+                     device: torch.device | str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features ``[N, D]`` (float32, CPU) and labels ``[N]`` of every sample, in order."""
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval().to(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=classification_collate)
+    feats, labels = [], []
+    for x, y in tqdm(loader, desc="caching features", disable=not progress, leave=False):
+        feats.append(model.features(x.to(device)).float().cpu())
+        labels.append(y)
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    from convision.api import _resolve_device as resolve
+
+    return resolve(device)
+
+
+def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
+    """Validate the settings and fill the automatic ones: image size, normalisation, head lr multiple."""
+    from convision.models.classification import preprocessing
+
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if m.strategy not in STRATEGIES:
+        raise ConfigError(f"strategy: unknown {m.strategy!r} (expected {' | '.join(STRATEGIES)})")
+    weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
+    if m.strategy == "scratch" and weights is not None:
+        raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got {m.weights!r} (use --weights none)")
+    if m.strategy == "feature-extract" and weights is None:
+        raise ConfigError("weights: strategy 'feature-extract' needs pretrained weights (a frozen random backbone learns nothing)")
+    pre = preprocessing(m.arch, weights)
+    if d.image_size < 0:
+        raise ConfigError(f"image_size: must be >= 0, got {d.image_size}")
+    image_size = d.image_size or pre["crop_size"]
+    mult = t.head_lr_mult or default_head_lr_mult(t.optimizer, m.strategy)
+    if mult <= 0:
+        raise ConfigError(f"head_lr_mult: must be positive, got {mult}")
+    return {"weights": weights, "image_size": int(image_size), "mean": pre["mean"], "std": pre["std"], "head_lr_mult": mult}
+
+
+def build_datasets(cfg: ClassifyConfig, image_size: int, mean: Sequence[float], std: Sequence[float], *, augment: bool = True):
+    """(train, val) with the training (``augment``) / evaluation transforms; val may be empty."""
+    from convision.data.classification import (
+        build_classification_dataset,
+        classification_eval_transforms,
+        classification_train_transforms,
+    )
+
+    d = cfg.data
+    eval_tf = classification_eval_transforms(image_size, mean, std)
+    train_tf = classification_train_transforms(image_size, mean, std, scale_min=d.scale_min, hflip=d.hflip,
+                                               color_jitter=d.color_jitter) if augment else eval_tf
+    train_set = build_classification_dataset(d, "train", transforms=train_tf)
+    val_set = build_classification_dataset(d, "val", transforms=eval_tf, classes=train_set.classes)
+    if list(val_set.classes) != list(train_set.classes):
+        raise DataError(f"{d.val_data or d.data}: training and validation splits disagree on the classes")
+    return train_set, val_set
+
+
+def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+    """Train a classifier as configured; works under ``torchrun``. Returns ``{"best", "last",
+    "best_metric", "best_epoch", "history"}``."""
+    from convision.engine import seed_everything
+    from convision.engine.distributed import cleanup, init_distributed
+    from convision.models import build_model
+
+    cfg = cfg if cfg is not None else ClassifyConfig()
+    s = resolve_settings(cfg)
+    cfg.data.image_size = s["image_size"]  # stored resolved in the checkpoint
+    cached = cfg.model.strategy == "feature-extract" and cfg.model.cache_features
+    dist = init_distributed(cfg.train.device)
+    try:
+        train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"], augment=not cached)
+        if len(train_set) == 0:
+            raise DataError(f"{cfg.data.data}: the training split holds no images")
+        if validate_data and dist.is_main:
+            train_set.validate(progress=progress)
+            val_set.validate(progress=progress)
+        classes = list(train_set.classes)
+        weights = parse_class_weights(cfg.train.class_weights)
+        if weights is not None and len(weights) != len(classes):
+            raise ConfigError(f"class_weights: {len(weights)} values given for {len(classes)} classes")
+        seed_everything(cfg.train.seed)
+        kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"], "strategy": cfg.model.strategy}
+        model = build_model("classifier", **kwargs)
+        workers = cfg.data.workers
+        if cached:
+            dev = dist.device
+            feats, labels = compute_features(model, train_set, batch_size=cfg.train.batch_size, workers=workers, device=dev, progress=progress and dist.is_main)
+            train_data: Dataset = FeatureDataset(feats, labels, classes)
+            val_data: Dataset | None = None
+            if len(val_set):
+                vf, vl = compute_features(model, val_set, batch_size=cfg.train.batch_size, workers=workers, device=dev, progress=progress and dist.is_main)
+                val_data = FeatureDataset(vf, vl, classes)
+            workers = 0  # tensors in memory
+        else:
+            train_data, val_data = train_set, (val_set if len(val_set) else None)
+        meta = {
+            "task": "classify",
+            "model": {"name": "classifier", "kwargs": kwargs},
+            "classes": classes,
+            "colors": [],
+            "normalization": {"mean": list(s["mean"]), "std": list(s["std"])},
+            "image_size": s["image_size"],
+            "head_lr_mult": s["head_lr_mult"],
+            "feature_cache": cached,
+            "config": cfg.to_dict(),
+        }
+        task = ClassificationTask(len(classes), class_weights=weights)
+        trainer = GroupedTrainer(task=task, model=model, train_set=train_data, val_set=val_data, cfg=cfg.train, meta=meta,
+                                 workers=workers, dist=dist, progress=progress, head_lr_mult=s["head_lr_mult"])
+        result = trainer.fit()
+    finally:
+        cleanup()
+    out = Path(cfg.train.out)
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+    """A classifier from a convision checkpoint, in eval mode, with ``.classes``, ``.normalization``,
+    ``.image_size`` (see :func:`convision.api.load`)."""
+    from convision.api import load as api_load
+    from convision.engine.checkpoint import load_checkpoint
+
+    model = api_load(path, device=device)
+    if getattr(model, "task", None) != "classify":
+        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a classifier")
+    data = (getattr(model, "train_config", None) or {}).get("data", {})
+    size = int(data.get("image_size") or 0)
+    if not size:
+        size = int(load_checkpoint(path).get("image_size", 224))
+    model.image_size = size
+    return model
+
+
+def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, device=device)
+    if not hasattr(model, "normalization") or not hasattr(model, "image_size"):
+        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.classify.load()")
+    return model.to(device).eval()
+
+
+def evaluate(
+    model: nn.Module | str | os.PathLike,
+    data: str | ClassifyDataConfig | None = None,
+    *,
+    split: str = "val",
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str | None = "auto",
+    progress: bool = True,
+    out_dir: str | os.PathLike | None = None,
+    max_examples: int = 24,
+) -> dict[str, Any]:
+    """Accuracy, top-5, per-class P/R/F1 and the confusion matrix over a whole split (eval
+    transforms). ``data`` defaults to what the model was trained on. With ``out_dir``, also writes
+    ``confusion_matrix.png`` and ``misclassified.png`` (up to ``max_examples`` errors, most confident first)."""
+    from convision.data.classification import build_classification_dataset, classification_eval_transforms
+    from convision.engine.trainer import evaluate as run_evaluation
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    if isinstance(data, ClassifyDataConfig):
+        data_cfg = data
+    else:
+        trained = (getattr(net, "train_config", None) or {}).get("data", {})
+        data_cfg = ClassifyDataConfig(**{k: v for k, v in trained.items() if k in ClassifyDataConfig.__dataclass_fields__})
+        if data is not None:
+            data_cfg.data, data_cfg.format, data_cfg.val_data = str(data), "auto", ""
+    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
+    dataset = build_classification_dataset(data_cfg, split, transforms=tf, classes=net.classes)
+    if list(dataset.classes) != list(net.classes):
+        raise DataError(f"{data_cfg.data}: the data set's classes ({', '.join(dataset.classes)}) are not the model's ({', '.join(net.classes)})")
+    if len(dataset) == 0:
+        raise DataError(f"{data_cfg.data}: the {split} split holds no images")
+    task = ClassificationTask(len(net.classes), keep_predictions=True)
+    captured: dict[str, ClassificationMetric] = {}
+    new_metric = task.new_metric
+
+    def keep() -> ClassificationMetric:
+        captured["m"] = new_metric()
+        return captured["m"]
+
+    task.new_metric = keep  # type: ignore[method-assign]
+    metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    metrics["classes"] = list(net.classes)
+    metrics["split"] = split
+    metrics["num_images"] = len(dataset)
+    if out_dir is not None:
+        from convision.viz import plot_confusion_matrix, save_captioned_grid
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), net.classes, out / "confusion_matrix.png")
+        m = captured["m"]
+        wrong = [i for i, (p, t) in enumerate(zip(m.predictions, m.targets)) if p != t]
+        wrong.sort(key=lambda i: -m.confidences[i])
+        wrong = wrong[:max_examples]
+        images = [dataset.load(i) for i in wrong]
+        captions = [f"true {net.classes[m.targets[i]]}\npred {net.classes[m.predictions[i]]} ({m.confidences[i]:.2f})" for i in wrong]
+        save_captioned_grid(images, captions, out / "misclassified.png",
+                            title=f"{len(wrong)} of {sum(p != t for p, t in zip(m.predictions, m.targets))} misclassified")
+        metrics["pictures"] = [str(out / "confusion_matrix.png"), str(out / "misclassified.png")]
+    return metrics
+
+
+def _prepare(image: np.ndarray, net: nn.Module) -> torch.Tensor:
+    from convision.data.classification import classification_eval_transforms
+
+    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
+    return tf(image)
+
+
+def _images(images: Any) -> list[tuple[str, np.ndarray]]:
+    from convision.api import expand_inputs
+    from convision.data.io import read_image
+
+    if isinstance(images, np.ndarray):
+        return [("array", images)]
+    if isinstance(images, (list, tuple)) and images and all(isinstance(i, np.ndarray) for i in images):
+        return [(f"array{k}", a) for k, a in enumerate(images)]
+    return [(str(p), read_image(p)) for p in expand_inputs(images)]
+
+
+@torch.no_grad()
+def predict(model: nn.Module | str | os.PathLike, images: Any, *, topk: int = 5, device: str | None = "auto",
+            batch_size: int = 32) -> list[list[tuple[str, float]]]:
+    """For each image (paths, folder, glob or HxW[x3] uint8 arrays): its ``topk`` (class, probability)."""
+    from convision.data.classification import to_image
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    items = _images(images)
+    k = max(1, min(int(topk), len(net.classes)))
+    out: list[list[tuple[str, float]]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        x = torch.stack([_prepare(to_image(_as_uint8(a, name)), net) for name, a in chunk]).to(dev)
+        probs = net(x).float().softmax(1).cpu()
+        top = probs.topk(k, dim=1)
+        for vals, idx in zip(top.values, top.indices):
+            out.append([(net.classes[int(i)], float(v)) for v, i in zip(vals, idx)])
+    return out
+
+
+def _as_uint8(a: np.ndarray, name: str) -> np.ndarray:
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise DataError(f"{name}: expected a uint8 image HxW or HxWx3, got {a.dtype} {tuple(a.shape)}")
+    return a
+
+
+@torch.no_grad()
+def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str | None = None,
+            out_png: str | os.PathLike | None = None, device: str | None = "auto", scale: float = 1.0) -> dict[str, Any]:
+    """Class-probability map over a large image from ONE forward pass of the convolutionalized
+    classifier (VGG/AlexNet), and the box of the best window.
+
+    Cell ``(i, j)`` is the window ``[j*stride, i*stride, +image_size, +image_size]`` of the
+    (``scale``-resized) image. ``class_name`` None picks the class with the highest probability
+    anywhere. Returns ``{"class", "probability", "box" (x1, y1, x2, y2 in original pixels),
+    "map" (h x w probabilities), "stride", "window"}`` and writes ``out_png`` if given.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    from convision.data.classification import to_image
+    from convision.nn.convolutionalize import convolutionalize
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    name, array = _images(image)[0]
+    array = _as_uint8(array, name)
+    img = to_image(array)
+    h0, w0 = img.shape[-2:]
+    if scale <= 0:
+        raise ConfigError(f"scale: must be positive, got {scale}")
+    if scale != 1.0:
+        img = TF.resize(img, [max(1, round(h0 * scale)), max(1, round(w0 * scale))], antialias=True)
+    size = int(net.image_size)
+    h, w = img.shape[-2:]
+    if h < size or w < size:
+        raise DataError(f"{name}: image is {w}x{h} (after --scale {scale}) but the classifier's window is {size}x{size}; use a larger image or --scale")
+    try:
+        conv = convolutionalize(net, input_size=size).eval()
+    except ValueError as e:
+        raise ConfigError(f"heatmap: {e}") from None
+    mean = torch.tensor(net.normalization["mean"]).view(3, 1, 1)
+    std = torch.tensor(net.normalization["std"]).view(3, 1, 1)
+    x = ((img.as_subclass(torch.Tensor).float() / 255 - mean) / std)[None].to(dev)
+    probs = conv(x).float().softmax(1)[0].cpu()  # [K, h, w]
+    if class_name is None:
+        c = int(probs.flatten(1).max(1).values.argmax())
+    elif class_name in net.classes:
+        c = net.classes.index(class_name)
+    else:
+        raise ConfigError(f"class: {class_name!r} is not one of the model's classes ({', '.join(net.classes)})")
+    pmap = probs[c]
+    flat = int(pmap.argmax())
+    i, j = divmod(flat, pmap.shape[1])
+    x1, y1, x2, y2 = conv.window(i, j)
+    box = tuple(float(v) / scale for v in (x1, y1, x2, y2))
+    result = {"class": net.classes[c], "probability": float(pmap[i, j]), "box": box, "cell": (i, j),
+              "map": pmap.numpy(), "stride": conv.stride / scale, "window": size / scale}
+    if out_png is not None:
+        from convision.viz import save_heatmap
+
+        save_heatmap(array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2), pmap.numpy(), box,
+                     out_png, stride=conv.stride / scale, window=size / scale,
+                     title=f"{net.classes[c]}: best window p={float(pmap[i, j]):.2f}")
+    return result
+
