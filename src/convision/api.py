@@ -52,6 +52,9 @@ def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
     m = cfg.model
     if m.model not in MODELS:
         raise ConfigError(f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})")
+    if not MODELS[m.model].__module__.startswith("convision.models.segmentation"):
+        known = [n for n, b in MODELS.items() if b.__module__.startswith("convision.models.segmentation")]
+        raise ConfigError(f"model: {m.model!r} is not a segmentation model (segmentation: {', '.join(known)})")
     accepted = inspect.signature(MODELS[m.model]).parameters
     weights = None if m.weights.lower() in ("", "none", "null") else m.weights
     wanted = {
