@@ -15,17 +15,19 @@ from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, Backbone, build_backbone
 from convision.models.classification import Classifier, build_classifier
 from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
+from convision.models.segmentation.deconvnet import DeconvNet, deconvnet
 from convision.models.segmentation.segnet import SegNet, segnet
 
 __all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
 __all__ += ["Classifier", "build_classifier"]
-__all__ += ["SegNet", "segnet"]
+__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
     "fcn16s": fcn16s,
     "fcn8s": fcn8s,
     "segnet": segnet,  # kwargs: num_classes, weights (vgg16_bn)
+    "deconvnet": deconvnet,  # kwargs: num_classes, weights (vgg16_bn), fc_channels
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
 }
 
