@@ -63,7 +63,7 @@ def test_layers_follow_the_paper():
 
 def test_cli_train_then_load(trained):
     out, model = trained
-    assert model.spec == {"name": "deconvnet", "kwargs": TINY}
+    assert model.spec["name"] == "deconvnet" and model.spec["kwargs"] == TINY
     assert model.fc6[0].out_channels == 16
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())

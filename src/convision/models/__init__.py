@@ -16,11 +16,12 @@ from convision.models.backbones import BACKBONES, Backbone, build_backbone
 from convision.models.classification import Classifier, build_classifier
 from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.deconvnet import DeconvNet, deconvnet
+from convision.models.segmentation.dilated import DilatedNet, dilated
 from convision.models.segmentation.segnet import SegNet, segnet
 
 __all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
 __all__ += ["Classifier", "build_classifier"]
-__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet"]
+__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
@@ -28,6 +29,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn8s": fcn8s,
     "segnet": segnet,  # kwargs: num_classes, weights (vgg16_bn)
     "deconvnet": deconvnet,  # kwargs: num_classes, weights (vgg16_bn), fc_channels
+    "dilated": dilated,  # kwargs: num_classes, weights (vgg16), context, fc_channels
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
 }
 
