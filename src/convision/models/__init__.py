@@ -18,10 +18,11 @@ from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.deconvnet import DeconvNet, deconvnet
 from convision.models.segmentation.dilated import DilatedNet, dilated
 from convision.models.segmentation.segnet import SegNet, segnet
+from convision.models.segmentation.unet import UNet, unet
 
 __all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
 __all__ += ["Classifier", "build_classifier"]
-__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated"]
+__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated", "UNet", "unet"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
@@ -30,6 +31,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "segnet": segnet,  # kwargs: num_classes, weights (vgg16_bn)
     "deconvnet": deconvnet,  # kwargs: num_classes, weights (vgg16_bn), fc_channels
     "dilated": dilated,  # kwargs: num_classes, weights (vgg16), context, fc_channels
+    "unet": unet,  # kwargs: num_classes, backbone (None = the paper's), weights, valid, base_channels, batch_norm, dropout
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
 }
 

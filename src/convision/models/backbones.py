@@ -11,6 +11,12 @@ mobilenet_v2   ``features[0:7]`` (32)            ``features[7:14]`` (96)     ``f
 resnetNN       stem + layer1 + layer2            layer3                      layer4
 =============  ================================  ==========================  ==========================
 
+Finer maps, for decoders with skips at every resolution (U-Net): :meth:`Backbone.features` also
+returns, for each stride s < 8 the network has, the last map at that stride inside the stride-8
+stage: VGG: 1 (conv1_2, 64), 2 (conv2_2, 128), 4 (conv3_3, 256), i.e. the block outputs before
+pooling; MobileNetV2: 2 (``features[1]``, 16), 4 (``features[3]``, 24); ResNet: 2 (stem ReLU, 64), 4
+(layer1, 64 or 256). Strides 8, 16, 32 are the stage outputs as above (nothing there changes).
+
 MobileNetV2's stride-32 stage includes the final 1x1 convolution to 1280 channels so that every
 pretrained weight except the classifier is used. For VGG the classifier's two hidden
 ``Linear`` layers (fc6, fc7) are kept aside (not registered as submodules, so they do not bloat the
@@ -22,6 +28,7 @@ hash as usual), or the path of a local ``.pth`` holding a torchvision state dict
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -94,6 +101,32 @@ class Backbone(nn.Module):
         c16 = self.stride16(c8)
         c32 = self.stride32(c16)
         return {8: c8, 16: c16, 32: c32}
+
+    def features(self, x: Tensor) -> dict[int, Tensor]:
+        """``forward`` plus the finer maps (strides 1, 2, 4 where the network has them; see the
+        module docstring). Strides are measured on the input's height: pad it to a multiple of 32."""
+        height = x.shape[-2]
+        out: dict[int, Tensor] = {}
+        for child in self.stride8:
+            x = child(x)
+            stride = 2 ** round(math.log2(height / x.shape[-2]))
+            if stride < 8:
+                out[stride] = x  # the last map at that stride wins
+        c16 = self.stride16(x)
+        c32 = self.stride32(c16)
+        return {**out, 8: x, 16: c16, 32: c32}
+
+    def feature_channels(self) -> dict[int, int]:
+        """``{stride: channels}`` of :meth:`features` (one shape-only pass on a 32x32 input)."""
+        param = next(self.parameters())
+        was_training = self.training
+        self.eval()  # no batch-norm statistics update
+        try:
+            with torch.no_grad():
+                feats = self.features(torch.zeros(1, 3, 32, 32, device=param.device, dtype=param.dtype))
+        finally:
+            self.train(was_training)
+        return {s: f.shape[1] for s, f in sorted(feats.items())}
 
     def take_classifier(self) -> nn.Sequential | None:
         """Hand over the torchvision classifier (VGG only; ``None`` otherwise or if already taken).

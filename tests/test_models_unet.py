@@ -1,0 +1,125 @@
+"""U-Net: the paper's network (23 convolutions, valid form 572 -> 388 and its central-region logits),
+the padded form at any size, torchvision encoders with skips at strides 16..1, CLI training +
+convision.load, ONNX export."""
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import convision
+import convision.api
+from convision.cli import main
+from convision.errors import ConfigError
+from convision.models import MODELS, build_model
+from convision.models.segmentation.unet import UNet, unet_valid_input_size, unet_valid_output_size
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """`convision segment train --model unet --backbone none` for one step; the CLI has no width flag,
+    so the builder arguments it chooses get base_channels=8."""
+    out = tmp_path_factory.mktemp("unet")
+    args = ["segment", "train", "--model", "unet", "--backbone", "none", "--weights", "none", "--num-train", "2",
+            "--num-val", "1", "--image-size", "64", "--num-classes", "3", "--epochs", "1", "--batch-size", "2",
+            "--workers", "0", "--no-progress", "--out", str(out)]
+    mp = pytest.MonkeyPatch()
+    chosen = convision.api.model_kwargs
+    mp.setattr(convision.api, "model_kwargs", lambda cfg, n: {**chosen(cfg, n), "base_channels": 8})
+    try:
+        torch.manual_seed(0)
+        assert main(args) == 0
+    finally:
+        mp.undo()
+    return out, convision.load(out / "last.pt")
+
+
+def test_paper_network_and_valid_sizes():
+    with torch.device("meta"):
+        model = build_model("unet", num_classes=2, valid=True).eval()
+    assert isinstance(model, UNet) and MODELS["unet"].__name__ == "unet"
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(convs) == 23  # "In total the network has 23 convolutional layers"
+    assert [m.out_channels for m in model.encoder.modules() if isinstance(m, nn.Conv2d)][::2] == [64, 128, 256, 512, 1024]
+    assert all(c.padding == (0, 0) for c in convs)
+    assert model(torch.empty(1, 3, 572, 572, device="meta")).shape == (1, 2, 388, 388)  # Fig. 1
+    assert unet_valid_output_size(572) == 388 and unet_valid_input_size(388) == 572
+    assert [unet_valid_output_size(n) for n in (188, 204, 572)] == [4, 20, 388]
+    assert unet_valid_input_size(1) == 188
+    with pytest.raises(ValueError, match="556 or 572"):
+        unet_valid_output_size(570)
+    with pytest.raises(ValueError):
+        model(torch.empty(1, 3, 570, 572, device="meta"))
+
+
+def test_valid_form_returns_the_central_region():
+    torch.manual_seed(0)
+    model = build_model("unet", num_classes=2, valid=True, base_channels=2).eval()
+    x = torch.randn(1, 3, 204, 204)
+    with torch.no_grad():
+        full = model(x)  # 20x20: input pixels 92..111
+        crop = model(x[..., 16:, 16:])  # 188x188 shifted by 16 (the total stride): 4x4 = full's last 4x4
+    assert full.shape == (1, 2, 20, 20) and crop.shape == (1, 2, 4, 4)
+    assert torch.allclose(full[..., 16:, 16:], crop, atol=1e-5)
+
+
+def test_padded_form_any_size_and_torchvision_encoders():
+    with torch.device("meta"):
+        paper = build_model("unet", num_classes=3).eval()
+        encoders = {bb: build_model("unet", num_classes=3, backbone=bb).eval() for bb in ("vgg16", "mobilenet_v2", "resnet50")}
+    for size in [(1, 1), (5, 7), (31, 65), (97, 131)]:
+        assert paper(torch.empty(1, 3, *size, device="meta")).shape == (1, 3, *size), size
+        for bb, m in encoders.items():
+            assert m(torch.empty(1, 3, *size, device="meta")).shape == (1, 3, *size), (bb, size)
+    assert encoders["vgg16"].skip_strides == (16, 8, 4, 2, 1)  # VGG has a stride-1 map (conv1_2)
+    assert encoders["resnet50"].skip_strides == (16, 8, 4, 2, None)
+    assert encoders["resnet50"].decoder[0][0].in_channels == 256 + 1024  # up-conv + layer3
+    with pytest.raises(ConfigError, match="weights"):
+        build_model("unet", num_classes=3, weights="IMAGENET1K_V1")
+    with pytest.raises(ConfigError, match="valid"):
+        build_model("unet", num_classes=3, backbone="resnet18", valid=True)
+
+
+def test_torchvision_encoder_trains():
+    torch.manual_seed(0)
+    model = build_model("unet", num_classes=3, backbone="resnet18")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    before = model.backbone.stride8.conv1.weight.detach().clone()
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    assert not torch.equal(before, model.backbone.stride8.conv1.weight)  # gradients reach the encoder
+
+
+def test_cli_train_then_load(trained):
+    out, model = trained
+    assert model.spec["name"] == "unet"
+    assert model.spec["kwargs"] == {"num_classes": 3, "backbone": "none", "weights": None, "base_channels": 8}
+    assert model.backbone_name is None and model.encoder[0][0].out_channels == 8
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())
+    assert model.classifier.bias.abs().sum() > 0  # started at zero
+    with torch.no_grad():
+        y = model(torch.randn(1, 3, 45, 70))
+    assert y.shape == (1, 3, 45, 70) and torch.isfinite(y).all()
+
+
+def test_onnx_export_matches_pytorch(trained):
+    import onnxruntime as ort  # dev extra (with onnx, onnxscript for the exporter)
+
+    model = trained[1].eval()
+    x = torch.randn(1, 3, 45, 70)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False)
+    sess = ort.InferenceSession(buf.getvalue())
+    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        ref = model(x)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item())
