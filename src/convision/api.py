@@ -120,6 +120,9 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
         name = cfg.model.model
         kwargs = model_kwargs(cfg, len(classes))
         model = build_model(name, **kwargs)
+        # the builder's own record of its arguments includes its defaults, so a checkpoint
+        # rebuilds the same network even if a default changes later
+        kwargs = dict(getattr(model, "spec", {}).get("kwargs", kwargs))
         if cfg.model.init_from and not cfg.train.resume:
             state = load_checkpoint(cfg.model.init_from)["state_dict"]
             loaded, skipped = load_matching_state(model, state)

@@ -35,8 +35,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = field(default="fcn8s", metadata={"help": "architecture: fcn32s | fcn16s | fcn8s"})
-    backbone: str = field(default="mobilenet_v2", metadata={"help": "vgg16 | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101"})
+    model: str = field(default="fcn8s", metadata={"help": "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated"})
+    backbone: str = field(default="mobilenet_v2", metadata={"help": "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder)"})
     weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
     faithful: bool = field(default=False, metadata={"help": "FCN: the paper's pad-100-and-crop alignment (VGG16 only)"})
     learnable_upsampling: bool = field(default=False, metadata={"help": "FCN: train the bilinear-initialised transposed convolutions"})
