@@ -190,6 +190,26 @@ def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
     return state
 
 
+def check_state_dict(path: Path, name: str, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+    """One-line CheckpointError unless ``state`` has exactly the ``expected`` keys and shapes."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{path}: not a state dict of torchvision {name}: keys {'; '.join(parts)}")
+    wrong = [k for k in state if state[k].shape != expected[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"{path}: not a state dict of torchvision {name}: {len(wrong)} tensor(s) of the wrong shape "
+            f"(e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} expected)"
+        )
+
+
 def load_torchvision_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
     """The torchvision classifier ``name`` with ``weights`` (see the module docstring).
 
@@ -229,22 +249,7 @@ def _from_file(name: str, path: Path) -> nn.Module:
     skipped = [k for k in expected if k.startswith(head) and k in state and state[k].shape != expected[k].shape]
     for k in skipped:
         del state[k]
-    missing = [k for k in expected if k not in state and k not in skipped]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{path}: not a state dict of torchvision {name}: keys {'; '.join(parts)}")
-    wrong = [k for k in state if state[k].shape != expected[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise CheckpointError(
-            f"{path}: not a state dict of torchvision {name}: {len(wrong)} tensor(s) of the wrong shape "
-            f"(e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} expected)"
-        )
+    check_state_dict(path, name, state, {k: v for k, v in expected.items() if k not in skipped})
     model.load_state_dict(state, strict=False)
     return model
 

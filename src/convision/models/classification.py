@@ -38,7 +38,7 @@ import torchvision
 from torch import Tensor, nn
 
 from convision.errors import CheckpointError, ConfigError
-from convision.models.backbones import _first_line, _is_none, _looks_like_path, _read_state_dict
+from convision.models.backbones import _first_line, _is_none, _looks_like_path, _read_state_dict, check_state_dict
 
 __all__ = ["ARCHS", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
 
@@ -136,22 +136,7 @@ def _load_file(model: nn.Module, arch: str, path: Path) -> None:
     last = ARCHS[arch] + "."
     state = {k: v for k, v in state.items() if not k.startswith(last)}  # replaced by the new head
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(last)}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{path}: not a state dict of torchvision {arch}: keys {'; '.join(parts)}")
-    wrong = [k for k in state if state[k].shape != expected[k].shape]
-    if wrong:
-        k = wrong[0]
-        raise CheckpointError(
-            f"{path}: not a state dict of torchvision {arch}: {k} is {tuple(state[k].shape)} in the file, "
-            f"{tuple(expected[k].shape)} expected"
-        )
+    check_state_dict(path, arch, state, expected)
     model.load_state_dict(state, strict=False)
 
 
