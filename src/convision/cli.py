@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_classify(tasks)
 
+    from convision.commands.localize import add_parser as add_localize
+
+    add_localize(tasks)
+
     demo = tasks.add_parser("demo", help="train FCN-8s on the built-in scenes, evaluate, write pictures", formatter_class=fmt)
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -82,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from convision.commands.classify import run as run_classify
 
             return run_classify(args)
+        if args.task == "localize":
+            from convision.commands.localize import run as run_localize
+
+            return run_localize(args)
         if args.task == "demo":
             from convision.demo import run_demo
 

@@ -190,3 +190,23 @@ def save_heatmap(image: np.ndarray, prob_map: np.ndarray, box: Sequence[float], 
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], caption: str = "", color: tuple[int, int, int] = (255, 40, 40),
+             width: int = 0) -> np.ndarray:
+    """``image`` (HxWx3 or HxW uint8) with the xyxy pixel ``box`` and a ``caption`` drawn
+    (``torchvision.utils.draw_bounding_boxes``); returns a new HxWx3 uint8 array."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes
+
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    h, w = a.shape[:2]
+    b = torch.tensor([list(box)], dtype=torch.float32)
+    b[:, 0::2] = b[:, 0::2].clamp(0, w - 1)
+    b[:, 1::2] = b[:, 1::2].clamp(0, h - 1)
+    width = width or max(1, round(min(h, w) / 100))
+    img = torch.from_numpy(np.ascontiguousarray(a[:, :, :3].transpose(2, 0, 1)))
+    drawn = draw_bounding_boxes(img, b, labels=[caption] if caption else None, colors=[tuple(color)], width=width)
+    return drawn.permute(1, 2, 0).numpy().copy()

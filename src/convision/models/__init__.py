@@ -14,6 +14,7 @@ from torch import nn
 from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, Backbone, build_backbone
 from convision.models.classification import Classifier, build_classifier
+from convision.models.localization import Localizer, build_localizer
 from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.deconvnet import DeconvNet, deconvnet
 from convision.models.segmentation.dilated import DilatedNet, dilated
@@ -22,6 +23,7 @@ from convision.models.segmentation.unet import UNet, unet
 
 __all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
 __all__ += ["Classifier", "build_classifier"]
+__all__ += ["Localizer", "build_localizer"]
 __all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated", "UNet", "unet"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -33,6 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dilated": dilated,  # kwargs: num_classes, weights (vgg16), context, fc_channels
     "unet": unet,  # kwargs: num_classes, backbone (None = the paper's), weights, valid, base_channels, batch_norm, dropout
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
+    "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden
 }
 
 

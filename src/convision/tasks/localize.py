@@ -1,0 +1,322 @@
+"""Single-object localization (classification + one box) as a task for the shared engine.
+
+    from convision.tasks.localize import LocalizeConfig, train, evaluate, predict
+    run = train(LocalizeConfig())                     # built-in one-shape scenes, ImageNet MobileNetV2
+    metrics = evaluate(run["best"])                   # accuracy (class right and IoU > 0.5), mean IoU, ...
+    preds = predict(run["best"], ["a.jpg"])           # [{"class", "score", "box": [x1, y1, x2, y2] pixels}]
+
+Model: :class:`convision.models.localization.Localizer` (``"localizer"`` in the registry), a
+classifier backbone with a class head and a box head (OverFeat's classification + localization).
+Loss: ``cross_entropy + box_weight * box_loss`` with the box loss on the normalised
+``(cx, cy, w, h)`` the head predicts, averaged over the 4 coordinates and the batch: ``mse``
+(default; the negative log-likelihood of a Gaussian with fixed variance, up to constants) or
+``smooth_l1`` (beta 1/9 in normalised units, i.e. quadratic below ~11 % of the image side).
+Strategies and learning-rate groups as classification (:class:`GroupedTrainer`); both heads train at
+``lr * head_lr_mult``. No feature caching (the box head would learn nothing new from it, but the
+augmentation flips the boxes, so it is simply not offered).
+
+Checkpoint extras (besides the engine's): ``"task": "localize"``, ``"model": {"name": "localizer",
+"kwargs": {arch, num_classes, weights, strategy, hidden}}``, ``"image_size"``, ``"head_lr_mult"``,
+``"box_loss"``, ``"box_weight"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convision.config import TrainConfig
+from convision.errors import CheckpointError, ConfigError, DataError
+from convision.metrics.localization import LocalizationMetric
+from convision.models.classification import ARCHS, STRATEGIES
+from convision.tasks.classify import GroupedTrainer, _as_uint8, _images, _resolve_device, resolve_settings
+
+BOX_LOSSES = ("mse", "smooth_l1")
+SMOOTH_L1_BETA = 1.0 / 9.0
+
+
+@dataclass
+class LocalizeDataConfig:
+    data: str = field(default="synthetic", metadata={"help": "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file"})
+    val_data: str = field(default="", metadata={"help": "validation annotation file (empty: a hold-out of the training file)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of each class held out for validation when there is no val_data"})
+    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
+    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
+    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
+    scene_size: int = field(default=64, metadata={"help": "synthetic scenes: generated image side in pixels"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes and the hold-out split"})
+    image_size: int = field(default=0, metadata={"help": "network input side (the whole image is resized to it); 0 = what the weights expect (224)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flip (with the box)"})
+    color_jitter: float = field(default=0.2, metadata={"help": "brightness/contrast/saturation jitter strength (0 = off)"})
+    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+
+
+@dataclass
+class LocalizeModelConfig:
+    arch: str = field(default="mobilenet_v2", metadata={"help": " | ".join(ARCHS)})
+    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "a torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
+    strategy: str = field(default="finetune", metadata={"help": " | ".join(STRATEGIES)})
+    hidden: int = field(default=256, metadata={"help": "hidden units of the box head (0 = one linear layer)"})
+
+
+@dataclass
+class LocalizeTrainConfig(TrainConfig):
+    epochs: int = field(default=10, metadata={"help": "training epochs"})
+    batch_size: int = field(default=32, metadata={"help": "global batch size (split across processes under torchrun)"})
+    lr: float = field(default=0.001, metadata={"help": "peak learning rate of the backbone (the heads get lr x head_lr_mult)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
+    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
+    out: str = field(default="runs/localize", metadata={"help": "output folder for checkpoints, metrics and pictures"})
+    head_lr_mult: float = field(default=0.0, metadata={"help": "head lr / backbone lr; 0 = auto: 100 for sgd, 10 for adamw, 1 for scratch"})
+    box_loss: str = field(default="mse", metadata={"help": "mse (Gaussian log-likelihood) | smooth_l1"})
+    box_weight: float = field(default=1.0, metadata={"help": "lambda: loss = cross-entropy + lambda x box loss"})
+
+
+@dataclass
+class LocalizeConfig:
+    data: LocalizeDataConfig = field(default_factory=LocalizeDataConfig)
+    model: LocalizeModelConfig = field(default_factory=LocalizeModelConfig)
+    train: LocalizeTrainConfig = field(default_factory=LocalizeTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+def box_loss(pred_cxcywh: torch.Tensor, true_xyxy: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Box loss on normalised ``(cx, cy, w, h)``, mean over coordinates and images."""
+    from torchvision.ops import box_convert
+
+    target = box_convert(true_xyxy.float(), "xyxy", "cxcywh")
+    if kind == "mse":
+        return F.mse_loss(pred_cxcywh.float(), target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred_cxcywh.float(), target, beta=SMOOTH_L1_BETA)
+    raise ConfigError(f"box_loss: unknown {kind!r} (expected {' | '.join(BOX_LOSSES)})")
+
+
+class LocalizationTask:
+    """``cross_entropy(logits, label) + box_weight * box_loss``; metric :class:`LocalizationMetric`."""
+
+    name = "localize"
+    main_metric = "accuracy"
+
+    def __init__(self, num_classes: int, box_loss: str = "mse", box_weight: float = 1.0) -> None:
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"box_loss: unknown {box_loss!r} (expected {' | '.join(BOX_LOSSES)})")
+        if box_weight < 0:
+            raise ConfigError(f"box_weight: must be >= 0, got {box_weight}")
+        self.num_classes = int(num_classes)
+        self.box_loss = box_loss
+        self.box_weight = float(box_weight)
+
+    def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from convision.data.localization import localization_collate
+
+        return localization_collate(batch)
+
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        x, boxes, labels = batch
+        out = model(x.to(device, non_blocking=True))
+        ce = F.cross_entropy(out["logits"].float(), labels.to(device, non_blocking=True))
+        bl = box_loss(out["boxes_cxcywh"], boxes.to(device, non_blocking=True), self.box_loss)
+        return {"loss": ce + self.box_weight * bl, "cls_loss": ce, "box_loss": bl}
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        return self.losses(model, batch, device)["loss"]
+
+    def new_metric(self) -> LocalizationMetric:
+        return LocalizationMetric(self.num_classes)
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: LocalizationMetric) -> None:
+        x, boxes, labels = batch
+        out = model(x.to(device, non_blocking=True))
+        metric.update(out["logits"].float().cpu(), out["boxes"].float().cpu(), labels, boxes)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def build_datasets(cfg: LocalizeConfig, image_size: int, mean: Sequence[float], std: Sequence[float]):
+    """(train, val) with the training / evaluation transforms; val may be empty."""
+    from convision.data.localization import (
+        build_localization_dataset,
+        localization_eval_transforms,
+        localization_train_transforms,
+    )
+
+    d = cfg.data
+    train_tf = localization_train_transforms(image_size, mean, std, hflip=d.hflip, color_jitter=d.color_jitter)
+    train_set = build_localization_dataset(d, "train", transforms=train_tf)
+    val_set = build_localization_dataset(d, "val", transforms=localization_eval_transforms(image_size, mean, std),
+                                         classes=train_set.classes)
+    return train_set, val_set
+
+
+def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+    """Train a localizer as configured; works under ``torchrun``. Returns ``{"best", "last",
+    "best_metric", "best_epoch", "history"}``."""
+    from convision.engine import seed_everything
+    from convision.engine.distributed import cleanup, init_distributed
+    from convision.models import build_model
+
+    cfg = cfg if cfg is not None else LocalizeConfig()
+    s = resolve_settings(cfg)  # same rules as classification: strategy/weights, image size, head lr
+    if cfg.train.box_loss not in BOX_LOSSES:
+        raise ConfigError(f"box_loss: unknown {cfg.train.box_loss!r} (expected {' | '.join(BOX_LOSSES)})")
+    if cfg.model.hidden < 0:
+        raise ConfigError(f"hidden: must be >= 0, got {cfg.model.hidden}")
+    cfg.data.image_size = s["image_size"]
+    dist = init_distributed(cfg.train.device)
+    try:
+        train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"])
+        if len(train_set) == 0:
+            raise DataError(f"{cfg.data.data}: the training split holds no images")
+        if validate_data and dist.is_main:
+            train_set.validate(progress=progress)
+            if len(val_set):
+                val_set.validate(progress=progress)
+        classes = list(train_set.classes)
+        if len(classes) < 2:
+            raise DataError(f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}")
+        seed_everything(cfg.train.seed)
+        kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"],
+                  "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden)}
+        model = build_model("localizer", **kwargs)
+        meta = {
+            "task": "localize",
+            "model": {"name": "localizer", "kwargs": kwargs},
+            "classes": classes,
+            "colors": [],
+            "normalization": {"mean": list(s["mean"]), "std": list(s["std"])},
+            "image_size": s["image_size"],
+            "head_lr_mult": s["head_lr_mult"],
+            "box_loss": cfg.train.box_loss,
+            "box_weight": float(cfg.train.box_weight),
+            "config": cfg.to_dict(),
+        }
+        task = LocalizationTask(len(classes), box_loss=cfg.train.box_loss, box_weight=cfg.train.box_weight)
+        trainer = GroupedTrainer(task=task, model=model, train_set=train_set, val_set=val_set if len(val_set) else None,
+                                 cfg=cfg.train, meta=meta, workers=cfg.data.workers, dist=dist, progress=progress,
+                                 head_lr_mult=s["head_lr_mult"])
+        result = trainer.fit()
+    finally:
+        cleanup()
+    out = Path(cfg.train.out)
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+    """A localizer from a convision checkpoint, in eval mode, with ``.classes``, ``.normalization``, ``.image_size``."""
+    from convision.api import load as api_load
+    from convision.engine.checkpoint import load_checkpoint
+
+    model = api_load(path, device=device)
+    if getattr(model, "task", None) != "localize":
+        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a localizer")
+    size = int(((getattr(model, "train_config", None) or {}).get("data", {})).get("image_size") or 0)
+    model.image_size = size or int(load_checkpoint(path).get("image_size", 224))
+    return model
+
+
+def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, device=device)
+    if not hasattr(model, "normalization") or not hasattr(model, "image_size"):
+        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.localize.load()")
+    return model.to(device).eval()
+
+
+def evaluate(model: nn.Module | str | os.PathLike, data: str | LocalizeDataConfig | None = None, *, split: str = "val",
+             batch_size: int = 32, workers: int = 2, device: str | None = "auto", progress: bool = True) -> dict[str, Any]:
+    """Accuracy (class right and IoU > 0.5), mean IoU, class and box accuracy over a split (eval
+    transforms). ``data`` defaults to what the model was trained on; a file given here is
+    evaluated whole (``split`` is ignored for it)."""
+    from convision.data.localization import build_localization_dataset, localization_eval_transforms
+    from convision.engine.trainer import evaluate as run_evaluation
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    if isinstance(data, LocalizeDataConfig):
+        data_cfg = data
+    else:
+        trained = (getattr(net, "train_config", None) or {}).get("data", {})
+        data_cfg = LocalizeDataConfig(**{k: v for k, v in trained.items() if k in LocalizeDataConfig.__dataclass_fields__})
+        if data is not None:
+            data_cfg.data, data_cfg.val_data = str(data), (str(data) if str(data) != "synthetic" else "")
+    tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
+    dataset = build_localization_dataset(data_cfg, split, transforms=tf, classes=net.classes)
+    if len(dataset) == 0:
+        raise DataError(f"{data_cfg.data}: the {split} split holds no images")
+    task = LocalizationTask(len(net.classes))
+    metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    metrics["classes"] = list(net.classes)
+    metrics["split"] = split
+    return metrics
+
+
+@torch.no_grad()
+def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
+            batch_size: int = 32) -> list[dict[str, Any]]:
+    """For each image (paths, folder, glob or HxW[x3] uint8 arrays): ``{"class", "score", "box"}`` with
+    ``box = [x1, y1, x2, y2]`` in pixels of the original image (x2/y2 exclusive edges)."""
+    from convision.data.classification import to_image
+    from convision.data.localization import localization_eval_transforms
+    from convision.models.localization import to_pixels
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"]).pipeline
+    items = _images(images)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = [to_image(_as_uint8(a, name)) for name, a in items[start : start + batch_size]]
+        x = torch.stack([tf(img).as_subclass(torch.Tensor) for img in chunk]).to(dev)
+        res = net(x)
+        probs = res["logits"].float().softmax(1).cpu()
+        score, label = probs.max(1)
+        for img, s, c, b in zip(chunk, score, label, res["boxes"].float().cpu()):
+            h, w = img.shape[-2:]
+            out.append({"class": net.classes[int(c)], "score": float(s), "box": [float(v) for v in to_pixels(b[None], w, h)[0]]})
+    return out
+
+
+def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
+                      device: str | None = "auto") -> dict[str, dict[str, Any]]:
+    """Predict every input image, write ``<out>/<stem>.png`` with the box, class and score drawn and
+    ``<out>/predictions.json`` (``{path: {"class", "score", "box"}}``); returns that dict."""
+    from convision.api import expand_inputs
+    from convision.data.io import read_image
+    from convision.viz import draw_box
+
+    dev = _resolve_device(device)
+    net = _as_model(model, dev)
+    files = expand_inputs(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    for f in files:
+        array = read_image(f)
+        p = predict(net, array, device=dev)[0]
+        stem = f.stem
+        while stem in used:  # same stem in different folders
+            stem += "_"
+        used.add(stem)
+        from PIL import Image
+
+        Image.fromarray(draw_box(array, p["box"], f"{p['class']} {p['score']:.2f}")).save(out / f"{stem}.png")
+        results[str(f)] = p
+    (out / "predictions.json").write_text(json.dumps(results, indent=2))
+    return results
