@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     from convision.commands.classify import add_parser as add_classify
 
     add_classify(tasks)
+    from convision.commands.summary import add_parser as add_summary
+
+    add_summary(tasks)
 
     from convision.commands.localize import add_parser as add_localize
 
@@ -86,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from convision.commands.classify import run as run_classify
 
             return run_classify(args)
+        if args.task == "summary":
+            from convision.commands.summary import run as run_summary
+
+            return run_summary(args)
         if args.task == "localize":
             from convision.commands.localize import run as run_localize
 
