@@ -19,7 +19,6 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``summary`` to the top-level ``tasks`` sub-parsers."""
     p = tasks.add_parser(
         "summary", help="per-layer shapes, parameters, mult-adds, receptive field and stride of a model",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Summarise a model: a convision model name (fcn8s, segnet, unet, classifier --arch ...), "
                     "a torchvision classifier name (alexnet, vgg16, resnet50, ...) or a convision checkpoint (.pt). "
                     "Random weights; nothing is downloaded.",
@@ -28,10 +27,10 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--input-size", default=None,
                    help="input side S or HxW (default: 224; a classification checkpoint's own image size)")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="classes (default: the model's own: 21 for segmentation, 1000 for torchvision classifiers, 10 for classifier)")
-    p.add_argument("--backbone", default=None, help="backbone of a segmentation model (FCN: vgg16 by default)")
-    p.add_argument("--arch", default=None, help="architecture of 'classifier' (alexnet, vgg16, resnet18, ...)")
-    p.add_argument("--rows", type=int, default=None, help="show at most this many rows (first and last half)")
+                   help="classes (default: the builder's own, e.g. 21 for FCN, 1000 for torchvision classifiers; 10 for classifier)")
+    p.add_argument("--backbone", default=None, help="backbone of a segmentation model (default: the model's own; vgg16 for FCN)")
+    p.add_argument("--arch", default=None, help="architecture of 'classifier' / 'localizer' (alexnet, vgg16, resnet18, ...)")
+    p.add_argument("--rows", type=int, default=None, help="show at most this many rows (the first and last ones; default: all)")
     p.add_argument("--json", default=None, help="also write the summary to this JSON file")
     return p
 
@@ -39,9 +38,16 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from convision.nn.receptive_field import summarize
 
+    _input_size(args.input_size, 224)  # a bad --input-size fails before any model is built
     model, size = build(args.model, num_classes=args.num_classes, backbone=args.backbone, arch=args.arch)
     height, width = _input_size(args.input_size, size)
-    summary = summarize(model, (3, height, width))
+    try:
+        summary = summarize(model, (3, height, width))
+    except (ValueError, RuntimeError) as e:  # e.g. an input too small for the network's pooling
+        from convision.errors import ConfigError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"--input-size: {args.model} cannot run on a {height}x{width} input: {first}") from None
     print(f"{args.model}: {type(model).__name__}")
     print(summary.table(max_rows=args.rows))
     if args.json:
