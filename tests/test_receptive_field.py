@@ -161,3 +161,33 @@ def test_summary_restores_training_mode_and_rejects_bad_sizes():
     assert net.training
     with pytest.raises(ValueError):
         summarize(net, (8, 8))
+
+
+def test_padding_channels_last_linear_and_attention_parameters():
+    class ToNHWC(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1)
+
+    class ToNCHW(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 3, 1, 2)
+
+    # ConvNeXt-style: a Linear over channels between permutes is point-wise; padding changes nothing
+    net = nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(3, 8, 3), ToNHWC(), nn.Linear(8, 8), ToNCHW(), nn.Conv2d(8, 4, 3, stride=2))
+    s = summarize(net, (3, 16, 16))
+    assert [layer.rf for layer in s] == [1, 3, 3, 3, 3, 5]
+    assert s[-1].stride == (2, 2) and s[3].mult_adds == 8 * 8 * 18 * 18  # 16 + 2*2 padding - 2
+
+    class Attn(nn.Module):  # MultiheadAttention uses out_proj's weight without calling out_proj
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            t = x.flatten(2).transpose(1, 2)
+            return self.attn(t, t, t)[0]
+
+    m = Attn()
+    s = summarize(m, (8, 4, 4))
+    assert [layer.name for layer in s] == ["attn"]
+    assert s[0].params == s.total_params == sum(p.numel() for p in m.parameters())

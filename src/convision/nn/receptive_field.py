@@ -10,13 +10,15 @@ Counting conventions
   modules called twice, like ResNet's ``relu``, show 0 on the later rows). ``trainable`` counts those
   with ``requires_grad`` (frozen ones -- FCN's fixed bilinear upsampling -- are in ``params`` but not in
   ``trainable``). Parameters of modules the forward pass never calls are one last row
-  ``(not called)``, so ``Summary.total_params == sum(p.numel() for p in model.parameters())``.
+  ``(not called)``, so ``Summary.total_params == sum(p.numel() for p in model.parameters())``;
+  except that parameters of a module that is not called but whose nearest called ancestor uses them
+  directly (``nn.MultiheadAttention``'s ``out_proj``) are added to that ancestor's row.
 * **Multiply-adds** (batch 1, bias additions not counted): convolution
   ``k_h*k_w*C_in/groups*C_out*H_out*W_out``; transposed convolution by its *input* positions,
   ``k_h*k_w*C_in*C_out/groups*H_in*W_in``; ``Linear`` ``in*out`` (times any extra leading dimensions).
   Everything else counts 0: batch norm (foldable into the preceding convolution), pooling,
   activations, dropout, parameter-free upsampling, and tensor operations outside modules (residual
-  additions, concatenations).
+  additions, concatenations, attention's matrix products).
 
 Receptive field and stride (jump)
 ---------------------------------
@@ -55,7 +57,11 @@ the layers executed so far -- the usual upper-bound style figure (the theoretica
 the *effective* one, where the gradient is appreciable, is much smaller). Padding and cropping
 do not change ``r`` (they move the centre, which is not reported). A leaf module of an unknown type
 that changes the spatial size is treated as pooling with kernel = stride = ``in / out``
-(approximate).
+(approximate); padding modules, ``Linear`` on channels-last maps and axis permutations pass ``r`` and
+``j`` through. A global branch makes everything after it global: squeeze-and-excitation blocks
+(EfficientNet, MobileNetV3) multiply by a globally pooled vector, so the receptive field after the
+first one exceeds the image. The tracking assumes NCHW maps: token layouts (ViT, Swin) are not
+meaningful here.
 
 :func:`gradient_receptive_field` measures the receptive field instead: it backpropagates from one
 output position and returns the extent of the input pixels with a non-zero gradient (exact for
@@ -253,11 +259,20 @@ def _module_rule(m: nn.Module, info: _RF, x: Tensor, out: Tensor) -> tuple[Pair,
     if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and hin is not None and hout is not None:
         r, j = _window_rule(info, hin, hout)
         return r, j, hout
-    if isinstance(m, nn.Linear) and x.dim() == 2 and info.hw is not None:
-        h, w = info.hw
-        r, j = _kernel_rule(info, (h, w), (1, 1))  # one output position: the jump is kept
-        return r, j, (1, 1)
-    if hin is not None and hout is not None:  # adaptive pooling, or an unknown size-changing layer
+    if isinstance(m, nn.Linear):
+        if x.dim() == 2 and info.hw is not None:
+            h, w = info.hw
+            r, j = _kernel_rule(info, (h, w), (1, 1))  # one output position: the jump is kept
+            return r, j, (1, 1)
+        return info.r, info.j, info.hw  # over the last (channel) dimension: point-wise
+    if type(m).__module__ == "torch.nn.modules.padding":
+        return info.r, info.j, hout
+    if isinstance(m, nn.PixelShuffle) and hin is not None and hout is not None:
+        r, j = _upsample_rule(info, hin, hout, 1)
+        return r, j, hout
+    if out.numel() == x.numel() and sorted(out.shape) == sorted(x.shape) and out.shape != x.shape:
+        return info.r, info.j, info.hw  # a permutation of the axes (ConvNeXt's NCHW <-> NHWC)
+    if hin is not None and hout is not None:  # PixelUnshuffle, or an unknown size-changing layer
         r, j = _resample(info, hin, hout)
         return r, j, hout
     return info.r, info.j, hout if hout is not None else info.hw
@@ -427,6 +442,22 @@ def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> Su
             h.remove()
         model.train(was_training)
 
+    # parameters a called module uses without calling their own module (MultiheadAttention's
+    # out_proj) belong to the nearest called ancestor's row
+    row_of = {}
+    for row in rows:
+        row_of.setdefault(row.name, row)
+    for mname, m in model.named_modules():
+        own = [p for p in m.parameters(recurse=False) if id(p) not in counted]
+        parts = mname.split(".") if mname else []
+        while own and parts:
+            parts.pop()
+            row = row_of.get(".".join(parts) or type(model).__name__)
+            if row is not None:
+                counted.update(id(p) for p in own)
+                row.params += sum(p.numel() for p in own)
+                row.trainable += sum(p.numel() for p in own if p.requires_grad)
+                own = []
     uncalled = [p for p in params if id(p) not in counted]
     if uncalled:
         rows.append(LayerInfo("(not called)", "-", (), sum(p.numel() for p in uncalled),
