@@ -131,4 +131,6 @@ def format_table(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
         ("fwiou", "f.w. IoU"),
     ):
         lines.append(f"{label:<{width}}  {pct(metrics.get(key)):>7}")
+    if "boundary_f" in metrics:  # convision.metrics.boundary.BoundaryF
+        lines.append(f"{'boundary F':<{width}}  {pct(metrics.get('boundary_f')):>7}")
     return "\n".join(lines)

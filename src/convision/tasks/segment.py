@@ -10,11 +10,36 @@ import torch.nn.functional as F
 from convision.data import IGNORE_INDEX
 from convision.data.transforms import pad_collate
 from convision.losses import segmentation_cross_entropy
+from convision.metrics.boundary import BoundaryF
 from convision.metrics.segmentation import ConfusionMatrix
 
 
+class SegmentationMetric:
+    """The confusion-matrix metrics and the boundary F-score, updated and reduced together;
+    ``compute()`` merges both dicts (``miou``, ..., ``boundary_f``, ``per_class_boundary_f``)."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, boundary_tolerance: int = 2) -> None:
+        self.confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+        self.boundary = BoundaryF(num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index)
+
+    def reset(self) -> None:
+        self.confusion.reset()
+        self.boundary.reset()
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        self.confusion.update(pred, target)
+        self.boundary.update(pred, target)
+
+    def reduce_(self) -> None:
+        self.confusion.reduce_()
+        self.boundary.reduce_()
+
+    def compute(self) -> dict[str, Any]:
+        return {**self.confusion.compute(), **self.boundary.compute()}
+
+
 class SegmentationTask:
-    """Per-pixel classification: cross-entropy with ``ignore_index`` and a confusion-matrix metric."""
+    """Per-pixel classification: cross-entropy with ``ignore_index``; metric: confusion matrix + boundary F."""
 
     name = "segment"
     main_metric = "miou"
@@ -33,14 +58,15 @@ class SegmentationTask:
         weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
         return segmentation_cross_entropy(logits, masks.to(device, non_blocking=True), weights, self.ignore_index)
 
-    def new_metric(self) -> ConfusionMatrix:
-        return ConfusionMatrix(self.num_classes, ignore_index=self.ignore_index)
+    def new_metric(self) -> SegmentationMetric:
+        return SegmentationMetric(self.num_classes, ignore_index=self.ignore_index)
 
     @torch.no_grad()
-    def eval_step(self, model: torch.nn.Module, batch: Any, device: torch.device, metric: ConfusionMatrix) -> None:
+    def eval_step(self, model: torch.nn.Module, batch: Any, device: torch.device, metric: SegmentationMetric) -> None:
         images, masks = batch
         pred = model(images.to(device, non_blocking=True)).argmax(1)
-        metric.update(pred.cpu(), masks)
+        # counted where the prediction is (GPU or CPU); the metrics keep their totals on the CPU
+        metric.update(pred, masks.to(pred.device, non_blocking=True))
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
