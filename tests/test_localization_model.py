@@ -21,7 +21,7 @@ def test_forward_outputs_valid_normalised_boxes():
     assert out["logits"].shape == (2, 3) and out["boxes"].shape == (2, 4) and out["boxes_cxcywh"].shape == (2, 4)
     b = out["boxes"]
     assert (b >= 0).all() and (b <= 1).all() and (b[:, 2:] > b[:, :2]).all()
-    # a fresh box head starts near the centred half-size box (sigmoid(0) = 0.5 everywhere)
+    # a fresh box head starts near the centred half-size box (0.5 + small weights)
     assert torch.allclose(out["boxes_cxcywh"], torch.full((2, 4), 0.5), atol=0.05)
 
 
@@ -40,6 +40,25 @@ def test_registry_rebuilds_from_json_kwargs_and_groups_hold_the_box_head():
     assert len(groups["backbone"]["params"]) == len(list(a.classifier.net.parameters()))
     with pytest.raises(ConfigError):
         build_model("localizer", arch="resnet18", num_classes=3, weights=None, strategy="scratch", hidden=-1)
+    with pytest.raises(ConfigError):
+        build_model("localizer", arch="resnet18", num_classes=3, weights=None, strategy="scratch", box_input="grid")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_spatial_box_head_reads_the_last_feature_map_and_survives_deepcopy(arch):
+    import copy
+
+    torch.manual_seed(0)
+    m = build_localizer(arch, num_classes=3, weights=None, strategy="scratch", hidden=8).eval()
+    assert m.box_input == "spatial" and isinstance(m.box_head[0], torch.nn.Conv2d)
+    x = torch.randn(2, 3, 64, 64)
+    seen = {}
+    m.box_head[0].register_forward_hook(lambda mod, i, o: seen.update(shape=tuple(i[0].shape)))
+    out = m(x)
+    assert seen["shape"][2:] == (2, 2)  # stride-32 map of a 64 px input, not a pooled vector
+    twin = copy.deepcopy(m)
+    assert torch.equal(twin(x)["boxes"], out["boxes"])
+    assert not any("_localizer_map" in vars(mod) for mod in m.modules())  # nothing left parked
 
 
 def test_box_losses():
@@ -79,8 +98,8 @@ def test_loss_decreases_on_a_fixed_tiny_batch():
 def _fixed_box_model(cxcywh: tuple[float, float, float, float]) -> Localizer:
     m = build_localizer("resnet18", num_classes=2, weights=None, strategy="scratch", hidden=0).eval()
     with torch.no_grad():
-        m.box_head.weight.zero_()
-        m.box_head.bias.copy_(torch.logit(torch.tensor(cxcywh)))
+        m.box_head[-1].weight.zero_()
+        m.box_head[-1].bias.copy_(torch.tensor(cxcywh) - 0.5)
     m.classes = ["a", "b"]
     m.normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
     m.image_size = 32

@@ -35,7 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "dilated": dilated,  # kwargs: num_classes, weights (vgg16), context, fc_channels
     "unet": unet,  # kwargs: num_classes, backbone (None = the paper's), weights, valid, base_channels, batch_norm, dropout
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
-    "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden
+    "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden, box_input
 }
 
 

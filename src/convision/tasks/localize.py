@@ -16,7 +16,7 @@ Strategies and learning-rate groups as classification (:class:`GroupedTrainer`);
 augmentation flips the boxes, so it is simply not offered).
 
 Checkpoint extras (besides the engine's): ``"task": "localize"``, ``"model": {"name": "localizer",
-"kwargs": {arch, num_classes, weights, strategy, hidden}}``, ``"image_size"``, ``"head_lr_mult"``,
+"kwargs": {arch, num_classes, weights, strategy, hidden, box_input}}``, ``"image_size"``, ``"head_lr_mult"``,
 ``"box_loss"``, ``"box_weight"``.
 """
 from __future__ import annotations
@@ -65,6 +65,7 @@ class LocalizeModelConfig:
     weights: str = field(default="IMAGENET1K_V1", metadata={"help": "a torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
     strategy: str = field(default="finetune", metadata={"help": " | ".join(STRATEGIES)})
     hidden: int = field(default=256, metadata={"help": "hidden units of the box head (0 = one linear layer)"})
+    box_input: str = field(default="spatial", metadata={"help": "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)"})
 
 
 @dataclass
@@ -192,7 +193,7 @@ def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_
             raise DataError(f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}")
         seed_everything(cfg.train.seed)
         kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"],
-                  "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden)}
+                  "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden), "box_input": cfg.model.box_input}
         model = build_model("localizer", **kwargs)
         meta = {
             "task": "localize",
