@@ -5,7 +5,7 @@ on ``--num-train`` scenes and reports, on ``--num-val`` held-out scenes: accurac
 AND IoU > 0.5, the seeds' rule), mean IoU, class accuracy and box accuracy (IoU > 0.5). As a
 reference it also scores the trivial "always predict the mean training box" baseline.
 
-    .venv/bin/python bench/localization.py --out runs/bench_localize [--epochs 8 --image-size 96 --threads 2]
+    .venv/bin/python bench/localization.py --out runs/bench_localize [--epochs 8 --image-size 128 --threads 2]
 """
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench_localize")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=96)
+    p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--num-train", type=int, default=400)
     p.add_argument("--num-val", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--box-weight", type=float, default=5.0)
+    p.add_argument("--head-lr-mult", type=float, default=1.0, help="heads' lr / backbone lr (10, AdamW's auto value, blew the box loss up at the start)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -54,7 +55,7 @@ def main() -> None:
     cfg.model.arch, cfg.model.weights, cfg.model.strategy = "mobilenet_v2", "IMAGENET1K_V1", "finetune"
     t = cfg.train
     t.epochs, t.batch_size, t.lr, t.optimizer, t.box_weight = args.epochs, args.batch_size, args.lr, "adamw", args.box_weight
-    t.device, t.out, t.overwrite = args.device, args.out, True
+    t.device, t.out, t.overwrite, t.head_lr_mult = args.device, args.out, True, args.head_lr_mult
 
     start = time.time()
     run = train(cfg, progress=False)

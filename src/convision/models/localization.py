@@ -14,8 +14,9 @@ The class head is the :class:`Classifier`'s own (on its pooled feature vector). 
     Linear(2048, hidden) -> ReLU -> Linear(hidden, 4)``. Keeping the grid keeps *where* things are.
 ``"pooled"``
     ``Linear(D, hidden) -> ReLU -> Linear(hidden, 4)`` on the pooled vector (:meth:`Classifier.features`).
-    Global pooling throws most position information away: on the built-in scenes (bench/localization.py,
-    MobileNetV2, 64 px) this reached mean IoU 0.16 against 0.14 for always predicting the mean box.
+    Global pooling throws most position information away (an early 64 px bench run with this head
+    reached mean IoU 0.16 against 0.14 for always predicting the mean box; that run also had the
+    sigmoid output and a 10x head lr, so the comparison with "spatial" is not a controlled one).
 
 Box parameterisation (the contract of this module): the head predicts the box **normalised to
 the network input** as ``(cx, cy, w, h)``, linearly (``0.5 + Linear(...)``, so a fresh head
