@@ -98,7 +98,9 @@ def test_torchvision_encoder_trains():
 def test_cli_train_then_load(trained):
     out, model = trained
     assert model.spec["name"] == "unet"
-    assert model.spec["kwargs"] == {"num_classes": 3, "backbone": "none", "weights": None, "base_channels": 8}
+    kwargs = model.spec["kwargs"]  # the builder's full arguments, defaults included
+    assert {k: kwargs[k] for k in ("num_classes", "weights", "base_channels")} == {"num_classes": 3, "weights": None, "base_channels": 8}
+    assert kwargs["backbone"] in (None, "none") and kwargs["valid"] is False
     assert model.backbone_name is None and model.encoder[0][0].out_channels == 8
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())
