@@ -363,6 +363,24 @@ class IDXClassification(ClassificationDataset):
 # ------------------------------------------------------------------------------------------ synthetic
 
 
+def check_synthetic_settings(task: str, split: str, num_images: int, image_size: int | tuple[int, int],
+                             num_classes: int, seed: int) -> tuple[int, int]:
+    """Validate the built-in scenes' settings for one-label tasks; returns the image (h, w)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
+    if not 3 <= num_classes <= MAX_SYNTHETIC_CLASSES:
+        raise ConfigError(f"num_classes: synthetic {task} takes 3..{MAX_SYNTHETIC_CLASSES} (background included, "
+                          f"so 2..{MAX_SYNTHETIC_CLASSES - 1} shapes), got {num_classes}")
+    if num_images < 1:
+        raise ConfigError(f"num_{split}: need at least 1 synthetic image, got {num_images}")
+    if seed < 0:
+        raise ConfigError(f"data_seed: must be non-negative, got {seed}")
+    try:
+        return image_hw(image_size)
+    except ValueError as e:
+        raise ConfigError(f"scene_size: {e}") from None
+
+
 class SyntheticClassification(ClassificationDataset):
     """The built-in scenes with their per-image label (see the module notes).
 
@@ -381,20 +399,9 @@ class SyntheticClassification(ClassificationDataset):
         transforms: Callable | None = None,
         max_objects: int = 1,
     ) -> None:
-        if split not in SPLITS:
-            raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
-        if not 3 <= num_classes <= MAX_SYNTHETIC_CLASSES:
-            raise ConfigError(f"num_classes: synthetic classification takes 3..{MAX_SYNTHETIC_CLASSES} (background included, so 2..{MAX_SYNTHETIC_CLASSES - 1} shapes), got {num_classes}")
-        if num_images < 1:
-            raise ConfigError(f"num_{split}: need at least 1 synthetic image, got {num_images}")
+        self.image_size = check_synthetic_settings("classification", split, num_images, image_size, num_classes, seed)
         if max_objects < 1:
             raise ConfigError(f"max_objects: must be at least 1, got {max_objects}")
-        try:
-            self.image_size = image_hw(image_size)
-        except ValueError as e:
-            raise ConfigError(f"scene_size: {e}") from None
-        if seed < 0:
-            raise ConfigError(f"data_seed: must be non-negative, got {seed}")
         self.split, self.seed, self.scene_classes, self.max_objects = split, int(seed), int(num_classes), int(max_objects)
         self.classes = synthetic_classes(num_classes)[1:]
         self.offset = 0 if split == "train" else VAL_INDEX_OFFSET

@@ -46,9 +46,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from convision.data.classification import VAL_INDEX_OFFSET, holdout_split, to_image
+from convision.data.classification import VAL_INDEX_OFFSET, check_synthetic_settings, holdout_split, to_image
 from convision.data.io import read_image
-from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
+from convision.data.synthetic import make_scene, synthetic_classes
 from convision.errors import ConfigError, DataError
 
 SPLITS = ("train", "val")
@@ -105,18 +105,7 @@ class SyntheticLocalization(LocalizationDataset):
 
     def __init__(self, split: str = "train", num_images: int = 400, image_size: int | tuple[int, int] = 64,
                  num_classes: int = 6, seed: int = 0, transforms: Callable | None = None) -> None:
-        if split not in SPLITS:
-            raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
-        if not 3 <= num_classes <= MAX_SYNTHETIC_CLASSES:
-            raise ConfigError(f"num_classes: synthetic localization takes 3..{MAX_SYNTHETIC_CLASSES} (background included), got {num_classes}")
-        if num_images < 1:
-            raise ConfigError(f"num_{split}: need at least 1 synthetic image, got {num_images}")
-        try:
-            self.image_size = image_hw(image_size)
-        except ValueError as e:
-            raise ConfigError(f"scene_size: {e}") from None
-        if seed < 0:
-            raise ConfigError(f"data_seed: must be non-negative, got {seed}")
+        self.image_size = check_synthetic_settings("localization", split, num_images, image_size, num_classes, seed)
         self.split, self.seed, self.scene_classes = split, int(seed), int(num_classes)
         self.classes = synthetic_classes(num_classes)[1:]
         self.offset = 0 if split == "train" else VAL_INDEX_OFFSET
