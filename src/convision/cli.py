@@ -1,4 +1,4 @@
-"""Command line: ``convision segment train|eval|predict``, ``convision demo``.
+"""Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision demo``.
 
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error,
 130 interrupted. ``--debug`` (anywhere on the line) shows tracebacks.
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_localize(tasks)
 
+    from convision.commands.detect import add_parser as add_detect
+
+    add_detect(tasks)
+
     demo = tasks.add_parser("demo", help="train FCN-8s on the built-in scenes, evaluate, write pictures", formatter_class=fmt)
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -99,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from convision.commands.localize import run as run_localize
 
             return run_localize(args)
+        if args.task == "detect":
+            from convision.commands.detect import run as run_detect
+
+            return run_detect(args)
         if args.task == "demo":
             from convision.demo import run_demo
 

@@ -1,0 +1,123 @@
+"""``convision detect train|eval|predict|convert``: object detection.
+
+Same conventions as the other tasks: settings are defaults < ``--config`` YAML < flags, ``--help``
+shows every default, user errors are one line on stderr with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from convision.config import add_arguments, from_args
+
+
+def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``detect`` and its modes to the top-level ``tasks`` sub-parsers."""
+    from convision.tasks.detect import DetectConfig
+
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    det = tasks.add_parser("detect", help="object detection: Faster R-CNN, Fast R-CNN, R-CNN, YOLOv1; VOC / COCO / YOLO data")
+    modes = det.add_subparsers(dest="mode", metavar="MODE", parser_class=type(det))
+    modes.required = True
+
+    train = modes.add_parser("train", help="train a detector", formatter_class=argparse.RawDescriptionHelpFormatter,
+                             description="Train a detector. Settings: defaults < --config YAML < flags.\n"
+                                         "Data: 'synthetic' (built-in scenes), a Pascal VOC root, a COCO .json or a YOLO folder.")
+    train.add_argument("--config", help="YAML file of settings (flat keys, same names as the flags)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(train, DetectConfig())
+
+    ev = modes.add_parser("eval", help="VOC mAP@0.5 (area and 11-point), COCO mAP@[.5:.95], per-class AP, PR curves", formatter_class=fmt)
+    ev.add_argument("--checkpoint", required=True, help="a convision detection checkpoint (best.pt / last.pt)")
+    ev.add_argument("--data", default=None, help="'synthetic', a VOC root, a COCO .json or a YOLO folder (default: what the model was trained on)")
+    ev.add_argument("--split", default="val", help="train | val")
+    ev.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    ev.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ev.add_argument("--coco-backend", default="pycocotools", help="pycocotools | faster_coco_eval")
+    ev.add_argument("--no-coco", action="store_true", help="VOC metrics only")
+    ev.add_argument("--json", default=None, help="write the metrics here (default: next to the checkpoint, eval_<split>.json)")
+    ev.add_argument("--pr-curves", default=None, help="PR-curve PNG (default: next to the checkpoint, pr_<split>.png)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pr = modes.add_parser("predict", help="detect objects: drawn PNGs, predictions.json, coco_results.json", formatter_class=fmt)
+    pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    pr.add_argument("--checkpoint", required=True, help="a convision detection checkpoint")
+    pr.add_argument("--out", default="predictions", help="output folder")
+    pr.add_argument("--score-threshold", type=float, default=0.3, help="draw boxes scoring at least this (the JSON keeps all)")
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+    cv = modes.add_parser("convert", help="convert annotations between Pascal VOC, COCO and YOLO (or export the built-in scenes)", formatter_class=fmt)
+    cv.add_argument("src", help="a VOC root, a COCO .json, a YOLO folder, or 'synthetic'")
+    cv.add_argument("dst", help="output folder (VOC, YOLO) or .json file (COCO)")
+    cv.add_argument("--to", required=True, help="voc | coco | yolo")
+    cv.add_argument("--split", default=None, help="the source split to read (VOC: ImageSets/Main/<split>.txt; YOLO: images/<split>)")
+    cv.add_argument("--num-images", type=int, default=100, help="synthetic: images to export")
+    cv.add_argument("--image-size", type=int, default=128, help="synthetic: image side")
+    cv.add_argument("--num-classes", type=int, default=6, help="synthetic: classes including background")
+    cv.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
+    return det
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"train": _train, "eval": _eval, "predict": _predict, "convert": _convert}[args.mode](args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from convision.tasks.detect import DetectConfig, train
+
+    cfg = from_args(args, DetectConfig())
+    result = train(cfg, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result.get("best_metric")
+        shown = f"{best:.4f}" if isinstance(best, float) else "n/a"
+        print(f"best mAP@0.5 {shown} at epoch {result.get('best_epoch')}: {result['best']}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from convision.metrics.detection import format_table
+    from convision.tasks.detect import evaluate
+
+    ckpt = Path(args.checkpoint)
+    curves = Path(args.pr_curves) if args.pr_curves else ckpt.with_name(f"pr_{args.split}.png")
+    metrics = evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
+                       device=args.device, progress=not args.no_progress, coco=not args.no_coco,
+                       coco_backend=args.coco_backend, pr_curves=curves)
+    print(format_table(metrics))
+    if "coco" in metrics:
+        c = metrics["coco"]
+        print("COCO " + "  ".join(f"{k} {c[k]:.4f}" for k in ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large") if k in c))
+    out = Path(args.json) if args.json else ckpt.with_name(f"eval_{args.split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(metrics, indent=2, default=float))
+    print(f"metrics written to {out}; PR curves in {curves}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from convision.tasks.detect import load, predict_to_folder
+
+    model = load(args.checkpoint, device="cpu")
+    results = predict_to_folder(model, args.inputs, args.out, device=args.device, score_threshold=args.score_threshold)
+    for f, p in results.items():
+        shown = [f"{c} {s:.2f}" for c, s in zip(p["classes"], p["scores"]) if s >= args.score_threshold]
+        print(f"{f}: {len(shown)} object(s){': ' if shown else ''}{', '.join(shown)}")
+    print(f"{len(results)} image(s); drawn PNGs, predictions.json and coco_results.json in {args.out}/")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from convision.data.detection_formats import convert
+    from convision.errors import ConfigError
+
+    if args.to not in ("voc", "coco", "yolo"):
+        raise ConfigError(f"--to: expected voc | coco | yolo, got {args.to!r}")
+    extra = {}
+    if args.src == "synthetic":
+        extra = {"num_images": args.num_images, "image_size": args.image_size, "num_classes": args.num_classes, "seed": args.seed}
+    written = convert(args.src, args.dst, args.to, split=args.split, **extra)
+    print(f"converted {args.src} to {args.to}: {written}")
+    return 0

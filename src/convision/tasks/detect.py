@@ -1,0 +1,656 @@
+"""Object detection as a task for the shared engine: Faster R-CNN, Fast R-CNN, YOLOv1 (and R-CNN).
+
+    from convision.tasks.detect import DetectConfig, train, evaluate, predict
+    run = train(DetectConfig())                  # Faster R-CNN, ImageNet MobileNetV2, built-in scenes
+    metrics = evaluate(run["best"])              # VOC mAP@0.5 (area and 11-point), COCO mAP, per class
+    preds = predict(run["best"], ["a.jpg"])      # [{"boxes", "labels", "classes", "scores"}], original pixels
+
+Models (``--model``): ``faster_rcnn`` (Ren et al. 2015), ``fast_rcnn`` (Girshick 2015; selective-search
+proposals computed once per image and cached in ``<out>/proposals`` or ``--proposal-cache``),
+``yolov1`` (Redmon et al. 2016) are trained by the engine (SGD / AdamW, schedule, checkpoints,
+resume, torchrun); ``rcnn`` (Girshick et al. 2014) has no end-to-end gradient training (linear
+SVMs + ridge box regressors on CNN features) and is fitted in one pass, then saved in the same
+checkpoint format.
+
+Images are resized so that their shorter side is ``min_size`` (longer side at most ``max_size``;
+the paper's 600 / 1000; the built-in scenes keep their own size), predictions are mapped back to
+the original pixels before any metric or output. Class ids are the user's ``0..K-1``; the
+background class lives inside the models only (see :mod:`convision.models.detection`).
+
+Checkpoint extras (besides the engine's): ``"task": "detect"``, ``"model": {"name", "kwargs"}``,
+``"min_size"``, ``"max_size"``, ``"proposals"`` (selective-search settings, for the models that use them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from convision.config import TrainConfig
+from convision.errors import CheckpointError, ConfigError, DataError
+
+DETECTORS = ("faster_rcnn", "fast_rcnn", "yolov1", "rcnn")
+USES_PROPOSALS = ("fast_rcnn", "rcnn")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DetectDataConfig:
+    data: str = field(default="synthetic", metadata={"help": "'synthetic', a Pascal VOC root, a COCO .json or a YOLO folder"})
+    val_data: str = field(default="", metadata={"help": "validation set (COCO: a second .json; empty: the format's val split or a hold-out)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "hold-out share for validation when the data has no val split"})
+    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
+    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
+    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
+    scene_size: int = field(default=128, metadata={"help": "synthetic scenes: generated image side in pixels"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes and of the hold-out split"})
+    min_size: int = field(default=0, metadata={"help": "shorter image side fed to the network (0 = scene_size for synthetic, 600 as the paper for files)"})
+    max_size: int = field(default=1000, metadata={"help": "longer image side at most (the paper's 1000)"})
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flip (boxes follow)"})
+    scale_min: float = field(default=0.8, metadata={"help": "random rescale: smallest factor of min_size"})
+    scale_max: float = field(default=1.25, metadata={"help": "random rescale: largest factor of min_size"})
+    crop: bool = field(default=False, metadata={"help": "random IoU crops (boxes clipped or dropped)"})
+    color_jitter: float = field(default=0.2, metadata={"help": "photometric jitter strength (0 = off)"})
+    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+
+
+@dataclass
+class DetectModelConfig:
+    model: str = field(default="faster_rcnn", metadata={"help": " | ".join(DETECTORS)})
+    backbone: str = field(default="mobilenet_v2", metadata={"help": "mobilenet_v2 | vgg16 | resnet18 | resnet50 (yolov1 also: darknet)"})
+    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name, a .pth file, or 'none'"})
+    pooling: str = field(default="roi_pool", metadata={"help": "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp"})
+    anchor_sizes: str = field(default="auto", metadata={"help": "Faster R-CNN anchor sides in px, comma-separated (auto: paper's 128,256,512 scaled to min_size/600; 16,32,64,128 x min_size/128 below 300 px)"})
+    image_size: int = field(default=0, metadata={"help": "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)"})
+    proposal_mode: str = field(default="fast", metadata={"help": "selective search (fast_rcnn, rcnn): fast | quality"})
+    max_proposals: int = field(default=2000, metadata={"help": "selective search: proposals kept per image (the paper's ~2000)"})
+    proposal_cache: str = field(default="", metadata={"help": "folder of cached proposals (empty: <out>/proposals)"})
+
+
+@dataclass
+class DetectTrainConfig(TrainConfig):
+    epochs: int = field(default=12, metadata={"help": "training epochs"})
+    batch_size: int = field(default=4, metadata={"help": "global batch size (split across processes under torchrun)"})
+    optimizer: str = field(default="sgd", metadata={"help": "sgd (with momentum; the papers') | adamw"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay (the papers: 5e-4 for VGG16)"})
+    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
+    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs"})
+    grad_clip: float = field(default=10.0, metadata={"help": "clip the gradient norm to this (0 = off)"})
+    out: str = field(default="runs/detect", metadata={"help": "output folder for checkpoints, metrics and pictures"})
+
+
+@dataclass
+class DetectConfig:
+    data: DetectDataConfig = field(default_factory=DetectDataConfig)
+    model: DetectModelConfig = field(default_factory=DetectModelConfig)
+    train: DetectTrainConfig = field(default_factory=DetectTrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+
+def resolve_min_size(d: DetectDataConfig) -> int:
+    if d.min_size < 0:
+        raise ConfigError(f"min_size: must be >= 0, got {d.min_size}")
+    if d.max_size < 1:
+        raise ConfigError(f"max_size: must be positive, got {d.max_size}")
+    if d.min_size:
+        return int(d.min_size)
+    return int(d.scene_size) if d.data == "synthetic" else 600
+
+
+def resolve_anchor_sizes(text: str, min_size: int) -> list[int]:
+    """``auto``: Ren et al.'s 128/256/512 for a 600-px shorter side, scaled to ``min_size``; below
+    300 px (the built-in scenes) four octaves 16..128 scaled to ``min_size / 128``, since the
+    scenes hold objects from a few pixels to most of the image."""
+    if text.strip().lower() == "auto":
+        if min_size >= 300:
+            return [max(4, round(s * min_size / 600)) for s in (128, 256, 512)]
+        return [max(4, round(s * min_size / 128)) for s in (16, 32, 64, 128)]
+    try:
+        sizes = [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"anchor_sizes: expected comma-separated pixel sizes or 'auto', got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"anchor_sizes: expected positive pixel sizes, got {text!r}")
+    return sizes
+
+
+def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str, Any]:
+    """The builder's keyword arguments (only those it accepts), JSON-serialisable for the checkpoint."""
+    from convision.models import MODELS
+
+    m = cfg.model
+    if m.model not in DETECTORS:
+        raise ConfigError(f"model: unknown detector {m.model!r} (expected {' | '.join(DETECTORS)})")
+    weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
+    wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling}
+    if m.model == "faster_rcnn":
+        wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size)
+    if m.model == "yolov1":
+        if m.image_size < 0:
+            raise ConfigError(f"image_size: must be >= 0, got {m.image_size}")
+        wanted["image_size"] = m.image_size or (448 if m.backbone == "darknet" else 224)
+        wanted.pop("pooling")
+    builder = MODELS[m.model]
+    accepted = inspect.signature(builder).parameters
+    return {k: v for k, v in wanted.items() if k in accepted}
+
+
+def proposal_settings(cfg: DetectConfig) -> dict[str, Any]:
+    m = cfg.model
+    if m.proposal_mode not in ("fast", "quality"):
+        raise ConfigError(f"proposal_mode: expected fast | quality, got {m.proposal_mode!r}")
+    if m.max_proposals < 1:
+        raise ConfigError(f"max_proposals: must be positive, got {m.max_proposals}")
+    return {"mode": m.proposal_mode, "max_proposals": int(m.max_proposals)}
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
+    """(train, val) detection data sets with the training / evaluation transforms; val may be empty."""
+    from convision.data.detection import build_detection_dataset, detection_eval_transforms, detection_train_transforms
+
+    d = cfg.data
+    if not 0 < d.scale_min <= d.scale_max:
+        raise ConfigError(f"scale_min/scale_max: need 0 < scale_min <= scale_max, got {d.scale_min}, {d.scale_max}")
+    eval_tf = detection_eval_transforms(min_size, d.max_size)
+    train_tf = detection_train_transforms(min_size, d.max_size, hflip=d.hflip, scale_range=(d.scale_min, d.scale_max),
+                                          crop=d.crop, color_jitter=d.color_jitter) if augment else eval_tf
+    common = {"val_data": d.val_data, "val_fraction": d.val_fraction, "image_size": d.scene_size,
+              "num_classes": d.num_classes, "seed": d.data_seed}
+    train_set = build_detection_dataset(d.data, "train", transforms=train_tf, num_images=d.num_train, **common)
+    val_set = build_detection_dataset(d.data, "val", transforms=eval_tf, classes=list(train_set.classes),
+                                      num_images=d.num_val, **common)
+    return train_set, val_set
+
+
+class WithProposals(Dataset):
+    """A detection data set whose targets also carry ``"proposals"`` (cached selective search on the
+    original image), transformed together with the ground truth by the same random transform: the
+    proposals ride along as extra boxes labelled -1, so flips, rescales and crops move both alike."""
+
+    def __init__(self, dataset: Any, proposals: Sequence[torch.Tensor]) -> None:
+        if len(proposals) != len(dataset):
+            raise ValueError("one proposal tensor per image expected")
+        self.dataset, self.proposals = dataset, list(proposals)
+        self.classes = dataset.classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
+        from torchvision import tv_tensors
+
+        array, target = self.dataset.raw(i)
+        props = torch.as_tensor(self.proposals[i], dtype=torch.float32).reshape(-1, 4)
+        n = len(target["boxes"])
+        h, w = array.shape[:2]
+        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))
+        boxes = tv_tensors.BoundingBoxes(torch.cat([torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4), props]),
+                                         format="XYXY", canvas_size=(h, w))
+        labels = torch.cat([torch.as_tensor(target["labels"], dtype=torch.int64).reshape(-1),
+                            torch.full((len(props),), -1, dtype=torch.int64)])
+        difficult = torch.cat([torch.as_tensor(target.get("difficult", torch.zeros(n, dtype=torch.bool))).reshape(-1).bool(),
+                               torch.zeros(len(props), dtype=torch.bool)])
+        sample = {"boxes": boxes, "labels": labels, "difficult": difficult}
+        tf = getattr(self.dataset, "transforms", None)
+        if tf is not None:
+            image, sample = tf(image, sample)
+        else:
+            image = image.float() / 255
+        is_gt = sample["labels"] >= 0
+        out = {
+            "boxes": sample["boxes"].as_subclass(torch.Tensor)[is_gt],
+            "labels": sample["labels"][is_gt],
+            "difficult": sample["difficult"][is_gt],
+            "proposals": sample["boxes"].as_subclass(torch.Tensor)[~is_gt],
+            "image_id": target.get("image_id", i),
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+        return image, out
+
+
+def compute_proposals(dataset: Any, cfg_or_settings: dict[str, Any], cache_dir: str | os.PathLike, *,
+                      progress: bool = True) -> list[torch.Tensor]:
+    """Selective-search proposals of every image of ``dataset`` (original pixels), cached on disk."""
+    from convision.data.proposals import ProposalCache, proposals_for
+
+    cache = ProposalCache(cache_dir)
+    items = ((dataset.name(i), dataset.raw(i)[0]) for i in range(len(dataset)))
+    found = proposals_for(items, cache, progress=progress, **cfg_or_settings)
+    return [torch.as_tensor(np.asarray(p), dtype=torch.float32).reshape(-1, 4) for p in found]
+
+
+# ---------------------------------------------------------------------------------------------- task
+
+
+def _to_device(targets: Sequence[dict[str, Any]], device: torch.device) -> list[dict[str, Any]]:
+    return [{k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+
+
+def _scale_boxes(boxes: torch.Tensor, from_hw: Sequence[int], to_hw: Sequence[int]) -> torch.Tensor:
+    sy, sx = float(to_hw[0]) / float(from_hw[0]), float(to_hw[1]) / float(from_hw[1])
+    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+
+
+class DetectionTask:
+    """Sum of the model's losses; metric: VOC mAP@0.5 on boxes mapped back to the original pixels
+    (so that with ``keep`` the COCO size buckets are those of the original images)."""
+
+    name = "detect"
+    main_metric = "mAP"
+
+    def __init__(self, classes: Sequence[str], uses_proposals: bool = False, keep: bool = False) -> None:
+        self.classes = list(classes)
+        self.uses_proposals = bool(uses_proposals)
+        self.keep = bool(keep)
+
+    def collate(self, batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+        from convision.data.detection import detection_collate
+
+        return detection_collate(batch)
+
+    def _call(self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, Any]] | None,
+              proposals: list[torch.Tensor] | None) -> Any:
+        if self.uses_proposals:
+            return model(images, targets, proposals=proposals)
+        return model(images, targets)
+
+    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = _to_device(targets, device)
+        proposals = [t["proposals"] for t in targets] if self.uses_proposals else None
+        plain = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        return self._call(model, images, plain, proposals)
+
+    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+        losses = self.losses(model, batch, device)
+        return sum(v.float() for v in losses.values())
+
+    def new_metric(self) -> "DetectionRecorder":
+        return DetectionRecorder(self.classes, keep=self.keep)
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: "DetectionRecorder") -> None:
+        images, targets = batch
+        dev_images = [im.to(device, non_blocking=True) for im in images]
+        proposals = [t["proposals"].to(device) for t in targets] if self.uses_proposals else None
+        preds = self._call(model, dev_images, None, proposals)
+        out_preds, out_targets = [], []
+        for im, p, t in zip(images, preds, targets):
+            size = im.shape[-2:]
+            orig = [int(v) for v in t["orig_size"]]
+            out_preds.append({"boxes": _scale_boxes(p["boxes"].float().cpu(), size, orig),
+                              "labels": p["labels"].cpu(), "scores": p["scores"].float().cpu()})
+            out_targets.append({"boxes": _scale_boxes(t["boxes"].float(), size, orig), "labels": t["labels"],
+                                "difficult": t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)),
+                                "orig_size": t["orig_size"], "image_id": t.get("image_id", 0)})
+        metric.update(out_preds, out_targets)
+
+
+class DetectionRecorder:
+    """VOC mAP (:class:`convision.metrics.detection.DetectionMetric`); with ``keep`` it also keeps
+    every prediction and target so that COCO's evaluation and PR curves can follow."""
+
+    def __init__(self, classes: Sequence[str], keep: bool = False) -> None:
+        from convision.metrics.detection import DetectionMetric
+
+        self.voc = DetectionMetric(list(classes))
+        self.keep = keep
+        self.preds: list[dict[str, Any]] = []
+        self.targets: list[dict[str, Any]] = []
+
+    def update(self, preds: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+        self.voc.update(preds, targets)
+        if self.keep:
+            self.preds.extend(preds)
+            self.targets.extend(targets)
+
+    def reduce_(self) -> None:
+        from convision.engine import distributed as dist_utils
+
+        self.voc.reduce_()
+        if self.keep and dist_utils.is_initialized():
+            import torch.distributed as torch_dist
+
+            gathered: list[Any] = [None] * torch_dist.get_world_size()
+            torch_dist.all_gather_object(gathered, (self.preds, self.targets))
+            self.preds = [p for g in gathered for p in g[0]]
+            self.targets = [t for g in gathered for t in g[1]]
+
+    def compute(self) -> dict[str, Any]:
+        return self.voc.compute()
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def _meta(cfg: DetectConfig, name: str, kwargs: dict[str, Any], classes: list[str], min_size: int) -> dict[str, Any]:
+    return {
+        "task": "detect",
+        "model": {"name": name, "kwargs": kwargs},
+        "classes": classes,
+        "colors": [],
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "min_size": int(min_size),
+        "max_size": int(cfg.data.max_size),
+        "proposals": proposal_settings(cfg) if cfg.model.model in USES_PROPOSALS else {},
+        "config": cfg.to_dict(),
+    }
+
+
+def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+    """Train a detector as configured; works under ``torchrun`` (not R-CNN). Returns ``{"best",
+    "last", "best_metric", "best_epoch", "history"}``."""
+    from convision.engine import Trainer, seed_everything
+    from convision.engine.distributed import cleanup, init_distributed
+    from convision.models import build_model
+
+    cfg = cfg if cfg is not None else DetectConfig()
+    min_size = resolve_min_size(cfg.data)
+    name = cfg.model.model
+    if name not in DETECTORS:
+        raise ConfigError(f"model: unknown detector {name!r} (expected {' | '.join(DETECTORS)})")
+    if name == "rcnn":
+        return _train_rcnn(cfg, min_size, progress=progress, validate_data=validate_data)
+    dist = init_distributed(cfg.train.device)
+    try:
+        train_set, val_set = build_datasets(cfg, min_size)
+        if len(train_set) == 0:
+            raise DataError(f"{cfg.data.data}: the training split holds no images")
+        if validate_data and dist.is_main:
+            train_set.validate(progress=progress)
+            if len(val_set):
+                val_set.validate(progress=progress)
+        classes = list(train_set.classes)
+        if not classes:
+            raise DataError(f"{cfg.data.data}: no classes")
+        if name in USES_PROPOSALS:
+            settings = proposal_settings(cfg)
+            cache = cfg.model.proposal_cache or str(Path(cfg.train.out) / "proposals")
+            train_set = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress and dist.is_main))
+            if len(val_set):
+                val_set = WithProposals(val_set, compute_proposals(val_set, settings, cache, progress=progress and dist.is_main))
+        seed_everything(cfg.train.seed)
+        kwargs = model_kwargs(cfg, len(classes), min_size)
+        model = build_model(name, **kwargs)
+        task = DetectionTask(classes, uses_proposals=name in USES_PROPOSALS)
+        trainer = Trainer(task=task, model=model, train_set=train_set, val_set=val_set if len(val_set) else None,
+                          cfg=cfg.train, meta=_meta(cfg, name, kwargs, classes, min_size), workers=cfg.data.workers,
+                          dist=dist, progress=progress)
+        result = trainer.fit()
+    finally:
+        cleanup()
+    out = Path(cfg.train.out)
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+
+
+def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_data: bool) -> dict[str, Any]:
+    """R-CNN: proposals, CNN features, SVMs with hard-negative mining, box regressors; one pass."""
+    import time
+
+    from convision.engine import seed_everything
+    from convision.engine.checkpoint import save_checkpoint
+    from convision.engine.trainer import evaluate as run_evaluation
+    from convision.models import build_model
+
+    out = Path(cfg.train.out)
+    if (out / "best.pt").exists() and not cfg.train.overwrite:
+        raise ConfigError(f"{out} already holds a run; pass --overwrite to start over")
+    train_set, val_set = build_datasets(cfg, min_size, augment=False)
+    if len(train_set) == 0:
+        raise DataError(f"{cfg.data.data}: the training split holds no images")
+    if validate_data:
+        train_set.validate(progress=progress)
+    classes = list(train_set.classes)
+    settings = proposal_settings(cfg)
+    cache = cfg.model.proposal_cache or str(out / "proposals")
+    seed_everything(cfg.train.seed)
+    kwargs = model_kwargs(cfg, len(classes), min_size)
+    model = build_model("rcnn", **kwargs)
+    device = torch.device("cpu") if cfg.train.device == "auto" and not torch.cuda.is_available() else None
+    from convision.engine.distributed import resolve_device
+
+    device = device or resolve_device(cfg.train.device)
+    model.to(device)
+    t0 = time.time()
+    train_p = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress))
+    images, targets, proposals = [], [], []
+    for i in range(len(train_p)):
+        im, t = train_p[i]
+        images.append(im.as_subclass(torch.Tensor))
+        targets.append({"boxes": t["boxes"], "labels": t["labels"]})
+        proposals.append(t["proposals"])
+    stats = model.fit(images, proposals, targets, progress=progress)
+    fit_s = time.time() - t0
+    metrics: dict[str, Any] = {}
+    if len(val_set):
+        val_p = WithProposals(val_set, compute_proposals(val_set, settings, cache, progress=progress))
+        metrics = run_evaluation(DetectionTask(classes, uses_proposals=True), model, val_p, batch_size=cfg.train.batch_size,
+                                 workers=cfg.data.workers, device=device, progress=progress)
+    meta = _meta(cfg, "rcnn", kwargs, classes, min_size)
+    best = metrics.get("mAP")
+    payload = {**meta, "state_dict": model.state_dict(), "epoch": 1, "best_metric": best, "best_epoch": 1,
+               "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
+               "fit_stats": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str))}}
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(payload, out / "last.pt")
+    save_checkpoint(payload, out / "best.pt")
+    record = {"epoch": 1, "fit_seconds": fit_s, **payload["metrics"]}
+    (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "best_metric": best, "best_epoch": 1,
+            "history": [record]}
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+    """A detector from a convision checkpoint, in eval mode, with ``.classes``, ``.min_size``,
+    ``.max_size`` and ``.proposal_settings``."""
+    from convision.api import load as api_load
+    from convision.engine.checkpoint import load_checkpoint
+
+    model = api_load(path, device=device)
+    if getattr(model, "task", None) != "detect":
+        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a detector")
+    ckpt = load_checkpoint(path)
+    model.min_size = int(ckpt.get("min_size", 600))
+    model.max_size = int(ckpt.get("max_size", 1000))
+    model.proposal_settings = dict(ckpt.get("proposals") or {})
+    return model
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    from convision.engine.distributed import resolve_device
+
+    return resolve_device("auto" if device is None else device)
+
+
+def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, device=device)
+    if not hasattr(model, "min_size") or not hasattr(model, "classes"):
+        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.detect.load()")
+    return model.to(device).eval()
+
+
+def _name(net: nn.Module) -> str:
+    return str(getattr(net, "spec", {}).get("name", ""))
+
+
+def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, split: str = "val", batch_size: int = 4,
+             workers: int = 2, device: str | None = "auto", progress: bool = True, coco: bool = True,
+             coco_backend: str = "pycocotools", pr_curves: str | os.PathLike | None = None,
+             proposal_cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    """VOC mAP@0.5 (area and 11-point, per class, ``difficult`` ignored) and, with ``coco``, COCO's
+    mAP@[.5:.95], AP50, AP75 and size buckets (pycocotools) over a split, in original pixels.
+    ``data`` defaults to what the model was trained on."""
+    from tqdm import tqdm
+
+    from convision.engine.trainer import _eval_loader
+
+    dev = _device(device)
+    net = _as_model(model, dev)
+    trained = (getattr(net, "train_config", None) or {})
+    cfg = DetectConfig()
+    for section in ("data", "model"):
+        values = trained.get(section, {})
+        target = getattr(cfg, section)
+        for k, v in values.items():
+            if k in type(target).__dataclass_fields__:
+                setattr(target, k, v)
+    if data is not None:
+        cfg.data.data, cfg.data.val_data = str(data), ""
+    cfg.data.min_size, cfg.data.max_size = net.min_size, net.max_size
+    if split not in ("train", "val"):
+        raise ConfigError(f"split: expected train or val, got {split!r}")
+    train_set, val_set = build_datasets(cfg, net.min_size, augment=False)
+    dataset = train_set if split == "train" else val_set
+    if len(dataset) == 0:
+        raise DataError(f"{cfg.data.data}: the {split} split holds no images")
+    name = _name(net)
+    if name in USES_PROPOSALS:
+        cache = proposal_cache or cfg.model.proposal_cache or str(Path(cfg.train.out) / "proposals")
+        dataset = WithProposals(dataset, compute_proposals(dataset, net.proposal_settings or proposal_settings(cfg),
+                                                           cache, progress=progress))
+    task = DetectionTask(net.classes, uses_proposals=name in USES_PROPOSALS, keep=True)
+    loader = _eval_loader(task, dataset, batch_size, workers, dev)
+    metric = task.new_metric()
+    was = net.training
+    net.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+            task.eval_step(net, batch, dev, metric)
+    net.train(was)
+    metric.reduce_()
+    metrics = metric.compute()
+    if coco:
+        from convision.metrics.detection import coco_evaluate
+
+        metrics["coco"] = coco_evaluate(metric.preds, metric.targets, net.classes, backend=coco_backend)
+    if pr_curves:
+        from convision.metrics.detection import plot_pr_curves
+
+        plot_pr_curves(metric.voc, pr_curves)
+    metrics["classes"] = list(net.classes)
+    metrics["split"] = split
+    return metrics
+
+
+def _load_images(images: Any) -> list[tuple[str, np.ndarray]]:
+    from convision.tasks.classify import _images
+
+    return _images(images)
+
+
+@torch.no_grad()
+def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
+            score_threshold: float = 0.0, proposal_cache: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """For each image (paths, folder, glob or HxWx3 uint8 arrays): ``{"boxes": [[x1, y1, x2, y2], ...]
+    (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first."""
+    from torchvision import tv_tensors
+
+    from convision.data.detection import detection_eval_transforms
+    from convision.tasks.classify import _as_uint8
+
+    if not 0.0 <= score_threshold <= 1.0:
+        raise ConfigError(f"score_threshold: expected a value in [0, 1], got {score_threshold}")
+    dev = _device(device)
+    net = _as_model(model, dev)
+    tf = detection_eval_transforms(net.min_size, net.max_size)
+    name = _name(net)
+    out: list[dict[str, Any]] = []
+    for label, array in _load_images(images):
+        array = _as_uint8(array, label)
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        h, w = array.shape[:2]
+        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1))
+        x = tf(image).as_subclass(torch.Tensor)
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        size = x.shape[-2:]
+        if name in USES_PROPOSALS:
+            from convision.data.proposals import ProposalCache, selective_search
+
+            settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
+            props = torch.as_tensor(selective_search(np.ascontiguousarray(array[..., :3]), **settings), dtype=torch.float32)
+            props = _scale_boxes(props.reshape(-1, 4), (h, w), size)
+            res = net([x.to(dev)], proposals=[props.to(dev)])[0]
+        else:
+            res = net([x.to(dev)])[0]
+        keep = res["scores"] >= score_threshold
+        boxes = _scale_boxes(res["boxes"][keep].float().cpu(), size, (h, w))
+        labels = res["labels"][keep].cpu().tolist()
+        out.append({"boxes": [[float(v) for v in b] for b in boxes], "labels": [int(c) for c in labels],
+                    "classes": [net.classes[int(c)] for c in labels],
+                    "scores": [float(s) for s in res["scores"][keep].cpu()]})
+    return out
+
+
+def draw_detections(array: np.ndarray, prediction: dict[str, Any], score_threshold: float = 0.3) -> np.ndarray:
+    """The image with the boxes at or above ``score_threshold`` drawn with class name and score."""
+    from torchvision.utils import draw_bounding_boxes
+
+    image = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)
+    keep = [i for i, s in enumerate(prediction["scores"]) if s >= score_threshold]
+    if not keep:
+        return np.ascontiguousarray(array[..., :3])
+    boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
+    names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]
+    palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990"]
+    colors = [palette[prediction["labels"][i] % len(palette)] for i in keep]
+    width = max(1, round(min(array.shape[:2]) / 150))
+    drawn = draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width)
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
+                      device: str | None = "auto", score_threshold: float = 0.3) -> dict[str, dict[str, Any]]:
+    """Detect every input image; write ``<out>/<stem>.png`` with the boxes at or above
+    ``score_threshold`` drawn, ``<out>/predictions.json`` (``{path: prediction}``, every score) and
+    ``<out>/coco_results.json`` (COCO results format, image ids in input order); returns the dict."""
+    from PIL import Image
+
+    from convision.api import expand_inputs
+    from convision.data.io import read_image
+
+    dev = _device(device)
+    net = _as_model(model, dev)
+    files = expand_inputs(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, Any]] = {}
+    coco: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for image_id, f in enumerate(files):
+        array = read_image(f)
+        p = predict(net, array, device=dev)[0]
+        stem = f.stem
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        Image.fromarray(draw_detections(array, p, score_threshold)).save(out / f"{stem}.png")
+        results[str(f)] = p
+        for b, c, s in zip(p["boxes"], p["labels"], p["scores"]):
+            coco.append({"image_id": image_id, "file_name": str(f), "category_id": int(c),
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
+    (out / "predictions.json").write_text(json.dumps(results, indent=2))
+    (out / "coco_results.json").write_text(json.dumps(coco))
+    return results
