@@ -67,11 +67,8 @@ def voc_ap(recall: Sequence[float] | np.ndarray | torch.Tensor, precision: Seque
     if rec.shape != prec.shape:
         raise ValueError(f"recall has {rec.size} points, precision {prec.size}")
     if use_07_metric:
-        ap = 0.0
-        for k in range(11):
-            above = prec[rec >= k / 10]
-            ap += (float(above.max()) if above.size else 0.0) / 11
-        return ap
+        best = [prec[rec >= k / 10] for k in range(11)]
+        return float(sum(float(b.max()) if b.size else 0.0 for b in best) / 11)
     mrec = np.concatenate([[0.0], rec, [1.0]])
     mpre = np.concatenate([[0.0], prec, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]  # the envelope: max to the right
