@@ -79,7 +79,7 @@ def _by_name(records: list[DetectionRecord], classes: list[str]) -> dict[str, tu
     return out
 
 
-@pytest.mark.filterwarnings("error")
+@pytest.mark.filterwarnings("error::UserWarning")
 def test_round_trip_voc_coco_yolo_voc(tmp_path: Path) -> None:
     src = _make_voc(tmp_path / "voc", VOC_ITEMS)
     ref = _by_name(*read_voc(src, "train"))
@@ -101,7 +101,8 @@ def test_round_trip_voc_coco_yolo_voc(tmp_path: Path) -> None:
         np.testing.assert_allclose(got[k][0], ref[k][0], atol=1e-3)
         assert got[k][1] == ref[k][1]
         assert got[k][2] == [False] * len(ref[k][2])
-    assert records[0].image.is_file() and Image.open(records[0].image).size == (W, H)
+    with Image.open(records[0].image) as im:
+        assert im.size == (W, H)
 
 
 def test_written_coco_loads_in_pycocotools(tmp_path: Path) -> None:
