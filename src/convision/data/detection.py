@@ -1,0 +1,341 @@
+"""Object-detection data sets, box-aware transforms and the collate function.
+
+A sample is ``(image, target)``: ``image`` a ``tv_tensors.Image`` float32 ``3 x H x W`` in
+``[0, 1]`` (after the transforms, if any); ``target`` a dict with
+
+* ``boxes``: ``tv_tensors.BoundingBoxes`` XYXY (continuous pixels of the returned image,
+  ``canvas_size`` = its ``(H, W)``),
+* ``labels``: int64 ``N`` in ``0 .. K-1`` (no background; see :mod:`convision.models.detection`),
+* ``difficult``: bool ``N`` (VOC "difficult", COCO "iscrowd": evaluation ignores them),
+* ``image_id``: int, ``orig_size``: int64 ``[H0, W0]`` of the file (to map predictions back).
+
+Sources (:func:`build_detection_dataset`): the built-in scenes (``"synthetic"``), a Pascal VOC
+folder, a COCO JSON or a YOLO folder (:mod:`convision.data.detection_formats`). Transforms are
+``torchvision.transforms.v2`` pipelines called as ``transforms(image, target)``; those built here
+end with ``SanitizeBoundingBoxes``, which drops degenerate boxes together with their ``labels``
+and ``difficult`` entries.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from convision.data.classification import to_image
+from convision.data.detection_formats import (
+    DetectionRecord,
+    detect_format,
+    load_record_image,
+    read_detection,
+)
+from convision.data.segmentation import VAL_INDEX_OFFSET
+from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
+from convision.errors import ConfigError, DataError
+
+SPLITS = ("train", "val")
+DEFAULT_NUM_IMAGES = {"train": 400, "val": 100}
+
+
+def _progress(it: Any, total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, total=total, desc=desc, unit="img")
+
+
+def _plain_target(record: DetectionRecord) -> dict[str, Any]:
+    return {
+        "boxes": torch.from_numpy(record.boxes.copy()),
+        "labels": torch.from_numpy(record.labels.copy()),
+        "difficult": torch.from_numpy(record.difficult.copy()),
+        "image_id": int(record.image_id),
+        "orig_size": torch.tensor([record.height, record.width], dtype=torch.int64),
+    }
+
+
+class DetectionDataset(Dataset):
+    """Images with boxes, from :class:`~convision.data.detection_formats.DetectionRecord` s (see the module notes)."""
+
+    def __init__(self, records: Sequence[DetectionRecord], classes: Sequence[str],
+                 transforms: Callable | None = None) -> None:
+        self.records = list(records)
+        self.classes = list(classes)
+        self.transforms = transforms
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record(self, i: int) -> DetectionRecord:
+        return self.records[i]
+
+    def _sample(self, i: int) -> tuple[np.ndarray, DetectionRecord]:
+        """The pixels (``H x W x 3`` uint8) and record of sample ``i``; DataError if they disagree in size."""
+        r = self.record(i)
+        image = load_record_image(r)
+        h, w = image.shape[:2]
+        if (w, h) != (r.width, r.height):
+            raise DataError(f"{r.image}: image is {w}x{h} but its annotation says {r.width}x{r.height}")
+        return image, r
+
+    def raw(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(H x W x 3 uint8, target)`` untransformed, the target as plain tensors in original pixels."""
+        image, r = self._sample(self._index(i))
+        return image, _plain_target(r)
+
+    def name(self, i: int) -> str:
+        """The image's file name, or ``scene_000123`` for a built-in scene."""
+        return self.record(self._index(i)).name
+
+    def _index(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        return i % len(self)
+
+    def __getitem__(self, i: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
+        array, r = self._sample(self._index(i))
+        image = to_image(array)
+        target = _plain_target(r)
+        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(r.height, r.width))
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        if image.dtype == torch.uint8:  # transforms without ToDtype, or none at all
+            image = v2.functional.to_dtype(image, torch.float32, scale=True)
+        return image, target
+
+    def select(self, indices: Sequence[int]) -> "DetectionDataset":
+        """A copy holding the samples ``indices`` (in that order)."""
+        out = copy.copy(self)
+        out.records = [self.record(i) for i in indices]
+        return out
+
+    def validate(self, progress: bool = False) -> None:
+        """Decode every image and check its size against its annotation; raise the first DataError."""
+        for i in _progress(range(len(self)), len(self), progress, "checking data"):
+            self._sample(i)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} images, {self.num_classes} classes)"
+
+
+class SyntheticDetection(DetectionDataset):
+    """The built-in scenes (:func:`~convision.data.synthetic.make_scene`), generated on the fly.
+
+    ``num_classes`` counts the background as make_scene does, so the data set has ``num_classes - 1``
+    classes (the shapes), labels ``scene.labels - 1``. Scene ``i`` of ``split="train"`` is index
+    ``i``, of ``"val"`` index ``VAL_INDEX_OFFSET + i``: the splits never share a scene. A scene
+    whose shapes all vanished is a negative image.
+    """
+
+    def __init__(self, num_images: int, image_size: int | tuple[int, int] = 128, num_classes: int = 6, seed: int = 0,
+                 max_objects: int = 6, transforms: Callable | None = None, *, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
+        if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
+            raise ConfigError(f"num_classes: synthetic scenes have 2..{MAX_SYNTHETIC_CLASSES} classes "
+                              f"(background included), got {num_classes}")
+        if num_images < 1:
+            raise ConfigError(f"num_images: need at least 1 synthetic image, got {num_images}")
+        if seed < 0:
+            raise ConfigError(f"seed: must be non-negative, got {seed}")
+        if max_objects < 1:
+            raise ConfigError(f"max_objects: must be at least 1, got {max_objects}")
+        try:
+            self.image_size = image_hw(image_size)
+        except ValueError as e:
+            raise ConfigError(f"image_size: {e}") from None
+        self.split, self.seed = split, int(seed)
+        self.scene_classes, self.max_objects = int(num_classes), int(max_objects)
+        self.offset = 0 if split == "train" else VAL_INDEX_OFFSET
+        self.items = list(range(int(num_images)))
+        super().__init__([], synthetic_classes(num_classes)[1:], transforms)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _scene_index(self, i: int) -> int:
+        return self.offset + self.items[i]
+
+    def _scene(self, i: int):
+        return make_scene(self._scene_index(i), seed=self.seed, image_size=self.image_size,
+                          num_classes=self.scene_classes, max_objects=self.max_objects)
+
+    def _record(self, i: int, scene) -> DetectionRecord:
+        h, w = self.image_size
+        index = self._scene_index(i)
+        return DetectionRecord(None, w, h, scene.boxes, scene.labels - 1, np.zeros(len(scene.labels), bool), index,
+                               scene=(index, self.seed, (h, w), self.scene_classes, self.max_objects))
+
+    def record(self, i: int) -> DetectionRecord:
+        return self._record(i, self._scene(i))
+
+    def _sample(self, i: int) -> tuple[np.ndarray, DetectionRecord]:  # one scene generation per sample
+        s = self._scene(i)
+        return s.image, self._record(i, s)
+
+    def name(self, i: int) -> str:
+        return f"scene_{self._scene_index(self._index(i)):06d}"
+
+    def select(self, indices: Sequence[int]) -> "SyntheticDetection":
+        out = copy.copy(self)
+        out.items = [self.items[i] for i in indices]
+        return out
+
+    def validate(self, progress: bool = False) -> None:
+        """Generated data cannot be malformed; the first scene is generated as a check."""
+        self._sample(0)
+
+
+# ------------------------------------------------------------------------------------------ factory
+
+
+def holdout_indices(n: int, val_fraction: float, seed: int = 0, where: str = "data") -> tuple[list[int], list[int]]:
+    """Deterministic ``(train, val)`` image indices: ``round(val_fraction * n)`` (at least 1) held out."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+    if n < 2:
+        raise DataError(f"{where}: need at least 2 images to hold out a validation split, found {n}")
+    k = min(n - 1, max(1, int(round(val_fraction * n))))
+    perm = np.random.default_rng([int(seed), 0xD37]).permutation(n)
+    held = set(perm[:k].tolist())
+    return [i for i in range(n) if i not in held], sorted(held)
+
+
+def _has_split(path: str | Path, fmt: str, split: str) -> bool:
+    p = Path(path).expanduser()
+    if fmt == "voc":
+        return (p / "ImageSets" / "Main" / f"{split}.txt").is_file()
+    if fmt == "yolo":
+        root = p.parent if p.is_file() else p
+        return (root / "images" / split).is_dir()
+    return False
+
+
+def _read_split(path: str | Path, fmt: str, split: str,
+                classes: Sequence[str] | None) -> tuple[list[DetectionRecord], list[str]]:
+    """The named split where the folder has one, else everything (VOC: every XML; YOLO: flat images/)."""
+    return read_detection(path, split if _has_split(path, fmt, split) else None, classes)
+
+
+def build_detection_dataset(data: str, split: str = "train", *, transforms: Callable | None = None,
+                            classes: Sequence[str] | None = None, val_data: str = "", val_fraction: float = 0.2,
+                            num_images: int | None = None, image_size: int | tuple[int, int] = 128,
+                            num_classes: int = 6, seed: int = 0) -> DetectionDataset:
+    """The ``split`` (``train`` / ``val``) of ``data``: ``"synthetic"``, a VOC folder, a COCO JSON or a YOLO folder.
+
+    * synthetic: ``num_images`` scenes (default 400 train / 100 val) of ``image_size`` with
+      ``num_classes`` (background included); train and val are disjoint scene ranges.
+    * files: ``val_data`` (any format) is the validation set when given; else the folder's own
+      ``val`` split (VOC ``ImageSets/Main/val.txt``, YOLO ``images/val/``) when it has one; else a
+      deterministic hold-out of ``val_fraction`` of the training images (``seed``). The training set
+      is the ``train`` split when the folder has one, else all its images.
+    * ``classes`` (e.g. a model's) fixes the class list and order; names not in it are a DataError.
+      Without it, validation data get the training data's classes.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
+    if data == "synthetic":
+        n = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
+        return SyntheticDetection(n, image_size, num_classes, seed, transforms=transforms, split=split)
+    if not data:
+        raise ConfigError("data: expected 'synthetic', a VOC folder, a COCO .json file or a YOLO folder")
+    fmt = detect_format(data)
+    if val_data:
+        detect_format(val_data)
+    own_val = not val_data and _has_split(data, fmt, "val")
+    if split == "val" and (val_data or own_val):
+        if classes is None:
+            classes = _read_split(data, fmt, "train", None)[1]
+        src = val_data or data
+        records, names = _read_split(src, detect_format(src), "val", classes)
+        return DetectionDataset(records, names, transforms)
+    records, names = _read_split(data, fmt, "train", classes)
+    ds = DetectionDataset(records, names, transforms)
+    if not val_data and not own_val:
+        train_idx, val_idx = holdout_indices(len(ds), val_fraction, seed, str(data))
+        ds = ds.select(train_idx if split == "train" else val_idx)
+    return ds
+
+
+# ------------------------------------------------------------------------------------------ transforms
+
+
+def labels_and_difficult(inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labels_getter`` for ``SanitizeBoundingBoxes``: the per-box tensors to keep in sync with the boxes."""
+    target = inputs[1]
+    return target["labels"], target["difficult"]
+
+
+def _check_sizes(min_size: int, max_size: int) -> None:
+    if int(min_size) < 1:
+        raise ConfigError(f"min_size: must be a positive number of pixels, got {min_size}")
+    if int(max_size) < int(min_size):
+        raise ConfigError(f"max_size: must be at least min_size ({min_size}), got {max_size}")
+
+
+def _tail() -> list[Callable]:
+    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=labels_and_difficult),
+            v2.ToDtype(torch.float32, scale=True)]
+
+
+def detection_train_transforms(min_size: int, max_size: int, *, hflip: bool = True,
+                               scale_range: tuple[float, float] = (0.75, 1.25), crop: bool = True,
+                               color_jitter: float = 0.2) -> v2.Compose:
+    """Training augmentation on ``(Image, target)``; boxes, labels and difficult follow the image.
+
+    Photometric jitter (brightness, contrast, saturation ``color_jitter``) -> SSD's random crop
+    (``RandomIoUCrop``, Liu et al. 2016: a crop with a minimum IoU with some object, or the whole
+    image; boxes whose centre leaves the crop are dropped, the others clipped) -> resize the shorter
+    side to ``round(s * min_size)`` pixels, ``s`` uniform in ``scale_range`` (one integer size
+    drawn), the longer side capped at ``max_size`` (Fast R-CNN's scale jitter) -> horizontal flip ->
+    drop boxes under 1 px wide or high (and their labels / difficult) -> float in ``[0, 1]``.
+    """
+    _check_sizes(min_size, max_size)
+    lo, hi = (float(v) for v in scale_range)
+    if not 0 < lo <= hi:
+        raise ConfigError(f"scale_range: expected 0 < low <= high, got {scale_range}")
+    if color_jitter < 0:
+        raise ConfigError(f"color_jitter: must be non-negative, got {color_jitter}")
+    steps: list[Callable] = []
+    if color_jitter > 0:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if crop:
+        steps.append(v2.RandomIoUCrop())
+    sizes = list(range(max(1, round(lo * min_size)), max(1, round(hi * min_size)) + 1))
+    steps.append(v2.RandomShortestSize(sizes, max_size=int(max_size), antialias=True))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    return v2.Compose(steps + _tail())
+
+
+def detection_eval_transforms(min_size: int, max_size: int) -> v2.Compose:
+    """Resize the shorter side to ``min_size`` (the longer capped at ``max_size``), float in ``[0, 1]``.
+
+    Deterministic, and no box is dropped (a ground-truth box that shrinks below a pixel still counts
+    in the evaluation)."""
+    _check_sizes(min_size, max_size)
+    return v2.Compose([v2.RandomShortestSize([int(min_size)], max_size=int(max_size), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True)])
+
+
+def detection_collate(batch: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """``[(image, target)] -> (images, targets)``: lists (sizes may differ), tv_tensor subclasses stripped,
+    ``image_id`` as an int64 scalar tensor."""
+    images, targets = [], []
+    for image, target in batch:
+        images.append(image.as_subclass(torch.Tensor))
+        t = {}
+        for key, value in target.items():
+            t[key] = value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else torch.tensor(value)
+        targets.append(t)
+    return images, targets
