@@ -1,6 +1,8 @@
 """Detection annotation formats: VOC / COCO / YOLO readers, writers, conversion and error messages."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -19,7 +21,6 @@ from convision.data.detection_formats import (
     read_voc,
     read_yolo,
     write_coco,
-    write_voc,
     write_yolo,
 )
 from convision.data.synthetic import make_scene
@@ -112,8 +113,6 @@ def test_written_coco_loads_in_pycocotools(tmp_path: Path) -> None:
     out = write_coco(records, classes, tmp_path / "out" / "ann.json")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import contextlib, io
-
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(out))
     assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["cat", "dog"]
