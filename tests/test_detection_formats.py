@@ -102,6 +102,8 @@ def test_round_trip_voc_coco_yolo_voc(tmp_path: Path) -> None:
         np.testing.assert_allclose(got[k][0], ref[k][0], atol=1e-3)
         assert got[k][1] == ref[k][1]
         assert got[k][2] == [False] * len(ref[k][2])
+    xml = (back / "Annotations" / "a.xml").read_text()  # VOC's 1-based inclusive pixels: [0, 0, 10, 12]
+    assert "<xmin>1</xmin>" in xml and "<ymin>1</ymin>" in xml and "<xmax>10</xmax>" in xml and "<ymax>12</ymax>" in xml
     with Image.open(records[0].image) as im:
         assert im.size == (W, H)
 
