@@ -92,6 +92,15 @@ def test_duplicate_is_false_positive_and_11_point_differs_from_area():
     assert r["num_det"]["a"] == 3 and r["recall"]["a"] == 1.0
 
 
+def test_only_boxes_of_the_same_class_match():
+    # a class-a detection exactly on a class-b box is a FP for a, and does not take b's box
+    targets = [target([A], [0]), target([B], [1])]
+    preds = [pred([A], [0], [0.8]), pred([B, B], [0, 1], [0.9, 0.7])]
+    m, r = evaluate(preds, targets, classes=("a", "b"))
+    assert m.pr_curves["a"] == (pytest.approx([0.0, 1.0]), pytest.approx([0.0, 0.5]))
+    assert r["AP"] == {"a": pytest.approx(0.5), "b": 1.0}
+
+
 def test_devkit_rule_best_overlap_already_taken_is_false_positive():
     # the second detection overlaps A (0.905, taken) more than the free box B2 (0.739): the devkit says FP
     b2 = [0.0, 2.0, 10.0, 12.0]

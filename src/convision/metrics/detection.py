@@ -175,44 +175,46 @@ class DetectionMetric:
             return sorted(recs, key=lambda r: r["image_id"])
         return recs
 
-    def _class_curve(self, recs: list[dict[str, Any]], c: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def _best_matches(self, recs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        """Every detection's best ground-truth box of its image and class (global index, -1 if none) and IoU."""
+        labels, scores, best, best_iou, gt_labels, gt_diff = [], [], [], [], [], []
+        offset = 0
+        for r in recs:
+            pl, gl = r["pred_labels"].numpy(), r["gt_labels"].numpy()
+            g = np.full(len(pl), -1, dtype=np.int64)
+            ov = np.full(len(pl), -1.0)
+            if len(pl) and len(gl):
+                iou = np.where(pl[:, None] == gl[None, :], box_iou(r["pred_boxes"], r["gt_boxes"]).numpy(), -1.0)
+                g = iou.argmax(1)  # the first of equal maxima, as MATLAB's max
+                ov = iou[np.arange(len(pl)), g]
+                g = np.where(ov >= 0, g + offset, -1)
+            labels.append(pl), scores.append(r["scores"].numpy()), best.append(g), best_iou.append(ov)
+            gt_labels.append(gl), gt_diff.append(r["difficult"].numpy())
+            offset += len(gl)
+
+        def cat(xs: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype=dtype)
+
+        return {"labels": cat(labels, np.int64), "scores": cat(scores, np.float64), "best": cat(best, np.int64),
+                "iou": cat(best_iou, np.float64), "gt_labels": cat(gt_labels, np.int64), "difficult": cat(gt_diff, bool)}
+
+    def _class_curve(self, m: dict[str, np.ndarray], c: int) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(recall, precision) over the ranked, non-ignored detections of class ``c``; #non-difficult gt; #detections."""
-        img_idx, det_idx, scores, ious, gt_diff = [], [], [], [], []
-        npos = 0
-        for i, r in enumerate(recs):
-            g = r["gt_labels"] == c
-            diff = r["difficult"][g].numpy()
-            npos += int((~diff).sum())
-            d = r["pred_labels"] == c
-            n_det = int(d.sum())
-            gt_diff.append(diff)
-            ious.append(box_iou(r["pred_boxes"][d], r["gt_boxes"][g]).numpy() if n_det and len(diff) else None)
-            img_idx.append(np.full(n_det, i, dtype=np.int64))
-            det_idx.append(np.arange(n_det))
-            scores.append(r["scores"][d].numpy())
-        img = np.concatenate(img_idx) if img_idx else np.zeros(0, np.int64)
-        local = np.concatenate(det_idx) if det_idx else np.zeros(0, np.int64)
-        sc = np.concatenate(scores) if scores else np.zeros(0)
-        order = np.argsort(-sc, kind="stable")
-        taken = [np.zeros(len(d), dtype=bool) for d in gt_diff]
-        tp = np.zeros(len(order))
-        fp = np.zeros(len(order))
-        keep = np.ones(len(order), dtype=bool)
-        for rank, j in enumerate(order):
-            i, l = img[j], local[j]
-            iou = ious[i]
-            if iou is None:
-                fp[rank] = 1
-                continue
-            row = iou[l]
-            g = int(np.argmax(row))
-            if row[g] < self.iou_threshold:
-                fp[rank] = 1
-            elif gt_diff[i][g]:
+        npos = int(((m["gt_labels"] == c) & ~m["difficult"]).sum())
+        sel = np.flatnonzero(m["labels"] == c)
+        order = sel[np.argsort(-m["scores"][sel], kind="stable")]
+        best, ov = m["best"][order].tolist(), m["iou"][order].tolist()
+        difficult = m["difficult"]
+        taken: set[int] = set()
+        tp, fp, keep = np.zeros(len(order)), np.zeros(len(order)), np.ones(len(order), dtype=bool)
+        for rank, (g, iou) in enumerate(zip(best, ov)):
+            if g < 0 or iou < self.iou_threshold:
+                fp[rank] = 1  # no box of the class in the image, or too little overlap
+            elif difficult[g]:
                 keep[rank] = False  # matched a difficult box: neither TP nor FP
-            elif not taken[i][g]:
+            elif g not in taken:
                 tp[rank] = 1
-                taken[i][g] = True
+                taken.add(g)
             else:
                 fp[rank] = 1  # duplicate detection
         tp, fp = np.cumsum(tp[keep]), np.cumsum(fp[keep])
@@ -223,6 +225,7 @@ class DetectionMetric:
     def compute(self) -> dict[str, Any]:
         """``mAP`` (area), ``mAP_07`` (11-point), per class ``AP``, ``AP_07``, ``num_gt``, ``num_det``, ``recall`` (max)."""
         recs = self._ordered()
+        matches = self._best_matches(recs)
         ap: dict[str, float | None] = {}
         ap07: dict[str, float | None] = {}
         num_gt: dict[str, int] = {}
@@ -230,7 +233,7 @@ class DetectionMetric:
         max_recall: dict[str, float | None] = {}
         self.pr_curves = {}
         for c, name in enumerate(self.classes):
-            rec, prec, npos, ndet = self._class_curve(recs, c)
+            rec, prec, npos, ndet = self._class_curve(matches, c)
             num_gt[name], num_det[name] = npos, ndet
             if npos == 0:
                 ap[name] = ap07[name] = max_recall[name] = None
