@@ -89,7 +89,9 @@ def _eval(args: argparse.Namespace) -> int:
     print(format_table(metrics))
     if "coco" in metrics:
         c = metrics["coco"]
-        print("COCO " + "  ".join(f"{k} {c[k]:.4f}" for k in ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large") if k in c))
+        shown = [f"{k} {c[k]:.4f}" if isinstance(c.get(k), float) else f"{k} n/a"
+                 for k in ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large") if k in c]
+        print("COCO (pycocotools-style) " + "  ".join(shown))
     out = Path(args.json) if args.json else ckpt.with_name(f"eval_{args.split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(metrics, indent=2, default=float))

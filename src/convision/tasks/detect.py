@@ -408,7 +408,8 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
     import time
 
     from convision.engine import seed_everything
-    from convision.engine.checkpoint import save_checkpoint
+    import convision
+    from convision.engine.checkpoint import FORMAT, save_checkpoint
     from convision.engine.trainer import evaluate as run_evaluation
     from convision.models import build_model
 
@@ -448,12 +449,12 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
                                  workers=cfg.data.workers, device=device, progress=progress)
     meta = _meta(cfg, "rcnn", kwargs, classes, min_size)
     best = metrics.get("mAP")
-    payload = {**meta, "state_dict": model.state_dict(), "epoch": 1, "best_metric": best, "best_epoch": 1,
+    payload = {**meta, "format": FORMAT, "convision_version": convision.__version__, "state_dict": model.state_dict(), "epoch": 1, "best_metric": best, "best_epoch": 1,
                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
                "fit_stats": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str))}}
     out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(payload, out / "last.pt")
-    save_checkpoint(payload, out / "best.pt")
+    save_checkpoint(out / "last.pt", payload)
+    save_checkpoint(out / "best.pt", payload)
     record = {"epoch": 1, "fit_seconds": fit_s, **payload["metrics"]}
     (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "best_metric": best, "best_epoch": 1,
@@ -581,7 +582,7 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
         h, w = array.shape[:2]
-        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1))
+        image = tv_tensors.Image(torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1))
         x = tf(image).as_subclass(torch.Tensor)
         if x.dtype == torch.uint8:
             x = x.float() / 255
@@ -590,7 +591,7 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
             from convision.data.proposals import ProposalCache, selective_search
 
             settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
-            props = torch.as_tensor(selective_search(np.ascontiguousarray(array[..., :3]), **settings), dtype=torch.float32)
+            props = torch.as_tensor(selective_search(np.array(array[..., :3]), **settings), dtype=torch.float32)
             props = _scale_boxes(props.reshape(-1, 4), (h, w), size)
             res = net([x.to(dev)], proposals=[props.to(dev)])[0]
         else:
@@ -608,10 +609,10 @@ def draw_detections(array: np.ndarray, prediction: dict[str, Any], score_thresho
     """The image with the boxes at or above ``score_threshold`` drawn with class name and score."""
     from torchvision.utils import draw_bounding_boxes
 
-    image = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)
+    image = torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1)
     keep = [i for i, s in enumerate(prediction["scores"]) if s >= score_threshold]
     if not keep:
-        return np.ascontiguousarray(array[..., :3])
+        return np.array(array[..., :3])
     boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
     names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]
     palette = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#fabed4", "#469990"]

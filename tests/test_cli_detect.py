@@ -1,0 +1,99 @@
+"""``convision detect train|eval|predict|convert`` end to end on tiny built-in scenes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convision.cli import main
+
+TINY = ["--num-train", "6", "--num-val", "4", "--scene-size", "64", "--num-classes", "3", "--workers", "0",
+        "--epochs", "1", "--batch-size", "2", "--weights", "none", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def faster_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("detect") / "run"
+    assert main(["detect", "train", *TINY, "--model", "faster_rcnn", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_checkpoints_and_a_validation_map(faster_run: Path) -> None:
+    assert (faster_run / "best.pt").is_file() and (faster_run / "last.pt").is_file()
+    record = json.loads((faster_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= record["val"]["mAP"] <= 1.0 if "val" in record else 0.0 <= record["mAP"] <= 1.0
+
+
+def test_eval_prints_voc_and_coco_and_writes_json_and_curves(faster_run: Path, capsys) -> None:
+    assert main(["detect", "eval", "--checkpoint", str(faster_run / "best.pt"), "--workers", "0", "--device", "cpu", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "COCO" in printed
+    metrics = json.loads((faster_run / "eval_val.json").read_text())
+    assert 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["mAP_07"] <= 1.0
+    assert set(metrics["AP"]) == {"disc", "square"}
+    assert -1.0 <= metrics["coco"]["mAP"] <= 1.0 and "AP50" in metrics["coco"]
+    assert (faster_run / "pr_val.png").stat().st_size > 1000
+
+
+def test_predict_maps_boxes_to_original_pixels_and_writes_outputs(faster_run: Path, tmp_path: Path) -> None:
+    from convision.tasks.detect import load, predict
+
+    rng = np.random.default_rng(0)
+    img = tmp_path / "wide.png"
+    Image.fromarray(rng.integers(0, 255, (50, 90, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "pred"
+    assert main(["detect", "predict", str(img), "--checkpoint", str(faster_run / "best.pt"), "--out", str(out),
+                 "--device", "cpu", "--score-threshold", "0"]) == 0
+    preds = json.loads((out / "predictions.json").read_text())
+    p = preds[str(img)]
+    assert len(p["boxes"]) == len(p["labels"]) == len(p["scores"]) == len(p["classes"])
+    for (x1, y1, x2, y2) in p["boxes"]:
+        assert -1e-3 <= x1 <= x2 <= 90 + 1e-3 and -1e-3 <= y1 <= y2 <= 50 + 1e-3
+    assert Image.open(out / "wide.png").size == (90, 50)
+    assert isinstance(json.loads((out / "coco_results.json").read_text()), list)
+    # the Python API gives the same boxes as the CLI
+    model = load(faster_run / "best.pt")
+    again = predict(model, np.asarray(Image.open(img)), device="cpu")[0]
+    assert np.allclose(np.array(again["boxes"]).reshape(-1, 4), np.array(p["boxes"]).reshape(-1, 4), atol=1e-3)
+
+
+def test_convert_round_trip_from_the_built_in_scenes(tmp_path: Path) -> None:
+    voc, coco = tmp_path / "voc", tmp_path / "scenes.json"
+    assert main(["detect", "convert", "synthetic", str(voc), "--to", "voc", "--num-images", "5", "--image-size", "48"]) == 0
+    assert len(list((voc / "Annotations").glob("*.xml"))) == 5
+    assert main(["detect", "convert", str(voc), str(coco), "--to", "coco", "--split", "train"]) == 0
+    data = json.loads(coco.read_text())
+    assert len(data["images"]) == 5 and data["annotations"]
+
+
+def test_bad_inputs_fail_with_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["detect", "train", *TINY, "--model", "ssd", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ssd" in err[0]
+    assert main(["detect", "train", *TINY, "--anchor-sizes", "16,abc", "--out", str(tmp_path / "y")]) == 2
+    assert "anchor_sizes" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["detect", "train", *TINY, "--data", str(broken), "--out", str(tmp_path / "z")]) == 2
+    assert "broken.json" in capsys.readouterr().err
+    assert main(["detect", "convert", "synthetic", str(tmp_path / "c"), "--to", "pascal"]) == 2
+    assert main(["detect", "eval", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_a_segmentation_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
+    from convision.engine.checkpoint import FORMAT, save_checkpoint
+
+    ckpt = tmp_path / "seg.pt"
+    from convision.models import build_model
+
+    net = build_model("fcn32s", num_classes=3, backbone="mobilenet_v2", weights=None)
+    save_checkpoint(ckpt, {"format": FORMAT, "task": "segment", "model": {"name": "fcn32s", "kwargs": {"num_classes": 3, "backbone": "mobilenet_v2"}},
+                     "state_dict": net.state_dict(), "classes": ["a", "b", "c"], "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}},
+                    )
+    assert main(["detect", "eval", "--checkpoint", str(ckpt)]) == 2
+    assert "not a detector" in capsys.readouterr().err
+    assert torch.load(ckpt, weights_only=True)["task"] == "segment"
