@@ -124,6 +124,10 @@ def test_fit_then_detect_on_training_scenes(data, fitted):
         assert torch.all(box_iou(det["boxes"], det["boxes"])[same] <= 0.3 + 1e-5)
     # measured 13/14 found and top-1 right in 7/8 images (random-init 3x3 conv features)
     print(f"found {found}/{total}, top-1 right in {top1}/8 images")
+    # without proposals, forward runs selective search itself (its own settings: same boxes)
+    model.proposal_settings = {"mode": "fast", "max_proposals": 300, "min_side": 128}
+    again = model(images[1:2])[0]
+    assert all(torch.equal(again[k], out[1][k]) for k in ("boxes", "labels", "scores"))
     assert found >= 0.75 * total and top1 >= 6
 
 
@@ -165,6 +169,11 @@ def test_state_dict_round_trip_and_pair_input(data, fitted):
         assert all(torch.equal(x[k], y[k]) for k in ("boxes", "labels", "scores"))
     with pytest.raises(ConfigError, match="fit"):
         model(images[:1], proposals[:1], targets=targets[:1])
+    # NMS on the proposals, then regression of the survivors: also valid, sorted detections
+    other.nms_after_regression = False
+    det = other(images[:1], proposals[:1])[0]
+    assert 0 < len(det["boxes"]) <= 100 and torch.all(det["scores"][:-1] >= det["scores"][1:])
+    assert det["boxes"][:, 2:].max() <= images[0].shape[-1]
     # a dataset of (image, target) pairs fits the same SVMs as separate lists
     small = [p[:40] for p in proposals[:3]]
     m1, m2 = _build(), _build()
