@@ -1,7 +1,9 @@
 """Our Faster R-CNN against torchvision's, same network, same settings: inference and training speed.
 
-Both models use one and the same stride-16 MobileNetV2 body module (ImageNet weights, frozen batch
-norms, dilated last blocks; see convision.models.detection.faster_rcnn), 9 anchors on the one
+Both models use the same stride-16 MobileNetV2 body (ImageNet weights, frozen batch norms, dilated
+last blocks; see convision.models.detection.faster_rcnn) with the same weights: torchvision's as conv
++ FrozenBatchNorm2d modules (what torchvision's own detection backbones use), ours with each frozen
+norm folded into its convolution (same outputs and gradients, checked below), 9 anchors on the one
 feature map (torchvision's AnchorGenerator with our sizes and ratios; its base anchors round a little
 differently and sit on cell corners, ours on cell centres), the same RPN (3x3 conv of the body's
 width; torchvision's sigmoid objectness is copied into our 2-way softmax as (0, logit), which gives
@@ -31,7 +33,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
 
-from convision.models.detection.faster_rcnn import faster_rcnn
+from convision.models.detection.faster_rcnn import build_body, faster_rcnn
 
 NUM_CLASSES = 5  # untrained heads give ~1/6 per class: every RoI passes the 0.05 threshold (worst-case post-processing)
 SIZES = (64, 128, 256)
@@ -62,8 +64,12 @@ def build_pair(size: int):
     rpn_head = RPNHead(channels, anchor_gen.num_anchors_per_location()[0])
     box_head = TwoMLPHead(channels * 49, 1024)
     predictor = FastRCNNPredictor(1024, NUM_CLASSES + 1)
+    tv_body, _, _ = build_body("mobilenet_v2", "IMAGENET1K_V1", fuse_frozen_bn=False)
+    with torch.no_grad():
+        x = torch.rand(2, 3, size, size)
+        assert torch.allclose(ours.body(x), tv_body(x), atol=1e-4, rtol=1e-4), "bodies differ"
     tv = TVFasterRCNN(
-        BodyWrapper(ours.body, channels),
+        BodyWrapper(tv_body, channels),
         num_classes=None,
         min_size=size,
         max_size=size,

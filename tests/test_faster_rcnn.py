@@ -4,7 +4,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from convision.models.detection.fast_rcnn import fast_rcnn
-from convision.models.detection.faster_rcnn import FasterRCNN, build_roi_heads, faster_rcnn
+from convision.models.detection.faster_rcnn import ConvFrozenBN, FasterRCNN, build_body, build_roi_heads, faster_rcnn
 from convision.models.detection.rpn import RegionProposalNetwork
 
 SMALL = dict(head_dim=32, rpn_channels=16, rpn_pre_nms_train=200, rpn_post_nms_train=64, rpn_pre_nms_test=200, rpn_post_nms_test=32, roi_batch_size=32, rpn_batch_size=64)
@@ -109,13 +109,35 @@ def test_fast_rcnn_with_proposals_and_spp():
 
 def test_mobilenet_v2_body_pretrained_stride16():
     model = faster_rcnn(num_classes=2)  # MobileNetV2 ImageNet weights from the local hub cache
-    assert model.body(torch.zeros(1, 3, 64, 96)).shape == (1, 320, 4, 6)
-    assert any(isinstance(m, FrozenBatchNorm2d) for m in model.body.modules())
+    x = torch.rand(1, 3, 64, 96)
+    assert model.body(x).shape == (1, 320, 4, 6)
+    assert any(isinstance(m, ConvFrozenBN) for m in model.body.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.body.modules())
-    assert not model.body[0][0][0].weight.requires_grad and model.body[2][3].conv[0][0].weight.requires_grad
+    assert not model.body[0][0][0].conv.weight.requires_grad and model.body[2][3].conv[0][0].conv.weight.requires_grad
+    # folding the frozen norms into the convolutions changes nothing: same outputs as conv + FrozenBatchNorm2d
+    unfused, _, _ = build_body("mobilenet_v2", "IMAGENET1K_V1", fuse_frozen_bn=False)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in unfused.modules()) and not any(isinstance(m, ConvFrozenBN) for m in unfused.modules())
+    with torch.no_grad():
+        assert torch.allclose(model.body(x), unfused(x), atol=1e-4, rtol=1e-4)
     dil = [m.dilation for m in model.body[2].modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
     assert dil == [(1, 1), (2, 2), (2, 2), (2, 2)]
     model.eval()
     with torch.no_grad():
         out = model([torch.rand(3, 64, 64)])
     assert len(out) == 1 and set(out[0]) == {"boxes", "labels", "scores"}
+
+
+def test_conv_frozen_bn_same_gradients_as_conv_then_norm():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    bn = FrozenBatchNorm2d(4)
+    bn.weight.copy_(torch.rand(4) + 0.5)
+    bn.bias.copy_(torch.randn(4))
+    bn.running_mean.copy_(torch.randn(4))
+    bn.running_var.copy_(torch.rand(4) + 0.1)
+    x = torch.randn(2, 3, 8, 8)
+    ref = bn(conv(x))
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), conv.weight)
+    fused = ConvFrozenBN(conv, bn)(x)
+    (g_fused,) = torch.autograd.grad(fused.square().sum(), conv.weight)
+    assert torch.allclose(ref, fused, atol=1e-5) and torch.allclose(g_ref, g_fused, atol=1e-4)

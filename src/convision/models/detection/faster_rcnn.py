@@ -21,9 +21,13 @@ Conv bodies (stride 16, ``backbone=``):
   16), as in He et al.'s detection setup, but with the fc head below instead of conv5 on the RoIs.
   ``freeze_early`` fixes conv1 and layer1.
 
-``freeze_bn`` (default: when weights are pretrained) replaces the body's batch norms by
-:class:`torchvision.ops.FrozenBatchNorm2d` with the ImageNet statistics: detection batches of one or
-two images are too small for batch statistics. With random weights the batch norms stay trainable.
+``freeze_bn`` (default: when weights are pretrained) freezes the body's batch norms with their
+ImageNet statistics (:class:`torchvision.ops.FrozenBatchNorm2d`): detection batches of one or two
+images are too small for batch statistics. With random weights the batch norms stay trainable. A
+frozen batch norm is a fixed per-channel affine map, so it is folded into the convolution before it
+(:class:`ConvFrozenBN`: the convolution runs with ``weight * scale`` and bias ``shift``, recomputed from
+the parameters at every call, which gives the same outputs and the same gradients for the
+convolution's weight as conv followed by the frozen norm, without two passes over the activations).
 
 Images are normalised inside the model (``model.mean``, ``model.std``: ImageNet's) and padded
 bottom/right into one batch; each image's own size is used for anchor filtering and clipping.
@@ -34,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -43,28 +48,61 @@ from convision.models.backbones import _is_none as _no_weights
 from convision.models.detection.roi_heads import RoIBoxHead, RoIHeads, RoIPooler, mlp_body
 from convision.models.detection.rpn import RegionProposalNetwork
 
-__all__ = ["FasterRCNN", "faster_rcnn", "build_body", "build_roi_heads", "TwoStageDetector"]
+__all__ = ["FasterRCNN", "faster_rcnn", "build_body", "build_roi_heads", "TwoStageDetector", "ConvFrozenBN"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _freeze_bn(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` below ``module`` by a ``FrozenBatchNorm2d`` with its statistics."""
-    for name, child in module.named_children():
+class ConvFrozenBN(nn.Module):
+    """``conv`` followed by the frozen batch norm ``bn``, computed as one convolution (module docstring)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: FrozenBatchNorm2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv, bn = self.conv, self.bn
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+        shift = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _frozen(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+    frozen = FrozenBatchNorm2d(bn.num_features, eps=bn.eps)
+    frozen.weight.copy_(bn.weight.detach())
+    frozen.bias.copy_(bn.bias.detach())
+    frozen.running_mean.copy_(bn.running_mean)
+    frozen.running_var.copy_(bn.running_var)
+    return frozen
+
+
+def _freeze_bn(module: nn.Module, fuse: bool = True) -> nn.Module:
+    """Freeze every ``BatchNorm2d`` below ``module``; with ``fuse``, one registered right after a
+    ``Conv2d`` in the same parent (every conv/norm pair of torchvision's VGG-BN, ResNet and
+    MobileNetV2, whose forward applies them in that order) is folded into it (:class:`ConvFrozenBN`,
+    the norm's slot becomes ``Identity``)."""
+    children = list(module.named_children())
+    for i, (name, child) in enumerate(children):
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
+            prev_name, prev = children[i - 1] if i > 0 else (None, None)
+            if fuse and isinstance(prev, nn.Conv2d):
+                setattr(module, prev_name, ConvFrozenBN(prev, _frozen(child)))
+                setattr(module, name, nn.Identity())
+            else:
+                setattr(module, name, _frozen(child))
         else:
-            _freeze_bn(child)
+            _freeze_bn(child, fuse)
     return module
 
 
-def build_body(backbone: str, weights: Any, *, freeze_early: bool = True, freeze_bn: bool | None = None) -> tuple[nn.Sequential, int, nn.Sequential | None]:
+def build_body(
+    backbone: str, weights: Any, *, freeze_early: bool = True, freeze_bn: bool | None = None, fuse_frozen_bn: bool = True
+) -> tuple[nn.Sequential, int, nn.Sequential | None]:
     """The stride-16 conv body (module docstring): ``(body, out_channels, vgg_classifier_or_None)``."""
     if backbone not in BACKBONES:
         raise ConfigError(f"backbone: unknown backbone {backbone!r} for detection (known: {', '.join(BACKBONES)})")
@@ -95,7 +133,7 @@ def build_body(backbone: str, weights: Any, *, freeze_early: bool = True, freeze
             for p in m.parameters():
                 p.requires_grad_(False)
     if freeze_bn if freeze_bn is not None else pretrained:
-        _freeze_bn(body)
+        _freeze_bn(body, fuse_frozen_bn)
     channels = [m for m in body.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
     return body, channels, classifier
 
