@@ -97,3 +97,25 @@ def test_a_segmentation_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
     assert main(["detect", "eval", "--checkpoint", str(ckpt)]) == 2
     assert "not a detector" in capsys.readouterr().err
     assert torch.load(ckpt, weights_only=True)["task"] == "segment"
+
+
+@pytest.mark.parametrize("model,extra", [
+    ("fast_rcnn", ["--max-proposals", "300"]),
+    ("yolov1", ["--image-size", "64"]),
+    ("rcnn", ["--warp-size", "32", "--max-proposals", "200"]),
+])
+def test_every_detector_trains_evaluates_and_predicts(model: str, extra: list[str], tmp_path: Path) -> None:
+    from convision.tasks.detect import load, predict
+
+    out = tmp_path / model
+    assert main(["detect", "train", *TINY, "--model", model, *extra, "--out", str(out)]) == 0
+    assert main(["detect", "eval", "--checkpoint", str(out / "best.pt"), "--workers", "0", "--device", "cpu",
+                 "--no-progress", "--no-coco"]) == 0
+    metrics = json.loads((out / "eval_val.json").read_text())
+    assert 0.0 <= metrics["mAP"] <= 1.0
+    net = load(out / "best.pt")
+    image = np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    p = predict(net, image, device="cpu")[0]
+    assert all(0 <= c < 2 for c in p["labels"]) and p["scores"] == sorted(p["scores"], reverse=True)
+    if model in ("fast_rcnn", "rcnn"):
+        assert any((out / "proposals").iterdir()), "selective-search proposals are cached under <out>/proposals"

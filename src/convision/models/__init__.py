@@ -16,6 +16,7 @@ from convision.models.backbones import BACKBONES, Backbone, build_backbone
 from convision.models.classification import Classifier, build_classifier
 from convision.models.detection.fast_rcnn import FastRCNN, fast_rcnn
 from convision.models.detection.faster_rcnn import FasterRCNN, faster_rcnn
+from convision.models.detection.rcnn import RCNN, rcnn
 from convision.models.detection.yolo import YOLOv1, yolov1
 from convision.models.localization import Localizer, build_localizer
 from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
@@ -27,7 +28,7 @@ from convision.models.segmentation.unet import UNet, unet
 __all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
 __all__ += ["Classifier", "build_classifier"]
 __all__ += ["Localizer", "build_localizer"]
-__all__ += ["FasterRCNN", "faster_rcnn", "FastRCNN", "fast_rcnn", "YOLOv1", "yolov1"]
+__all__ += ["FasterRCNN", "faster_rcnn", "FastRCNN", "fast_rcnn", "YOLOv1", "yolov1", "RCNN", "rcnn"]
 __all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated", "UNet", "unet"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -42,6 +43,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden, box_input
     "faster_rcnn": faster_rcnn,  # kwargs: num_classes, backbone, weights, pooling, anchor_sizes, ... (detection)
     "fast_rcnn": fast_rcnn,  # kwargs: num_classes, backbone, weights, pooling, ... (needs proposals)
+    "rcnn": rcnn,  # kwargs: num_classes, backbone, weights, warp_size, context_padding, svm_C, ... (fitted, not trained)
     "yolov1": yolov1,  # kwargs: num_classes, backbone, weights, image_size, grid, boxes_per_cell, ...
 }
 

@@ -75,6 +75,7 @@ class DetectModelConfig:
     proposal_mode: str = field(default="fast", metadata={"help": "selective search (fast_rcnn, rcnn): fast | quality"})
     max_proposals: int = field(default=2000, metadata={"help": "selective search: proposals kept per image (the paper's ~2000)"})
     proposal_cache: str = field(default="", metadata={"help": "folder of cached proposals (empty: <out>/proposals)"})
+    warp_size: int = field(default=224, metadata={"help": "rcnn: side each proposal is warped to (the paper: 227 for AlexNet)"})
 
 
 @dataclass
@@ -141,6 +142,12 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str
     wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling}
     if m.model == "faster_rcnn":
         wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size)
+    if m.model == "rcnn":
+        if m.warp_size < 16:
+            raise ConfigError(f"warp_size: must be at least 16, got {m.warp_size}")
+        wanted["warp_size"] = int(m.warp_size)
+        wanted["context_padding"] = round(16 * m.warp_size / 224)  # the paper's 16 px at 224 (227), scaled
+        wanted["proposal_mode"], wanted["max_proposals"] = m.proposal_mode, int(m.max_proposals)
     if m.model == "yolov1":
         if m.image_size < 0:
             raise ConfigError(f"image_size: must be >= 0, got {m.image_size}")
@@ -227,15 +234,30 @@ class WithProposals(Dataset):
         return image, out
 
 
-def compute_proposals(dataset: Any, cfg_or_settings: dict[str, Any], cache_dir: str | os.PathLike, *,
+class _RawImages:
+    """``(key, original image)`` pairs read one at a time (a sized iterable, for the progress bar)."""
+
+    def __init__(self, dataset: Any, keys: list[str]) -> None:
+        self.dataset, self.keys = dataset, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self):
+        for i, k in enumerate(self.keys):
+            yield k, self.dataset.raw(i)[0]
+
+
+def compute_proposals(dataset: Any, settings: dict[str, Any], cache_dir: str | os.PathLike, *,
                       progress: bool = True) -> list[torch.Tensor]:
-    """Selective-search proposals of every image of ``dataset`` (original pixels), cached on disk."""
+    """Selective-search proposals of every image of ``dataset`` (original pixels), computed once and
+    cached in ``cache_dir`` (keyed by the image's bytes and the settings, so nothing stale is reused)."""
     from convision.data.proposals import ProposalCache, proposals_for
 
-    cache = ProposalCache(cache_dir)
-    items = ((dataset.name(i), dataset.raw(i)[0]) for i in range(len(dataset)))
-    found = proposals_for(items, cache, progress=progress, **cfg_or_settings)
-    return [torch.as_tensor(np.asarray(p), dtype=torch.float32).reshape(-1, 4) for p in found]
+    cache = ProposalCache(cache_dir, mode=settings["mode"], max_proposals=settings["max_proposals"])
+    keys = [f"{i}:{dataset.name(i)}" for i in range(len(dataset))]
+    found = proposals_for(_RawImages(dataset, keys), cache, progress=progress)
+    return [torch.as_tensor(np.asarray(found[k]), dtype=torch.float32).reshape(-1, 4) for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -270,7 +292,7 @@ class DetectionTask:
     def _call(self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, Any]] | None,
               proposals: list[torch.Tensor] | None) -> Any:
         if self.uses_proposals:
-            return model(images, targets, proposals=proposals)
+            return model(images, targets=targets, proposals=proposals)
         return model(images, targets)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
