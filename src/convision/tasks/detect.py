@@ -71,6 +71,9 @@ class DetectModelConfig:
     weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name, a .pth file, or 'none'"})
     pooling: str = field(default="roi_pool", metadata={"help": "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp"})
     anchor_sizes: str = field(default="auto", metadata={"help": "Faster R-CNN anchor sides in px, comma-separated (auto: paper's 128,256,512 scaled to min_size/600; 16,32,64,128 x min_size/128 below 300 px)"})
+    head_dim: int = field(default=1024, metadata={"help": "R-CNN family: width of the two fc layers of the RoI head (non-VGG backbones)"})
+    roi_batch_size: int = field(default=128, metadata={"help": "Faster/Fast R-CNN: RoIs sampled per training image (the paper's 128, 25 %% foreground)"})
+    rpn_post_nms_test: int = field(default=300, metadata={"help": "Faster R-CNN: proposals kept after NMS at test time (the paper's 300)"})
     image_size: int = field(default=0, metadata={"help": "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)"})
     proposal_mode: str = field(default="fast", metadata={"help": "selective search (fast_rcnn, rcnn): fast | quality"})
     max_proposals: int = field(default=2000, metadata={"help": "selective search: proposals kept per image (the paper's ~2000)"})
@@ -139,7 +142,11 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str
     if m.model not in DETECTORS:
         raise ConfigError(f"model: unknown detector {m.model!r} (expected {' | '.join(DETECTORS)})")
     weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
-    wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling}
+    for key in ("head_dim", "roi_batch_size", "rpn_post_nms_test"):
+        if getattr(m, key) < 1:
+            raise ConfigError(f"{key}: must be positive, got {getattr(m, key)}")
+    wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling,
+                              "head_dim": m.head_dim, "roi_batch_size": m.roi_batch_size, "rpn_post_nms_test": m.rpn_post_nms_test}
     if m.model == "faster_rcnn":
         wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size)
     if m.model == "rcnn":
