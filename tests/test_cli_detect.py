@@ -119,3 +119,23 @@ def test_every_detector_trains_evaluates_and_predicts(model: str, extra: list[st
     assert all(0 <= c < 2 for c in p["labels"]) and p["scores"] == sorted(p["scores"], reverse=True)
     if model in ("fast_rcnn", "rcnn"):
         assert any((out / "proposals").iterdir()), "selective-search proposals are cached under <out>/proposals"
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn", "fast_rcnn", "yolov1"])
+def test_a_pretrained_detector_rebuilds_from_its_checkpoint_arguments(name: str) -> None:
+    """load() rebuilds with weights=None: the modules (frozen, folded batch norms ...) must not change."""
+    from convision.models import build_model
+    from convision.tasks.detect import DetectConfig, model_kwargs
+
+    cfg = DetectConfig()
+    cfg.model.model, cfg.model.weights = name, "IMAGENET1K_V1"
+    kwargs = model_kwargs(cfg, 3, 128)
+    pretrained = build_model(name, **kwargs)
+    rebuilt = build_model(name, **{**kwargs, "weights": None})
+    rebuilt.load_state_dict(pretrained.state_dict())  # raises on any missing / unexpected / mis-shaped tensor
+    x = [torch.rand(3, 96, 112)]
+    pretrained.eval(), rebuilt.eval()
+    extra = {"proposals": [torch.tensor([[4.0, 6.0, 60.0, 70.0], [30.0, 20.0, 100.0, 90.0]])]} if name == "fast_rcnn" else {}
+    with torch.no_grad():
+        a, b = pretrained(x, **extra)[0], rebuilt(x, **extra)[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])

@@ -147,6 +147,9 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str
             raise ConfigError(f"{key}: must be positive, got {getattr(m, key)}")
     wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling,
                               "head_dim": m.head_dim, "roi_batch_size": m.roi_batch_size, "rpn_post_nms_test": m.rpn_post_nms_test}
+    if m.model in ("faster_rcnn", "fast_rcnn"):
+        # explicit, so that the checkpoint rebuilds the same modules without the pretrained weights
+        wanted["freeze_bn"] = weights is not None
     if m.model == "faster_rcnn":
         wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size)
     if m.model == "rcnn":
