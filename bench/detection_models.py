@@ -31,7 +31,7 @@ RECIPES: dict[str, dict] = {
                   "model": {"model": "fast_rcnn", "pooling": "roi_align", "roi_batch_size": 64, "head_dim": 512},
                   "train": {"epochs": 12, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}},
     "yolov1": {"model": {"model": "yolov1", "image_size": 224},
-               "train": {"epochs": 20, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4}},
+               "train": {"epochs": 20, "batch_size": 8, "optimizer": "adamw", "lr": 2e-4, "weight_decay": 5e-4}},
     # R-CNN extracts CNN features for every proposal of every image: fewer images, 64-px warps
     "rcnn": {"data": {"num_train": 100}, "model": {"model": "rcnn", "warp_size": 64, "max_proposals": 300}, "train": {}},
 }
