@@ -559,7 +559,8 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
     name = _name(net)
     if name in USES_PROPOSALS:
-        cache = proposal_cache or cfg.model.proposal_cache or str(Path(cfg.train.out) / "proposals")
+        trained_out = (trained.get("train") or {}).get("out") or cfg.train.out
+        cache = proposal_cache or cfg.model.proposal_cache or str(Path(trained_out) / "proposals")
         dataset = WithProposals(dataset, compute_proposals(dataset, net.proposal_settings or proposal_settings(cfg),
                                                            cache, progress=progress))
     task = DetectionTask(net.classes, uses_proposals=name in USES_PROPOSALS, keep=True)
