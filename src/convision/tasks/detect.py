@@ -624,7 +624,10 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
             from convision.data.proposals import ProposalCache, selective_search
 
             settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
-            props = torch.as_tensor(selective_search(np.array(array[..., :3]), **settings), dtype=torch.float32)
+            rgb = np.array(array[..., :3])
+            found = (ProposalCache(proposal_cache, mode=settings["mode"], max_proposals=settings["max_proposals"])(rgb)
+                     if proposal_cache else selective_search(rgb, **settings))
+            props = torch.as_tensor(found, dtype=torch.float32)
             props = _scale_boxes(props.reshape(-1, 4), (h, w), size)
             res = net([x.to(dev)], proposals=[props.to(dev)])[0]
         else:
