@@ -29,7 +29,7 @@ RECIPES: dict[str, dict] = {
                     "train": {"epochs": 16, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}},
     "fast_rcnn": {"data": {"min_size": 256, "max_size": 512},
                   "model": {"model": "fast_rcnn", "pooling": "roi_align", "roi_batch_size": 64, "head_dim": 512},
-                  "train": {"epochs": 12, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}},
+                  "train": {"epochs": 8, "batch_size": 4, "optimizer": "sgd", "lr": 0.01}},
     "yolov1": {"model": {"model": "yolov1", "image_size": 224},
                "train": {"epochs": 20, "batch_size": 8, "optimizer": "adamw", "lr": 2e-4, "weight_decay": 5e-4}},
     # R-CNN extracts CNN features for every proposal of every image: fewer images, 64-px warps
