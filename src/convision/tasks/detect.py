@@ -418,6 +418,14 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
         if name in USES_PROPOSALS:
             settings = proposal_settings(cfg)
             cache = cfg.model.proposal_cache or str(Path(cfg.train.out) / "proposals")
+            if dist.world_size > 1:  # rank 0 fills the cache, the others then read it
+                import torch.distributed as torch_dist
+
+                if dist.is_main:
+                    compute_proposals(train_set, settings, cache, progress=progress)
+                    if len(val_set):
+                        compute_proposals(val_set, settings, cache, progress=progress)
+                torch_dist.barrier()
             train_set = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress and dist.is_main))
             if len(val_set):
                 val_set = WithProposals(val_set, compute_proposals(val_set, settings, cache, progress=progress and dist.is_main))
