@@ -55,3 +55,22 @@ def test_detection_trains_under_torchrun_and_its_validation_map_is_gathered(tmp_
     single = evaluate(out / "last.pt", batch_size=1, workers=0, device="cpu", progress=False, coco=False)
     assert single["num_images"] == 6
     assert abs(ckpt["metrics"]["mAP"] - single["mAP"]) < 1e-6
+
+
+def test_classification_and_localization_train_under_torchrun(tmp_path):
+    """Both tasks run on the shared engine under torchrun; the gathered validation metric equals one
+    process evaluating the saved weights on the whole validation set."""
+    from convision.tasks.classify import evaluate as evaluate_classifier
+    from convision.tasks.localize import evaluate as evaluate_localizer
+
+    common = ["--num-train", "8", "--num-val", "6", "--scene-size", "48", "--num-classes", "3", "--image-size", "48",
+              "--epochs", "1", "--batch-size", "4", "--arch", "resnet18", "--weights", "none", "--strategy", "scratch",
+              "--workers", "0", "--no-progress"]
+    for task, evaluate, key in (("classify", evaluate_classifier, "accuracy"), ("localize", evaluate_localizer, "accuracy")):
+        out = tmp_path / task
+        _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "convision",
+              task, "train", *common, "--out", str(out)])
+        ckpt = torch.load(out / "last.pt", weights_only=True)
+        assert ckpt["epoch"] == 1 and ckpt["task"] == task
+        single = evaluate(out / "last.pt", batch_size=2, workers=0, device="cpu", progress=False)
+        assert abs(ckpt["metrics"][key] - single[key]) < 1e-6, task
