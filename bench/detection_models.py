@@ -103,7 +103,7 @@ def main() -> None:
         if not args.no_train:
             train(cfg, progress=False)
         train_s = time.time() - t0
-        ckpt = str(Path(cfg.train.out) / "best.pt")
+        ckpt = str(Path(cfg.train.out) / "last.pt")  # the last epoch, not the one picked on this validation set
         metrics = evaluate(ckpt, split="val", batch_size=args.batch_size, workers=args.workers, device=args.device,
                            progress=False, pr_curves=Path(cfg.train.out) / "pr_val.png")
         row = {"model": name, "mAP": metrics["mAP"], "mAP_07": metrics["mAP_07"], "coco_mAP": metrics["coco"]["mAP"],
