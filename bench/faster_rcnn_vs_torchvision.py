@@ -15,7 +15,8 @@ set to sizes that do not resize. With copied weights the two produce near-identi
 
 Timed (median of ``--repeats``): inference of a batch of ``--batch`` ``--size`` x ``--size`` images
 (eval, no_grad) and one training step (forward + backward) on the same batch with one box per image.
-Prints ``torchvision time / ours`` (> 1: ours faster).
+Prints ``torchvision time / ours`` (> 1: ours faster). A last line times our model with Fast R-CNN's
+truncated SVD of fc6/fc7 (``convision.models.detection.svd``), which changes the outputs slightly.
 
     python bench/faster_rcnn_vs_torchvision.py [--device cpu|cuda] [--batch 4] [--size 256]
 """
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--svd-ranks", type=int, nargs="+", default=[256, 128], help="truncated SVD ranks of fc6, fc7")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -176,6 +178,16 @@ def main() -> None:
 
     t_ours, t_tv = timeit([lambda: train_step(ours, False), lambda: train_step(tv, True)], device, args.repeats)
     print(f"training step: ours {t_ours * 1000:.1f} ms, torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_ours:.2f}")
+
+    # Fast R-CNN's truncated SVD of fc6/fc7 (section 3.1): an approximation, so reported on its own line
+    import copy
+
+    from convision.models.detection.svd import truncated_svd_
+
+    svd = truncated_svd_(copy.deepcopy(ours), tuple(args.svd_ranks)).eval()
+    t_svd, t_tv = timeit([lambda: infer(svd), lambda: infer(tv)], device, args.repeats)
+    print(f"inference with truncated SVD ranks {tuple(args.svd_ranks)} (approximate): ours {t_svd * 1000:.1f} ms, "
+          f"torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_svd:.2f}")
 
 
 if __name__ == "__main__":
