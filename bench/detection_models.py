@@ -107,7 +107,8 @@ def main() -> None:
         metrics = evaluate(ckpt, split="val", batch_size=args.batch_size, workers=args.workers, device=args.device,
                            progress=False, pr_curves=Path(cfg.train.out) / "pr_val.png")
         row = {"model": name, "mAP": metrics["mAP"], "mAP_07": metrics["mAP_07"], "coco_mAP": metrics["coco"]["mAP"],
-               "train_s": None if args.no_train else train_s, "epochs": cfg.train.epochs,
+               "train_s": None if args.no_train else train_s,
+               "epochs": "fit" if name == "rcnn" else cfg.train.epochs, "train_images": cfg.data.num_train,
                "s_per_image_own": seconds_per_image(ckpt, images, args.device),
                "s_per_image_same": seconds_per_image(ckpt, images, args.device, args.timing_size)}
         rows.append(row)
@@ -115,11 +116,11 @@ def main() -> None:
     slowest = max(r["s_per_image_same"] for r in rows)
     print(f"\nbuilt-in scenes ({args.num_val} validation images, {args.scene_size} px, 5 classes), ImageNet MobileNetV2, "
           f"{torch.get_num_threads()} CPU thread(s), device {args.device}; recipes in bench/detection_models.py")
-    print(f"| model | VOC mAP@0.5 (area) | mAP@0.5 (11-pt) | COCO mAP@[.5:.95] | epochs | s/image (own settings) "
+    print(f"| model | VOC mAP@0.5 (area) | mAP@0.5 (11-pt) | COCO mAP@[.5:.95] | training | s/image (own settings) "
           f"| s/image at {args.timing_size} px | speed-up vs slowest |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['mAP']:.3f} | {r['mAP_07']:.3f} | {r['coco_mAP']:.3f} | {r['epochs']} | "
+        print(f"| {r['model']} | {r['mAP']:.3f} | {r['mAP_07']:.3f} | {r['coco_mAP']:.3f} | {r['epochs']} x {r['train_images']} | "
               f"{r['s_per_image_own']:.3f} | {r['s_per_image_same']:.3f} | {slowest / r['s_per_image_same']:.1f}x |")
     (Path(args.out) / "results.json").write_text(json.dumps(rows, indent=2))
 
