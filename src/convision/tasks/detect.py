@@ -467,10 +467,7 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
     seed_everything(cfg.train.seed)
     kwargs = model_kwargs(cfg, len(classes), min_size)
     model = build_model("rcnn", **kwargs)
-    device = torch.device("cpu") if cfg.train.device == "auto" and not torch.cuda.is_available() else None
-    from convision.engine.distributed import resolve_device
-
-    device = device or resolve_device(cfg.train.device)
+    device = _device(cfg.train.device)
     model.to(device)
     t0 = time.time()
     train_p = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress))
