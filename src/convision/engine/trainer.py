@@ -170,6 +170,11 @@ _BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 10.0
 
 @torch.no_grad()
 def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
+    return run_metric(task, model, loader, device, progress).compute()
+
+
+def run_metric(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> Metric:
+    """The task's metric updated over ``loader`` and reduced over processes (not yet computed)."""
     model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length
     was_training = model.training
     model.eval()
@@ -180,7 +185,7 @@ def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.de
         task.eval_step(model, batch, device, metric)
     metric.reduce_()
     model.train(was_training)
-    return metric.compute()
+    return metric
 
 
 def evaluate(

@@ -539,9 +539,7 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     """VOC mAP@0.5 (area and 11-point, per class, ``difficult`` ignored) and, with ``coco``, COCO's
     mAP@[.5:.95], AP50, AP75 and size buckets (pycocotools) over a split, in original pixels.
     ``data`` defaults to what the model was trained on."""
-    from tqdm import tqdm
-
-    from convision.engine.trainer import _eval_loader
+    from convision.engine.trainer import _eval_loader, run_metric
 
     dev = _device(device)
     net = _as_model(model, dev)
@@ -558,8 +556,13 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     cfg.data.min_size, cfg.data.max_size = net.min_size, net.max_size
     if split not in ("train", "val"):
         raise ConfigError(f"split: expected train or val, got {split!r}")
-    train_set, val_set = build_datasets(cfg, net.min_size, augment=False)
-    dataset = train_set if split == "train" else val_set
+    from convision.data.detection import build_detection_dataset, detection_eval_transforms
+
+    d = cfg.data
+    dataset = build_detection_dataset(d.data, split, transforms=detection_eval_transforms(net.min_size, net.max_size),
+                                      classes=list(net.classes), val_data=d.val_data, val_fraction=d.val_fraction,
+                                      num_images=d.num_train if split == "train" else d.num_val,
+                                      image_size=d.scene_size, num_classes=d.num_classes, seed=d.data_seed)
     if len(dataset) == 0:
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
     name = _name(net)
@@ -569,15 +572,7 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
         dataset = WithProposals(dataset, compute_proposals(dataset, net.proposal_settings or proposal_settings(cfg),
                                                            cache, progress=progress))
     task = DetectionTask(net.classes, uses_proposals=name in USES_PROPOSALS, keep=True)
-    loader = _eval_loader(task, dataset, batch_size, workers, dev)
-    metric = task.new_metric()
-    was = net.training
-    net.eval()
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-            task.eval_step(net, batch, dev, metric)
-    net.train(was)
-    metric.reduce_()
+    metric = run_metric(task, net, _eval_loader(task, dataset, batch_size, workers, dev), dev, progress)
     metrics = metric.compute()
     if coco:
         from convision.metrics.detection import coco_evaluate
@@ -592,12 +587,6 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     return metrics
 
 
-def _load_images(images: Any) -> list[tuple[str, np.ndarray]]:
-    from convision.tasks.classify import _images
-
-    return _images(images)
-
-
 @torch.no_grad()
 def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
             score_threshold: float = 0.0, proposal_cache: str | os.PathLike | None = None) -> list[dict[str, Any]]:
@@ -606,7 +595,7 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
     from torchvision import tv_tensors
 
     from convision.data.detection import detection_eval_transforms
-    from convision.tasks.classify import _as_uint8
+    from convision.tasks.classify import _as_uint8, _images
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"score_threshold: expected a value in [0, 1], got {score_threshold}")
@@ -615,7 +604,7 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
     tf = detection_eval_transforms(net.min_size, net.max_size)
     name = _name(net)
     out: list[dict[str, Any]] = []
-    for label, array in _load_images(images):
+    for label, array in _images(images):
         array = _as_uint8(array, label)
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
