@@ -88,9 +88,11 @@ def run_cell(args: argparse.Namespace, fraction: float, strategy: str, epochs: i
     cfg = ClassifyConfig()
     d, m, t = cfg.data, cfg.model, cfg.train
     d.data, d.fraction, d.image_size, d.workers, d.data_seed = args.data, fraction, args.image_size, args.workers, 0
+    d.scale_min = args.scale_min
     m.arch, m.strategy = "mobilenet_v2", strategy
     m.weights = "none" if strategy == "scratch" else "IMAGENET1K_V1"
-    t.optimizer, t.epochs, t.batch_size, t.schedule = "sgd", epochs, args.batch_size, "cosine"
+    t.optimizer, t.epochs, t.batch_size, t.schedule = args.optimizer, epochs, args.batch_size, "cosine"
+    t.warmup_epochs, t.weight_decay = args.warmup_epochs, args.weight_decay
     t.lr = args.scratch_lr if strategy == "scratch" else args.lr
     if strategy == "finetune":
         t.head_lr_mult = args.head_lr_mult  # 0 = convision's auto (100 for SGD)
@@ -150,6 +152,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.001, help="SGD backbone lr of finetune (head: x --head-lr-mult); feature-extract: head lr = 100 x this (convision's auto)")
     p.add_argument("--head-lr-mult", type=float, default=0.0,
                    help="finetune only: head lr / backbone lr (0 = convision's auto, 100 for SGD; 10 was stable here, see bench/results)")
+    p.add_argument("--optimizer", default="sgd", help="sgd (momentum 0.9) | adamw, every cell")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up, in epochs, before the cosine decay")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--scale-min", type=float, default=0.5, help="random-resized-crop smallest area share (training augmentation)")
     p.add_argument("--scratch-lr", type=float, default=0.02, help="SGD lr of scratch (one group)")
     p.add_argument("--skip", default="", help="cells to skip, STRATEGY@FRACTION comma-separated, e.g. finetune@1,scratch@1")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -187,7 +193,8 @@ def main() -> None:
             print(f"    accuracy {row['accuracy']:.4f}  train {row['train_s']:.0f} s  eval {row['eval_s']:.0f} s", flush=True)
             (out / "results.json").write_text(json.dumps({"command": command, "args": vars(args), "torch": torch.__version__,
                                                           "rows": rows}, indent=2) + "\n")
-    text = (f"MobileNetV2 on Fashion-MNIST, {args.image_size} px input, batch {args.batch_size}, SGD cosine, "
+    text = (f"MobileNetV2 on Fashion-MNIST, {args.image_size} px input, batch {args.batch_size}, {args.optimizer} cosine"
+            f"{f' after {args.warmup_epochs:g} warm-up epochs' if args.warmup_epochs else ''}, "
             f"{args.threads} thread(s) on {args.device}; test = all {rows[0].get('test_images', 10000) if rows else 10000} "
             f"t10k images, final epoch's model\n\n{table(rows)}\n\n`{command}`\n")
     (out / "results.json").write_text(json.dumps({"command": command, "args": vars(args), "torch": torch.__version__, "rows": rows}, indent=2) + "\n")

@@ -115,3 +115,32 @@ def test_googlenet_is_deterministic_function_of_state():
     assert a.net.transform_input and not a.net.aux_logits
     a.train()
     assert a(x).shape == (1, 3)  # no auxiliary outputs in training mode
+
+
+def test_stages_cover_every_backbone_parameter_once():
+    for arch in ARCHS:
+        model = build_classifier(arch, 3, weights=None, strategy="scratch")
+        ids = [id(p) for stage in model.stages() for module in stage for p in module.parameters()]
+        assert len(ids) == len(set(ids)), arch  # no parameter in two stages
+        assert set(ids) == {id(p) for p in model.net.parameters()}, arch  # and none left out
+        assert len(model.stages()) >= 4, arch
+
+
+def test_freeze_stages_keeps_the_bottom_fixed_and_trains_the_top():
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 3, weights=None, strategy="finetune")
+    model.freeze_stages(3)  # conv1/bn1, layer1, layer2 frozen; layer3, layer4 and the head train
+    frozen = {k: v.clone() for k, v in model.net.state_dict().items() if k.split(".")[0] in ("conv1", "bn1", "layer1", "layer2")}
+    top = {k: v.clone() for k, v in model.net.state_dict().items() if k.split(".")[0] in ("layer3", "layer4")}
+    _step(model)
+    state = model.net.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in frozen.items())  # weights and BN running statistics
+    assert not model.net.layer1.training and not model.net.bn1.training and model.net.layer3.training
+    assert not torch.equal(top["layer3.0.conv1.weight"], state["layer3.0.conv1.weight"])
+    assert not torch.equal(top["layer4.0.bn1.running_mean"], state["layer4.0.bn1.running_mean"])
+    model.freeze_stages(0)
+    assert all(p.requires_grad for p in model.parameters()) and model.net.layer1.training
+    with pytest.raises(ConfigError, match="freeze_stages"):
+        model.freeze_stages(6)
+    with pytest.raises(ConfigError, match="feature-extract"):
+        build_classifier("resnet18", 3, weights=None, strategy="feature-extract").freeze_stages(1)

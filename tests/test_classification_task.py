@@ -69,3 +69,34 @@ def test_feature_cache_trains_the_head_like_the_uncached_path(tmp_path):
     assert not torch.allclose(w0, init)  # the head did train
     torch.testing.assert_close(w0, w1, rtol=1e-4, atol=1e-6)
     assert loss0 == pytest.approx(loss1, rel=1e-5) and acc0 == acc1
+
+
+def test_gradual_unfreezing_opens_one_stage_from_the_top_per_epoch(tmp_path):
+    root = write_folder(tmp_path / "d", per_class=2, size=(32, 32))
+    data = ImageFolderClassification(root, transforms=classification_eval_transforms(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 4, weights=None, strategy="finetune")
+    stage_names = [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+
+    def by_stage(state: dict) -> list[dict]:
+        return [{k: v.clone() for k, v in state.items() if k.split(".")[1] in names} for names in stage_names]
+
+    snapshots = [{k: v.clone() for k, v in model.state_dict().items()}]
+    logs: list[str] = []
+
+    class Recording(GroupedTrainer):
+        def _train_epoch(self, *args, **kwargs):
+            result = super()._train_epoch(*args, **kwargs)
+            snapshots.append({k: v.clone() for k, v in self.model.state_dict().items()})
+            return result
+
+    cfg = ClassifyTrainConfig(epochs=3, batch_size=4, device="cpu", out=str(tmp_path / "run"), lr=0.01)
+    Recording(task=ClassificationTask(4), model=model, train_set=data, val_set=None, cfg=cfg, meta={"task": "classify"},
+              workers=0, progress=False, head_lr_mult=10, unfreeze_every=1, log=logs.append).fit()
+    stages = [by_stage(s) for s in snapshots]
+    for epoch, trainable in ((1, 0), (2, 1), (3, 2)):
+        before, after = stages[epoch - 1], stages[epoch]
+        moved = [any(not torch.equal(v, after[i][k]) for k, v in before[i].items()) for i in range(5)]
+        assert moved == [False] * (5 - trainable) + [True] * trainable, (epoch, moved)
+        assert not torch.equal(snapshots[epoch - 1]["head.weight"], snapshots[epoch]["head.weight"])
+    assert any("top 2 of 5 backbone stages" in line for line in logs)

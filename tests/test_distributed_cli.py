@@ -74,3 +74,31 @@ def test_classification_and_localization_train_under_torchrun(tmp_path):
         assert ckpt["epoch"] == 1 and ckpt["task"] == task
         single = evaluate(out / "last.pt", batch_size=2, workers=0, device="cpu", progress=False)
         assert abs(ckpt["metrics"][key] - single[key]) < 1e-6, task
+
+
+def test_gradual_unfreezing_under_torchrun_matches_one_process(tmp_path):
+    """The frozen stages change between epochs (DDP with find_unused_parameters): two processes end
+    with one process's weights, and the stages still frozen at the end never moved."""
+    from convision.engine import seed_everything
+    from convision.models.classification import build_classifier
+
+    args = ["classify", "train", "--num-train", "8", "--num-val", "4", "--scene-size", "48", "--num-classes", "3",
+            "--image-size", "48", "--epochs", "2", "--batch-size", "4", "--arch", "resnet18", "--weights", "none",
+            "--strategy", "finetune", "--unfreeze-every", "1", "--scale-min", "1", "--no-hflip", "--workers", "0",
+            "--lr", "0.01", "--no-progress"]
+    single, double = tmp_path / "single", tmp_path / "ddp"
+    _run([sys.executable, "-m", "convision", *args, "--out", str(single)])
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          "-m", "convision", *args, "--out", str(double)])
+    a = torch.load(single / "last.pt", weights_only=True)["state_dict"]
+    b = torch.load(double / "last.pt", weights_only=True)["state_dict"]
+    for name, tensor in a.items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, b[name], atol=1e-4, rtol=1e-3), name
+    seed_everything(0)  # what train() does before building the model
+    init = build_classifier("resnet18", 2, weights=None, strategy="finetune").state_dict()
+    for name, tensor in b.items():
+        stage = name.split(".")[1]
+        if stage in ("conv1", "bn1", "layer1", "layer2", "layer3"):  # epoch 2 trains only layer4 and the head
+            assert torch.equal(tensor, init[name]), name
+    assert not torch.equal(b["net.layer4.1.conv2.weight"], init["net.layer4.1.conv2.weight"])

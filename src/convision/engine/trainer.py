@@ -263,6 +263,9 @@ class Trainer:
     last epoch's weights; the best ones are in ``<out>/best.pt``.
     """
 
+    #: DDP's find_unused_parameters: a subclass that freezes parameters between epochs sets it
+    find_unused_parameters = False
+
     def __init__(
         self,
         *,
@@ -433,7 +436,8 @@ class Trainer:
         self.model = model
         train_model: nn.Module = model
         if info.distributed:
-            train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                  find_unused_parameters=self.find_unused_parameters)
 
         # data
         sampler = _EpochSampler(

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from convision.errors import CheckpointError, ConfigError
 from convision.models.backbones import _first_line, _is_none, _looks_like_path, _read_state_dict, check_state_dict
 
-__all__ = ["ARCHS", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
+__all__ = ["ARCHS", "STAGES", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
 
 #: arch -> dotted path of the torchvision model's last Linear layer
 ARCHS: dict[str, str] = {
@@ -54,6 +54,27 @@ ARCHS: dict[str, str] = {
     "mobilenet_v2": "classifier.1",
 }
 STRATEGIES = ("feature-extract", "finetune", "scratch")
+
+#: arch -> the backbone's stages, input side first, as dotted module paths inside the torchvision
+#: model: the unit of gradual unfreezing (:meth:`Classifier.freeze_stages`). Pooling-delimited
+#: blocks; the pretrained fully connected layers (fc6/fc7) are the last stage of AlexNet and VGG.
+STAGES: dict[str, list[list[str]]] = {
+    "alexnet": [["features.0"], ["features.3"], ["features.6", "features.8", "features.10"], ["classifier.1", "classifier.4"]],
+    "vgg11": [["features.0"], ["features.3"], ["features.6", "features.8"], ["features.11", "features.13"],
+              ["features.16", "features.18"], ["classifier.0", "classifier.3"]],
+    "vgg16": [["features.0", "features.2"], ["features.5", "features.7"], ["features.10", "features.12", "features.14"],
+              ["features.17", "features.19", "features.21"], ["features.24", "features.26", "features.28"],
+              ["classifier.0", "classifier.3"]],
+    "googlenet": [["conv1"], ["conv2", "conv3"], ["inception3a", "inception3b"],
+                  ["inception4a", "inception4b", "inception4c", "inception4d", "inception4e"], ["inception5a", "inception5b"]],
+    "resnet18": [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]],
+    "resnet50": [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]],
+    "densenet121": [["features.conv0", "features.norm0"], ["features.denseblock1", "features.transition1"],
+                    ["features.denseblock2", "features.transition2"], ["features.denseblock3", "features.transition3"],
+                    ["features.denseblock4", "features.norm5"]],
+    # by output stride: 2, 4, 8, 16, 32 (features.18 is the final 1x1 conv to 1280 channels)
+    "mobilenet_v2": [[f"features.{i}" for i in r] for r in (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))],
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -179,9 +200,33 @@ class Classifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
         self.frozen = strategy == "feature-extract"
+        self.frozen_stages = 0  # gradual unfreezing: this many stages from the input side are frozen
         if self.frozen:
             self.net.requires_grad_(False)
             self.net.eval()
+
+    def stages(self) -> list[list[nn.Module]]:
+        """The backbone's stages (:data:`STAGES`), input side first; the head is not among them."""
+        return [[_get(self.net, name) for name in stage] for stage in STAGES[self.arch]]
+
+    def freeze_stages(self, n: int) -> None:
+        """Freeze the first ``n`` backbone stages (input side) and make every later one trainable:
+        the step of gradual unfreezing (Howard & Ruder, "Universal Language Model Fine-tuning for
+        Text Classification", ACL 2018, §3.2: train the last layer first, then unfreeze one more
+        layer group from the top each epoch). Frozen stages get no gradients and their batch-norm
+        layers keep their running statistics (eval mode, as with ``feature-extract``). ``finetune``
+        and ``scratch`` only; ``n = 0`` trains everything."""
+        if self.frozen:
+            raise ConfigError("freeze_stages: a feature-extract classifier keeps its whole backbone frozen")
+        stages = self.stages()
+        if not 0 <= n <= len(stages):
+            raise ConfigError(f"freeze_stages: n must be in [0, {len(stages)}] for {self.arch}, got {n}")
+        self.net.requires_grad_(True)
+        for stage in stages[:n]:
+            for module in stage:
+                module.requires_grad_(False)
+        self.frozen_stages = int(n)
+        self.train(self.training)
 
     def features(self, images: Tensor) -> Tensor:
         """Backbone output ``[N, in_features]`` (the head's input)."""
@@ -197,6 +242,10 @@ class Classifier(nn.Module):
         super().train(mode)
         if self.frozen:  # frozen backbone: BN statistics and dropout stay in inference mode
             self.net.eval()
+        elif self.frozen_stages:
+            for stage in self.stages()[: self.frozen_stages]:
+                for module in stage:
+                    module.eval()
         return self
 
     def parameter_groups(self, lr: float, head_lr_mult: float = 100.0) -> list[dict[str, Any]]:

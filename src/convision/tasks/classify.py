@@ -88,6 +88,7 @@ class ClassifyTrainConfig(TrainConfig):
     schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
     out: str = field(default="runs/classify", metadata={"help": "output folder for checkpoints, metrics and pictures"})
     head_lr_mult: float = field(default=0.0, metadata={"help": "head lr / backbone lr; 0 = auto: 100 for sgd, 10 for adamw, 1 for scratch"})
+    unfreeze_every: int = field(default=0, metadata={"help": "finetune: gradual unfreezing -- epoch 1 trains the head only, then one more backbone stage from the top every N epochs (0 = off)"})
 
 
 @dataclass
@@ -141,11 +142,27 @@ class ClassificationTask:
 
 
 class GroupedTrainer(Trainer):
-    """The engine's Trainer with the model's backbone/head parameter groups."""
+    """The engine's Trainer with the model's backbone/head parameter groups and, with
+    ``unfreeze_every`` > 0, gradual unfreezing: epoch ``e`` trains the head and the top
+    ``(e - 1) // unfreeze_every`` backbone stages (:meth:`Classifier.freeze_stages`). The frozen set
+    follows from the epoch number alone, so a resumed run continues where it stopped."""
 
-    def __init__(self, *args: Any, head_lr_mult: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_lr_mult: float = 1.0, unfreeze_every: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_lr_mult = float(head_lr_mult)
+        self.unfreeze_every = int(unfreeze_every)
+        # under torchrun the frozen (gradient-less) stages change between epochs
+        self.find_unused_parameters = self.unfreeze_every > 0
+
+    def _train_epoch(self, epoch: int, model: nn.Module, *args: Any, **kwargs: Any) -> tuple[float, int, float]:
+        if self.unfreeze_every > 0:
+            net = self.model
+            total = len(net.stages())
+            trainable = min(total, (epoch - 1) // self.unfreeze_every)
+            if net.frozen_stages != total - trainable:
+                net.freeze_stages(total - trainable)
+                self.log(f"gradual unfreezing, epoch {epoch}: training the head and the top {trainable} of {total} backbone stages")
+        return super()._train_epoch(epoch, model, *args, **kwargs)
 
     def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -215,6 +232,10 @@ def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
     if d.image_size < 0:
         raise ConfigError(f"image_size: must be >= 0, got {d.image_size}")
     image_size = d.image_size or pre["crop_size"]
+    if t.unfreeze_every < 0:
+        raise ConfigError(f"unfreeze_every: must be >= 0, got {t.unfreeze_every}")
+    if t.unfreeze_every and m.strategy != "finetune":
+        raise ConfigError(f"unfreeze_every: gradual unfreezing is for strategy 'finetune', not {m.strategy!r}")
     mult = t.head_lr_mult or default_head_lr_mult(t.optimizer, m.strategy)
     if mult <= 0:
         raise ConfigError(f"head_lr_mult: must be positive, got {mult}")
@@ -291,7 +312,8 @@ def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_
         }
         task = ClassificationTask(len(classes), class_weights=weights)
         trainer = GroupedTrainer(task=task, model=model, train_set=train_data, val_set=val_data, cfg=cfg.train, meta=meta,
-                                 workers=workers, dist=dist, progress=progress, head_lr_mult=s["head_lr_mult"])
+                                 workers=workers, dist=dist, progress=progress, head_lr_mult=s["head_lr_mult"],
+                                 unfreeze_every=cfg.train.unfreeze_every)
         result = trainer.fit()
     finally:
         cleanup()
