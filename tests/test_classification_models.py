@@ -144,3 +144,21 @@ def test_freeze_stages_keeps_the_bottom_fixed_and_trains_the_top():
         model.freeze_stages(6)
     with pytest.raises(ConfigError, match="feature-extract"):
         build_classifier("resnet18", 3, weights=None, strategy="feature-extract").freeze_stages(1)
+
+
+def test_default_head_lr_multiple_is_10_and_an_explicit_one_is_kept():
+    from convision.tasks.classify import ClassifyConfig, resolve_settings
+
+    cfg = ClassifyConfig()
+    cfg.model.weights, cfg.data.image_size = "none", 32
+    assert resolve_settings(cfg)["head_lr_mult"] == 10  # the seeds' 100 diverged (BENCHMARKS.md)
+    cfg.train.head_lr_mult = 100
+    assert resolve_settings(cfg)["head_lr_mult"] == 100
+    cfg.model.strategy, cfg.train.head_lr_mult = "scratch", 0
+    assert resolve_settings(cfg)["head_lr_mult"] == 1
+    cfg.train.unfreeze_every = 1  # gradual unfreezing needs a pretrained backbone being fine-tuned
+    with pytest.raises(ConfigError, match="unfreeze_every: gradual unfreezing is for strategy 'finetune'"):
+        resolve_settings(cfg)
+    cfg.model.strategy, cfg.train.unfreeze_every = "finetune", -1
+    with pytest.raises(ConfigError, match="unfreeze_every: must be >= 0"):
+        resolve_settings(cfg)

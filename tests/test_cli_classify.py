@@ -81,7 +81,7 @@ def test_feature_extract_on_idx_with_fraction(tmp_path):
     assert main(["classify", "train", *TINY, "--data", str(root), "--fraction", "0.5", "--strategy", "feature-extract",
                  "--arch", "mobilenet_v2", "--weights", "IMAGENET1K_V1", "--out", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
-    assert run["feature_cache"] is True and run["head_lr_mult"] == 100
+    assert run["feature_cache"] is True and run["head_lr_mult"] == 10
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert "top5" in record  # 10 classes
     ckpt = torch.load(out / "best.pt", weights_only=True)

@@ -127,7 +127,7 @@ class Localizer(nn.Module):
         boxes = box_convert(valid, "cxcywh", "xyxy").clamp(0.0, 1.0)
         return {"logits": logits, "boxes": boxes, "boxes_cxcywh": cxcywh}
 
-    def parameter_groups(self, lr: float, head_lr_mult: float = 100.0) -> list[dict[str, Any]]:
+    def parameter_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
         """The classifier's groups (backbone at ``lr``, heads at ``lr * head_lr_mult``) with the box head
         in the head group."""
         groups = self.classifier.parameter_groups(lr, head_lr_mult)

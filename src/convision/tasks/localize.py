@@ -76,7 +76,7 @@ class LocalizeTrainConfig(TrainConfig):
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
     schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
     out: str = field(default="runs/localize", metadata={"help": "output folder for checkpoints, metrics and pictures"})
-    head_lr_mult: float = field(default=1.0, metadata={"help": "heads' lr / backbone lr (0 = classification's auto: 100 sgd, 10 adamw; 10 blew the box loss up in bench/localization.py)"})
+    head_lr_mult: float = field(default=1.0, metadata={"help": "heads' lr / backbone lr (0 = classification's auto, 10; 10 blew the box loss up in bench/localization.py)"})
     box_loss: str = field(default="mse", metadata={"help": "mse (Gaussian log-likelihood) | smooth_l1"})
     box_weight: float = field(default=1.0, metadata={"help": "lambda: loss = cross-entropy + lambda x box loss"})
 
