@@ -162,7 +162,8 @@ class GroupedTrainer(Trainer):
             trainable = min(total, (epoch - 1) // self.unfreeze_every)
             if net.frozen_stages != total - trainable:
                 net.freeze_stages(total - trainable)
-                self.log(f"gradual unfreezing, epoch {epoch}: training the head and the top {trainable} of {total} backbone stages")
+                what = "the head only" if trainable == 0 else f"the head and the top {trainable} of {total} backbone stages"
+                self.log(f"gradual unfreezing, epoch {epoch}: training {what}")
         return super()._train_epoch(epoch, model, *args, **kwargs)
 
     def _build_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
