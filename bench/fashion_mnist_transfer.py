@@ -101,6 +101,7 @@ def run_cell(args: argparse.Namespace, fraction: float, strategy: str, epochs: i
     t.lr = args.scratch_lr if strategy == "scratch" else args.lr
     if strategy == "finetune":
         t.head_lr_mult = args.head_lr_mult  # 0 = convision's auto (10)
+        t.unfreeze_every = args.unfreeze_every
     t.device, t.seed, t.overwrite = args.device, 0, True
     t.out = str(Path(args.out) / f"{strategy}_{fraction:g}")
 
@@ -123,7 +124,7 @@ def run_cell(args: argparse.Namespace, fraction: float, strategy: str, epochs: i
         "setup_s": train_s - epoch_s,  # feature-extract: mostly the caching pass
         "cache_img_s": n_train / max(train_s - epoch_s, 1e-9) if strategy == "feature-extract" else None,
         "final_train_loss": hist[-1]["train_loss"], "eval_s": eval_s, "eval_img_s": metrics["num_images"] / eval_s,
-        "test_images": metrics["num_images"], "lr": t.lr, "head_lr_mult": t.head_lr_mult, "checkpoint": run["last"],
+        "test_images": metrics["num_images"], "lr": t.lr, "head_lr_mult": t.head_lr_mult, "unfreeze_every": t.unfreeze_every, "checkpoint": run["last"],
     }
 
 
@@ -140,6 +141,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         name = r["strategy"]
         if name == "finetune":
             name += f" (head lr x{r.get('head_lr_mult') or 10:g})"
+            if r.get("unfreeze_every"):
+                name += f", unfreezing a stage every {r['unfreeze_every']} epochs"
         lines.append(f"| {fmt_fraction(r['fraction'])} ({r['train_images']}) | {name} | {r['epochs']} ({r['steps']}) "
                      f"| **{r['accuracy']:.4f}** | {r['train_s']:.0f} | {img_s} | {r['eval_img_s']:.0f} |")
     return "\n".join(lines)
@@ -161,6 +164,7 @@ def main() -> None:
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up, in epochs, before the cosine decay")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--scale-min", type=float, default=0.5, help="random-resized-crop smallest area share (training augmentation)")
+    p.add_argument("--unfreeze-every", type=int, default=0, help="finetune only: gradual unfreezing, one more backbone stage every N epochs (0 = off)")
     p.add_argument("--scratch-lr", type=float, default=0.02, help="SGD lr of scratch (one group)")
     p.add_argument("--skip", default="", help="cells to skip, STRATEGY@FRACTION comma-separated, e.g. finetune@1,scratch@1")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
