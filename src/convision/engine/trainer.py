@@ -168,11 +168,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 _BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 10.0
 
 
-@torch.no_grad()
 def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
     return run_metric(task, model, loader, device, progress).compute()
 
 
+@torch.no_grad()
 def run_metric(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> Metric:
     """The task's metric updated over ``loader`` and reduced over processes (not yet computed)."""
     model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length

@@ -182,7 +182,7 @@ def proposal_settings(cfg: DetectConfig) -> dict[str, Any]:
 
 def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
     """(train, val) detection data sets with the training / evaluation transforms; val may be empty."""
-    from convision.data.detection import build_detection_dataset, detection_eval_transforms, detection_train_transforms
+    from convision.data.detection import detection_eval_transforms, detection_train_transforms
 
     d = cfg.data
     if not 0 < d.scale_min <= d.scale_max:
@@ -190,12 +190,19 @@ def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
     eval_tf = detection_eval_transforms(min_size, d.max_size)
     train_tf = detection_train_transforms(min_size, d.max_size, hflip=d.hflip, scale_range=(d.scale_min, d.scale_max),
                                           crop=d.crop, color_jitter=d.color_jitter) if augment else eval_tf
-    common = {"val_data": d.val_data, "val_fraction": d.val_fraction, "image_size": d.scene_size,
-              "num_classes": d.num_classes, "seed": d.data_seed}
-    train_set = build_detection_dataset(d.data, "train", transforms=train_tf, num_images=d.num_train, **common)
-    val_set = build_detection_dataset(d.data, "val", transforms=eval_tf, classes=list(train_set.classes),
-                                      num_images=d.num_val, **common)
+    train_set = split_dataset(cfg, "train", train_tf)
+    val_set = split_dataset(cfg, "val", eval_tf, classes=list(train_set.classes))
     return train_set, val_set
+
+
+def split_dataset(cfg: DetectConfig, split: str, transforms: Any, classes: Sequence[str] | None = None):
+    """One split (``train`` / ``val``) of the configured detection data, with ``transforms``."""
+    from convision.data.detection import build_detection_dataset
+
+    d = cfg.data
+    return build_detection_dataset(d.data, split, transforms=transforms, classes=classes, val_data=d.val_data,
+                                   val_fraction=d.val_fraction, num_images=d.num_train if split == "train" else d.num_val,
+                                   image_size=d.scene_size, num_classes=d.num_classes, seed=d.data_seed)
 
 
 class WithProposals(Dataset):
@@ -556,13 +563,9 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     cfg.data.min_size, cfg.data.max_size = net.min_size, net.max_size
     if split not in ("train", "val"):
         raise ConfigError(f"split: expected train or val, got {split!r}")
-    from convision.data.detection import build_detection_dataset, detection_eval_transforms
+    from convision.data.detection import detection_eval_transforms
 
-    d = cfg.data
-    dataset = build_detection_dataset(d.data, split, transforms=detection_eval_transforms(net.min_size, net.max_size),
-                                      classes=list(net.classes), val_data=d.val_data, val_fraction=d.val_fraction,
-                                      num_images=d.num_train if split == "train" else d.num_val,
-                                      image_size=d.scene_size, num_classes=d.num_classes, seed=d.data_seed)
+    dataset = split_dataset(cfg, split, detection_eval_transforms(net.min_size, net.max_size), classes=list(net.classes))
     if len(dataset) == 0:
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
     name = _name(net)
