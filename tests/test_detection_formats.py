@@ -18,6 +18,7 @@ from convision.data.detection_formats import (
     detect_format,
     load_record_image,
     read_coco,
+    read_detection,
     read_voc,
     read_yolo,
     write_coco,
@@ -169,6 +170,18 @@ def test_slightly_outside_boxes_are_clipped_with_a_warning(tmp_path: Path) -> No
         records, _ = read_voc(root, "train")
     np.testing.assert_array_equal(records[0].boxes, [[0, 0, 40, 30]])
     assert clip_tolerance(1000) == 10.0 and clip_tolerance(40) == 2.0
+
+
+def test_clipped_boxes_of_a_data_set_are_summarised_in_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    items = {stem: [("dog", 0, 1, 41, 30, 0), ("dog", 1, 1, 10, 10, 0)] for stem in ("a", "b", "c")}
+    root = _make_voc(tmp_path / "voc", items)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("DEBUG", logger="convision.data"):
+        warnings.simplefilter("always")
+        records, _ = read_detection(root, "train")
+    texts = [str(w.message) for w in caught]
+    assert len(texts) == 1 and "clipped 3 box(es) in 3 file(s)" in texts[0] and "--debug" in texts[0]
+    assert sorted(r.getMessage().split(":")[0].rsplit("/", 1)[-1] for r in caplog.records) == ["a.xml", "b.xml", "c.xml"]
+    assert all(float(r.boxes.max()) <= 40 for r in records)
 
 
 def test_round_off_is_clipped_silently(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev = modes.add_parser("eval", help="VOC mAP@0.5 (area and 11-point), COCO mAP@[.5:.95], per-class AP, PR curves", formatter_class=fmt)
     ev.add_argument("--checkpoint", required=True, help="a convision detection checkpoint (best.pt / last.pt)")
     ev.add_argument("--data", default=None, help="'synthetic', a VOC root, a COCO .json or a YOLO folder (default: what the model was trained on)")
-    ev.add_argument("--split", default="val", help="train | val")
+    ev.add_argument("--split", default="val", help="train | val | any split the data defines (VOC ImageSets/Main/<split>.txt, YOLO images/<split>/)")
     ev.add_argument("--batch-size", type=int, default=4, help="images per batch")
     ev.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -41,6 +41,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="write the metrics here (default: next to the checkpoint, eval_<split>.json)")
     ev.add_argument("--pr-curves", default=None, help="PR-curve PNG (default: next to the checkpoint, pr_<split>.png)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_inference_args(ev)
 
     pr = modes.add_parser("predict", help="detect objects: drawn PNGs, predictions.json, coco_results.json", formatter_class=fmt)
     pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
@@ -48,6 +49,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     pr.add_argument("--out", default="predictions", help="output folder")
     pr.add_argument("--score-threshold", type=float, default=0.3, help="draw boxes scoring at least this (the JSON keeps all)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    _add_inference_args(pr)
 
     cv = modes.add_parser("convert", help="convert annotations between Pascal VOC, COCO and YOLO (or export the built-in scenes)", formatter_class=fmt)
     cv.add_argument("src", help="a VOC root, a COCO .json, a YOLO folder, or 'synthetic'")
@@ -59,6 +61,23 @@ def add_parser(tasks: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cv.add_argument("--num-classes", type=int, default=6, help="synthetic: classes including background")
     cv.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
     return det
+
+
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("test-time settings (default: the checkpoint's)")
+    g.add_argument("--nms-thresh", type=float, default=None, help="per-class NMS IoU")
+    g.add_argument("--score-thresh", type=float, default=None, help="detections scoring below this are dropped")
+    g.add_argument("--detections-per-image", type=int, default=None, help="detections kept per image")
+    g.add_argument("--rpn-post-nms-test", type=int, default=None, help="Faster R-CNN: proposals kept after NMS")
+    g.add_argument("--tile", type=int, default=0, help="detect images larger than this (px) in overlapping windows of this side (0 = off)")
+    g.add_argument("--tile-overlap", type=int, default=64, help="overlap of the windows in px (at least the largest object's size)")
+
+
+def _load(args: argparse.Namespace):
+    from convision.tasks.detect import load, set_inference
+
+    return set_inference(load(args.checkpoint, device="cpu"), nms_thresh=args.nms_thresh, score_thresh=args.score_thresh,
+                         detections_per_image=args.detections_per_image, rpn_post_nms_test=args.rpn_post_nms_test)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,9 +102,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.checkpoint)
     curves = Path(args.pr_curves) if args.pr_curves else ckpt.with_name(f"pr_{args.split}.png")
-    metrics = evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
+    metrics = evaluate(_load(args), args.data, split=args.split, batch_size=args.batch_size, workers=args.workers,
                        device=args.device, progress=not args.no_progress, coco=not args.no_coco,
-                       coco_backend=args.coco_backend, pr_curves=curves)
+                       coco_backend=args.coco_backend, pr_curves=curves, tile=args.tile, tile_overlap=args.tile_overlap)
     print(format_table(metrics))
     if "coco" in metrics:
         c = metrics["coco"]
@@ -100,10 +119,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from convision.tasks.detect import load, predict_to_folder
+    from convision.tasks.detect import predict_to_folder
 
-    model = load(args.checkpoint, device="cpu")
-    results = predict_to_folder(model, args.inputs, args.out, device=args.device, score_threshold=args.score_threshold)
+    results = predict_to_folder(_load(args), args.inputs, args.out, device=args.device, score_threshold=args.score_threshold,
+                                tile=args.tile, tile_overlap=args.tile_overlap)
     for f, p in results.items():
         shown = [f"{c} {s:.2f}" for c, s in zip(p["classes"], p["scores"]) if s >= args.score_threshold]
         print(f"{f}: {len(shown)} object(s){': ' if shown else ''}{', '.join(shown)}")

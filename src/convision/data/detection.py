@@ -231,20 +231,22 @@ def build_detection_dataset(data: str, split: str = "train", *, transforms: Call
                             classes: Sequence[str] | None = None, val_data: str = "", val_fraction: float = 0.2,
                             num_images: int | None = None, image_size: int | tuple[int, int] = 128,
                             num_classes: int = 6, seed: int = 0) -> DetectionDataset:
-    """The ``split`` (``train`` / ``val``) of ``data``: ``"synthetic"``, a VOC folder, a COCO JSON or a YOLO folder.
+    """The ``split`` of ``data``: ``"synthetic"``, a VOC folder, a COCO JSON or a YOLO folder.
 
     * synthetic: ``num_images`` scenes (default 400 train / 100 val) of ``image_size`` with
       ``num_classes`` (background included); train and val are disjoint scene ranges.
     * files: ``val_data`` (any format) is the validation set when given; else the folder's own
       ``val`` split (VOC ``ImageSets/Main/val.txt``, YOLO ``images/val/``) when it has one; else a
       deterministic hold-out of ``val_fraction`` of the training images (``seed``). The training set
-      is the ``train`` split when the folder has one, else all its images.
+      is the ``train`` split when the folder has one, else all its images. Any other split name
+      (``test``, ...) must exist in the folder (VOC ``ImageSets/Main/<split>.txt``, YOLO
+      ``images/<split>/``) and gets the training data's classes.
     * ``classes`` (e.g. a model's) fixes the class list and order; names not in it are a DataError.
       Without it, validation data get the training data's classes.
     """
-    if split not in SPLITS:
-        raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
     if data == "synthetic":
+        if split not in SPLITS:
+            raise ConfigError(f"split: the built-in scenes have splits 'train' and 'val', got {split!r}")
         n = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
         return SyntheticDetection(n, image_size, num_classes, seed, transforms=transforms, split=split)
     if not data:
@@ -252,6 +254,13 @@ def build_detection_dataset(data: str, split: str = "train", *, transforms: Call
     fmt = detect_format(data)
     if val_data:
         detect_format(val_data)
+    if split not in SPLITS:  # another named split (e.g. VOC ImageSets/Main/test.txt, YOLO images/test/)
+        if not _has_split(data, fmt, split):
+            raise DataError(f"{data}: no split {split!r} (VOC: ImageSets/Main/{split}.txt, YOLO: images/{split}/; "
+                            "a COCO file has no splits: pass the split's own .json as the data)")
+        if classes is None:
+            classes = _read_split(data, fmt, "train", None)[1]
+        return DetectionDataset(*_read_split(data, fmt, split, classes), transforms)
     own_val = not val_data and _has_split(data, fmt, "val")
     if split == "val" and (val_data or own_val):
         if classes is None:

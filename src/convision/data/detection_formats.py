@@ -30,14 +30,17 @@ file, and the object / line / annotation index): non-numeric or non-finite coord
 negative width or height, boxes outside the image by more than the tolerance, unknown class
 names (when ``classes`` is given), class ids out of range, missing images, malformed XML / JSON /
 text. Tolerance: a box may stick out of the image by at most ``max(2 px, 1 % of the side)``
-(:func:`clip_tolerance`); such boxes are clipped to the image with a ``warnings.warn`` that names
-the file (annotation tools often write 0-based VOC or YOLO centres a hair outside ``[0, 1]``);
-excursions under ``ROUNDOFF_PX`` (1e-3 px, float round-off of normalised coordinates) are clipped
-without one.
+(:func:`clip_tolerance`); such boxes are clipped to the image (annotation tools often write 0-based
+VOC or YOLO centres a hair outside ``[0, 1]``), and :func:`read_detection` reports them in one
+warning per data set ("clipped 27 box(es) in 19 file(s)"), each file on the ``convision.data``
+logger at DEBUG level; excursions under ``ROUNDOFF_PX`` (1e-3 px, float round-off of normalised
+coordinates) are clipped silently.
 """
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import math
 import shutil
 import warnings
@@ -57,6 +60,9 @@ CLIP_TOLERANCE_PX = 2.0
 CLIP_TOLERANCE_FRACTION = 0.01
 ROUNDOFF_PX = 1e-3
 """Excursions below this are float round-off (YOLO's normalised text), clipped without a warning."""
+
+log = logging.getLogger("convision.data")
+_clip_log: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("clip_log", default=None)
 
 
 @dataclass
@@ -171,8 +177,14 @@ def check_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, wh
             clipped += 1
     np.clip(boxes, 0.0, [width, height, width, height], out=boxes)  # round-off (< ROUNDOFF_PX): silently
     if clipped:
-        warnings.warn(f"{file}: clipped {clipped} box(es) sticking out of the {width}x{height} image by at most "
-                      f"max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side)", stacklevel=3)
+        text = (f"{file}: clipped {clipped} box(es) sticking out of the {width}x{height} image by at most "
+                f"max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side)")
+        counts = _clip_log.get()
+        if counts is None:  # called on its own: report now
+            warnings.warn(text, stacklevel=2)
+        else:  # inside read_detection: summarised there
+            counts.append(clipped)
+            log.debug(text)
     return boxes
 
 
@@ -637,14 +649,26 @@ def detect_format(path: str | Path) -> str:
 
 def read_detection(path: str | Path, split: str | None = None,
                    classes: Sequence[str] | None = None) -> tuple[list[DetectionRecord], list[str]]:
-    """Read any of the formats (:func:`detect_format`); with ``classes``, labels are mapped to them by name."""
+    """Read any of the formats (:func:`detect_format`); with ``classes``, labels are mapped to them by name.
+    Boxes clipped to their image are reported in one warning (module notes)."""
     fmt = detect_format(path)
-    if fmt == "voc":
-        return read_voc(path, split, classes)
-    records, found = read_coco(path) if fmt == "coco" else read_yolo(path, split)
-    if classes is not None and list(classes) != list(found):
-        records = remap_labels(records, found, classes, str(path))
-        found = list(classes)
+    counts: list[int] = []
+    token = _clip_log.set(counts)
+    try:
+        if fmt == "voc":
+            records, found = read_voc(path, split, classes)
+        else:
+            records, found = read_coco(path) if fmt == "coco" else read_yolo(path, split)
+            if classes is not None and list(classes) != list(found):
+                records = remap_labels(records, found, classes, str(path))
+                found = list(classes)
+    finally:
+        _clip_log.reset(token)
+    if counts:
+        where = f"{path}" + (f" ({split})" if split else "")
+        warnings.warn(f"{where}: clipped {sum(counts)} box(es) in {len(counts)} file(s) sticking out of their image by at "
+                      f"most max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side); see --debug for "
+                      "the files", stacklevel=2)
     return records, list(found)
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,10 +72,18 @@ class DetectModelConfig:
     backbone: str = field(default="mobilenet_v2", metadata={"help": "mobilenet_v2 | vgg16 | resnet18 | resnet50 (yolov1 also: darknet)"})
     weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name, a .pth file, or 'none'"})
     pooling: str = field(default="roi_pool", metadata={"help": "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp"})
-    anchor_sizes: str = field(default="auto", metadata={"help": "Faster R-CNN anchor sides in px, comma-separated (auto: paper's 128,256,512 scaled to min_size/600; 16,32,64,128 x min_size/128 below 300 px)"})
+    anchor_sizes: str = field(default="auto", metadata={"help": "Faster R-CNN anchor sides in px, comma-separated | auto (octaves covering the training boxes' sizes at min_size, printed; built-in scenes: 16,32,64,128 x min_size/128) | paper (128,256,512 x min_size/600)"})
     head_dim: int = field(default=1024, metadata={"help": "R-CNN family: width of the two fc layers of the RoI head (non-VGG backbones)"})
     roi_batch_size: int = field(default=128, metadata={"help": "Faster/Fast R-CNN: RoIs sampled per training image (the paper's 128, 25 %% foreground)"})
     rpn_post_nms_test: int = field(default=300, metadata={"help": "Faster R-CNN: proposals kept after NMS at test time (the paper's 300)"})
+    rpn_pre_nms_test: int = field(default=6000, metadata={"help": "Faster R-CNN: best-scoring anchors kept before the proposal NMS at test time"})
+    rpn_pre_nms_train: int = field(default=12000, metadata={"help": "Faster R-CNN: best-scoring anchors kept before the proposal NMS in training"})
+    rpn_post_nms_train: int = field(default=2000, metadata={"help": "Faster R-CNN: proposals kept after NMS in training"})
+    nms_thresh: float = field(default=0.0, metadata={"help": "test-time per-class NMS IoU (0 = the model's default: R-CNN family 0.3 as the papers, YOLOv1 0.5)"})
+    score_thresh: float = field(default=-1.0, metadata={"help": "test-time score threshold (-1 = the model's default: 0.05 R-CNN family, 0.2 YOLOv1)"})
+    detections_per_image: int = field(default=100, metadata={"help": "test-time detections kept per image"})
+    freeze: str = field(default="auto", metadata={"help": "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none"})
+    freeze_bn: str = field(default="auto", metadata={"help": "batch norms of the conv body: auto (frozen when pretrained) | yes | no (trained with batch statistics)"})
     image_size: int = field(default=0, metadata={"help": "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)"})
     proposal_mode: str = field(default="fast", metadata={"help": "selective search (fast_rcnn, rcnn): fast | quality"})
     max_proposals: int = field(default=2000, metadata={"help": "selective search: proposals kept per image (the paper's ~2000)"})
@@ -117,13 +127,17 @@ def resolve_min_size(d: DetectDataConfig) -> int:
     return int(d.scene_size) if d.data == "synthetic" else 600
 
 
-def resolve_anchor_sizes(text: str, min_size: int) -> list[int]:
-    """``auto``: Ren et al.'s 128/256/512 for a 600-px shorter side, scaled to ``min_size``; below
-    300 px (the built-in scenes) four octaves 16..128 scaled to ``min_size / 128``, since the
-    scenes hold objects from a few pixels to most of the image."""
-    if text.strip().lower() == "auto":
-        if min_size >= 300:
-            return [max(4, round(s * min_size / 600)) for s in (128, 256, 512)]
+def resolve_anchor_sizes(text: str, min_size: int, box_sides: np.ndarray | None = None) -> list[int]:
+    """Anchor sides in network pixels. ``paper``: Ren et al.'s 128/256/512 for a 600-px shorter side,
+    scaled to ``min_size``. ``auto``: :func:`suggest_anchor_sizes` of ``box_sides`` (the training
+    boxes' ``sqrt(w h)`` at ``min_size``); without them (the built-in scenes, which hold objects from
+    a few pixels to most of the image) four octaves 16..128 scaled to ``min_size / 128``."""
+    key = text.strip().lower()
+    if key == "paper":
+        return [max(4, round(s * min_size / 600)) for s in (128, 256, 512)]
+    if key == "auto":
+        if box_sides is not None and len(box_sides):
+            return suggest_anchor_sizes(box_sides)
         return [max(4, round(s * min_size / 128)) for s in (16, 32, 64, 128)]
     try:
         sizes = [int(float(v)) for v in text.split(",") if v.strip()]
@@ -134,7 +148,51 @@ def resolve_anchor_sizes(text: str, min_size: int) -> list[int]:
     return sizes
 
 
-def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str, Any]:
+def suggest_anchor_sizes(box_sides: np.ndarray, max_anchors: int = 5) -> list[int]:
+    """Octave-spaced anchor sides (``a, 2a, 4a, ...``) from the 5th percentile of the box sides up to
+    past the 95th. A box of side ``s`` and a concentric square anchor of side ``a`` overlap with IoU
+    ``min(s, a)^2 / max(s, a)^2``, so octave spacing gives every box in the range an anchor with
+    IoU >= 0.5 before any offset (the RPN's positives need 0.7, or being a box's best anchor)."""
+    sides = np.asarray(box_sides, dtype=np.float64)
+    lo, hi = (float(v) for v in np.percentile(sides, [5, 95]))
+    sizes = [max(4.0, lo)]
+    while sizes[-1] * math.sqrt(2) < hi and len(sizes) < max_anchors:
+        sizes.append(sizes[-1] * 2)
+    return [int(round(v)) for v in sizes]
+
+
+def box_sides_at(dataset: Any, min_size: int, max_size: int) -> np.ndarray:
+    """``sqrt(w h)`` of every box of a file data set after the evaluation resize (shorter side
+    ``min_size``, longer at most ``max_size``); empty for data without records (the built-in scenes)."""
+    records = getattr(dataset, "records", None)
+    if not records:
+        return np.zeros(0)
+    out = []
+    for r in records:
+        b = np.asarray(r.boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b):
+            scale = min(min_size / min(r.width, r.height), max_size / max(r.width, r.height))
+            out.append(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * scale)
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def describe_anchors(sides: np.ndarray, anchors: Sequence[int], min_size: int) -> str:
+    """One line: the box-size statistics and the anchors chosen."""
+    if not len(sides):
+        return f"anchor sizes {','.join(map(str, anchors))} px"
+    p = np.percentile(sides, [5, 50, 95])
+    return (f"training boxes at min_size {min_size}: {len(sides)} boxes, side sqrt(w*h) p5 {p[0]:.0f} / median {p[1]:.0f} / "
+            f"p95 {p[2]:.0f} px -> anchor sizes {','.join(map(str, anchors))} px")
+
+
+def _flag(value: str, name: str, choices: Sequence[str]) -> str:
+    v = str(value).strip().lower()
+    if v not in choices:
+        raise ConfigError(f"{name}: expected {' | '.join(choices)}, got {value!r}")
+    return v
+
+
+def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int, box_sides: np.ndarray | None = None) -> dict[str, Any]:
     """The builder's keyword arguments (only those it accepts), JSON-serialisable for the checkpoint."""
     from convision.models import MODELS
 
@@ -142,16 +200,30 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int) -> dict[str
     if m.model not in DETECTORS:
         raise ConfigError(f"model: unknown detector {m.model!r} (expected {' | '.join(DETECTORS)})")
     weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
-    for key in ("head_dim", "roi_batch_size", "rpn_post_nms_test"):
+    counts = ("head_dim", "roi_batch_size", "rpn_post_nms_test", "rpn_pre_nms_test", "rpn_pre_nms_train",
+              "rpn_post_nms_train", "detections_per_image")
+    for key in counts:
         if getattr(m, key) < 1:
             raise ConfigError(f"{key}: must be positive, got {getattr(m, key)}")
+    if not 0.0 <= m.nms_thresh <= 1.0:
+        raise ConfigError(f"nms_thresh: expected an IoU in (0, 1] (0 = the model's default), got {m.nms_thresh}")
+    if not (m.score_thresh == -1.0 or 0.0 <= m.score_thresh < 1.0):
+        raise ConfigError(f"score_thresh: expected a value in [0, 1) (-1 = the model's default), got {m.score_thresh}")
+    freeze = _flag(m.freeze, "freeze", ("auto", "early", "none"))
+    freeze_bn = _flag(m.freeze_bn, "freeze_bn", ("auto", "yes", "no"))
     wanted: dict[str, Any] = {"num_classes": num_classes, "backbone": m.backbone, "weights": weights, "pooling": m.pooling,
-                              "head_dim": m.head_dim, "roi_batch_size": m.roi_batch_size, "rpn_post_nms_test": m.rpn_post_nms_test}
+                              **{k: getattr(m, k) for k in counts}}
+    if m.nms_thresh > 0:
+        wanted["nms_thresh" if m.model != "yolov1" else "nms_threshold"] = float(m.nms_thresh)
+    if m.score_thresh >= 0:
+        wanted["score_thresh" if m.model != "yolov1" else "score_threshold"] = float(m.score_thresh)
     if m.model in ("faster_rcnn", "fast_rcnn"):
         # explicit, so that the checkpoint rebuilds the same modules without the pretrained weights
-        wanted["freeze_bn"] = weights is not None
+        wanted["freeze_bn"] = weights is not None if freeze_bn == "auto" else freeze_bn == "yes"
+        wanted["freeze_early"] = freeze != "none"
     if m.model == "faster_rcnn":
-        wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size)
+        wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size, box_sides)
+        wanted["rpn_pre_nms_train"], wanted["rpn_post_nms_train"] = m.rpn_pre_nms_train, m.rpn_post_nms_train
     if m.model == "rcnn":
         if m.warp_size < 16:
             raise ConfigError(f"warp_size: must be at least 16, got {m.warp_size}")
@@ -437,7 +509,10 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
             if len(val_set):
                 val_set = WithProposals(val_set, compute_proposals(val_set, settings, cache, progress=progress and dist.is_main))
         seed_everything(cfg.train.seed)
-        kwargs = model_kwargs(cfg, len(classes), min_size)
+        sides = box_sides_at(train_set, min_size, cfg.data.max_size)
+        kwargs = model_kwargs(cfg, len(classes), min_size, sides)
+        if name == "faster_rcnn" and progress and dist.is_main:
+            print(describe_anchors(sides, kwargs["anchor_sizes"], min_size), file=sys.stderr)
         model = build_model(name, **kwargs)
         task = DetectionTask(classes, uses_proposals=name in USES_PROPOSALS)
         trainer = Trainer(task=task, model=model, train_set=train_set, val_set=val_set if len(val_set) else None,
@@ -521,6 +596,29 @@ def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> 
     return model
 
 
+def set_inference(net: nn.Module, *, nms_thresh: float | None = None, score_thresh: float | None = None,
+                  detections_per_image: int | None = None, rpn_post_nms_test: int | None = None) -> nn.Module:
+    """Change a detector's test-time settings in place (None keeps the trained model's): per-class NMS
+    IoU, score threshold, detections kept per image and (Faster R-CNN) proposals kept after NMS."""
+    if nms_thresh is not None and not 0.0 < nms_thresh <= 1.0:
+        raise ConfigError(f"nms_thresh: expected an IoU in (0, 1], got {nms_thresh}")
+    if score_thresh is not None and not 0.0 <= score_thresh < 1.0:
+        raise ConfigError(f"score_thresh: expected a value in [0, 1), got {score_thresh}")
+    for key, value in (("detections_per_image", detections_per_image), ("rpn_post_nms_test", rpn_post_nms_test)):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    heads = getattr(net, "roi_heads", None)
+    names = ("nms_thresh", "score_thresh") if heads is not None else ("nms_threshold", "score_threshold")
+    target = heads if heads is not None else net
+    for attr, value in ((names[0], nms_thresh), (names[1], score_thresh), ("detections_per_image", detections_per_image)):
+        if value is not None and hasattr(target, attr):
+            setattr(target, attr, type(getattr(target, attr))(value))
+    rpn = getattr(net, "rpn", None)
+    if rpn_post_nms_test is not None and rpn is not None:
+        rpn.post_nms[False] = int(rpn_post_nms_test)
+    return net
+
+
 def _device(device: str | torch.device | None) -> torch.device:
     from convision.engine.distributed import resolve_device
 
@@ -542,12 +640,14 @@ def _name(net: nn.Module) -> str:
 def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, split: str = "val", batch_size: int = 4,
              workers: int = 2, device: str | None = "auto", progress: bool = True, coco: bool = True,
              coco_backend: str = "pycocotools", pr_curves: str | os.PathLike | None = None,
-             proposal_cache: str | os.PathLike | None = None) -> dict[str, Any]:
+             proposal_cache: str | os.PathLike | None = None, tile: int = 0, tile_overlap: int = 64) -> dict[str, Any]:
     """VOC mAP@0.5 (area and 11-point, per class, ``difficult`` ignored) and, with ``coco``, COCO's
-    mAP@[.5:.95], AP50, AP75 and size buckets (pycocotools) over a split, in original pixels.
-    ``data`` defaults to what the model was trained on."""
+    mAP@[.5:.95], AP50, AP75 and size buckets (pycocotools) over a split (any split the data
+    defines), in original pixels. ``data`` defaults to what the model was trained on. ``tile``:
+    detect images larger than ``tile`` px in overlapping windows, as :func:`predict` does."""
     from convision.engine.trainer import _eval_loader, run_metric
 
+    _check_tiling(tile, tile_overlap)
     dev = _device(device)
     net = _as_model(model, dev)
     trained = (getattr(net, "train_config", None) or {})
@@ -561,21 +661,22 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     if data is not None:
         cfg.data.data, cfg.data.val_data = str(data), ""
     cfg.data.min_size, cfg.data.max_size = net.min_size, net.max_size
-    if split not in ("train", "val"):
-        raise ConfigError(f"split: expected train or val, got {split!r}")
     from convision.data.detection import detection_eval_transforms
 
     dataset = split_dataset(cfg, split, detection_eval_transforms(net.min_size, net.max_size), classes=list(net.classes))
     if len(dataset) == 0:
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
     name = _name(net)
-    if name in USES_PROPOSALS:
+    if name in USES_PROPOSALS and not tile:  # tiled: selective search runs on each window
         trained_out = (trained.get("train") or {}).get("out") or cfg.train.out
         cache = proposal_cache or cfg.model.proposal_cache or str(Path(trained_out) / "proposals")
         dataset = WithProposals(dataset, compute_proposals(dataset, net.proposal_settings or proposal_settings(cfg),
                                                            cache, progress=progress))
     task = DetectionTask(net.classes, uses_proposals=name in USES_PROPOSALS, keep=True)
-    metric = run_metric(task, net, _eval_loader(task, dataset, batch_size, workers, dev), dev, progress)
+    if tile:
+        metric = _tiled_metric(task, net, dataset, dev, tile, tile_overlap, progress)
+    else:
+        metric = run_metric(task, net, _eval_loader(task, dataset, batch_size, workers, dev), dev, progress)
     metrics = metric.compute()
     if coco:
         from convision.metrics.detection import coco_evaluate
@@ -591,50 +692,107 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
 
 
 @torch.no_grad()
-def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
-            score_threshold: float = 0.0, proposal_cache: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """For each image (paths, folder, glob or HxWx3 uint8 arrays): ``{"boxes": [[x1, y1, x2, y2], ...]
-    (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first."""
+def _tiled_metric(task: DetectionTask, net: nn.Module, dataset: Any, dev: torch.device, tile: int, overlap: int,
+                  progress: bool) -> DetectionRecorder:
+    """The task's metric over ``dataset``'s original images, each detected in windows (one process)."""
+    from tqdm import tqdm
+
+    net.eval()
+    metric = task.new_metric()
+    for i in tqdm(range(len(dataset)), desc="val (tiled)", leave=False, file=sys.stderr, disable=not progress):
+        array, target = dataset.raw(i)
+        pred = detect_image(net, array, device=dev, tile=tile, tile_overlap=overlap)
+        n = len(target["labels"])
+        metric.update([pred], [{"boxes": torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4),
+                                "labels": torch.as_tensor(target["labels"]).reshape(-1),
+                                "difficult": torch.as_tensor(target.get("difficult", torch.zeros(n, dtype=torch.bool))).reshape(-1),
+                                "orig_size": torch.tensor(array.shape[:2]), "image_id": target.get("image_id", i)}])
+    return metric
+
+
+def _detect_array(net: nn.Module, array: np.ndarray, tf: Any, dev: torch.device,
+                  proposal_cache: str | os.PathLike | None) -> dict[str, torch.Tensor]:
+    """One RGB uint8 image through the evaluation resize and the detector; boxes in its own pixels."""
     from torchvision import tv_tensors
 
+    h, w = array.shape[:2]
+    image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1))
+    x = tf(image).as_subclass(torch.Tensor)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    size = x.shape[-2:]
+    if _name(net) in USES_PROPOSALS:
+        from convision.data.proposals import ProposalCache, selective_search
+
+        settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
+        rgb = np.ascontiguousarray(array[..., :3])
+        found = (ProposalCache(proposal_cache, mode=settings["mode"], max_proposals=settings["max_proposals"])(rgb)
+                 if proposal_cache else selective_search(rgb, **settings))
+        props = _scale_boxes(torch.as_tensor(found, dtype=torch.float32).reshape(-1, 4), (h, w), size)
+        res = net([x.to(dev)], proposals=[props.to(dev)])[0]
+    else:
+        res = net([x.to(dev)])[0]
+    return {"boxes": _scale_boxes(res["boxes"].float().cpu(), size, (h, w)), "labels": res["labels"].cpu(),
+            "scores": res["scores"].float().cpu()}
+
+
+def _nms_thresh(net: nn.Module) -> float:
+    heads = getattr(net, "roi_heads", None)
+    return float(heads.nms_thresh if heads is not None else getattr(net, "nms_threshold", 0.5))
+
+
+def detect_image(net: nn.Module, array: np.ndarray, *, device: torch.device, tile: int = 0, tile_overlap: int = 0,
+                 proposal_cache: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
+    """Detections of one image (original pixels); with ``tile``, over overlapping ``tile x tile`` windows
+    merged across windows (:mod:`convision.models.detection.tiling`) when the image is larger than a tile."""
     from convision.data.detection import detection_eval_transforms
+
+    tf = detection_eval_transforms(net.min_size, net.max_size)
+    h, w = array.shape[:2]
+    if tile and (h > tile or w > tile):
+        from convision.models.detection.tiling import detect_tiled
+
+        def window(box: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
+            x1, y1, x2, y2 = box
+            return _detect_array(net, array[y1:y2, x1:x2], tf, device, None)
+
+        limit = int(getattr(getattr(net, "roi_heads", net), "detections_per_image", 100))
+        return detect_tiled(window, h, w, tile, tile_overlap, nms_thresh=_nms_thresh(net), limit=limit)
+    return _detect_array(net, array, tf, device, proposal_cache)
+
+
+def _check_tiling(tile: int, tile_overlap: int) -> None:
+    if tile < 0 or (tile and tile < 32):
+        raise ConfigError(f"tile: expected 0 (off) or a window side of at least 32 px, got {tile}")
+    if tile and not 0 <= tile_overlap < tile:
+        raise ConfigError(f"tile_overlap: expected 0 <= overlap < tile ({tile}), got {tile_overlap}")
+
+
+@torch.no_grad()
+def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
+            score_threshold: float = 0.0, proposal_cache: str | os.PathLike | None = None, tile: int = 0,
+            tile_overlap: int = 64) -> list[dict[str, Any]]:
+    """For each image (paths, folder, glob or HxWx3 uint8 arrays): ``{"boxes": [[x1, y1, x2, y2], ...]
+    (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first.
+    ``tile``: detect images larger than ``tile`` pixels in overlapping windows (``tile_overlap`` px)."""
     from convision.tasks.classify import _as_uint8, _images
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"score_threshold: expected a value in [0, 1], got {score_threshold}")
+    _check_tiling(tile, tile_overlap)
     dev = _device(device)
     net = _as_model(model, dev)
-    tf = detection_eval_transforms(net.min_size, net.max_size)
-    name = _name(net)
     out: list[dict[str, Any]] = []
     for label, array in _images(images):
         array = _as_uint8(array, label)
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
-        h, w = array.shape[:2]
-        image = tv_tensors.Image(torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1))
-        x = tf(image).as_subclass(torch.Tensor)
-        if x.dtype == torch.uint8:
-            x = x.float() / 255
-        size = x.shape[-2:]
-        if name in USES_PROPOSALS:
-            from convision.data.proposals import ProposalCache, selective_search
-
-            settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
-            rgb = np.array(array[..., :3])
-            found = (ProposalCache(proposal_cache, mode=settings["mode"], max_proposals=settings["max_proposals"])(rgb)
-                     if proposal_cache else selective_search(rgb, **settings))
-            props = torch.as_tensor(found, dtype=torch.float32)
-            props = _scale_boxes(props.reshape(-1, 4), (h, w), size)
-            res = net([x.to(dev)], proposals=[props.to(dev)])[0]
-        else:
-            res = net([x.to(dev)])[0]
+        res = detect_image(net, array, device=dev, tile=tile, tile_overlap=tile_overlap, proposal_cache=proposal_cache)
         keep = res["scores"] >= score_threshold
-        boxes = _scale_boxes(res["boxes"][keep].float().cpu(), size, (h, w))
-        labels = res["labels"][keep].cpu().tolist()
-        out.append({"boxes": [[float(v) for v in b] for b in boxes], "labels": [int(c) for c in labels],
+        labels = res["labels"][keep].tolist()
+        out.append({"boxes": [[float(v) for v in b] for b in res["boxes"][keep]], "labels": [int(c) for c in labels],
                     "classes": [net.classes[int(c)] for c in labels],
-                    "scores": [float(s) for s in res["scores"][keep].cpu()]})
+                    "scores": [float(v) for v in res["scores"][keep]]})
     return out
 
 
@@ -656,7 +814,8 @@ def draw_detections(array: np.ndarray, prediction: dict[str, Any], score_thresho
 
 
 def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
-                      device: str | None = "auto", score_threshold: float = 0.3) -> dict[str, dict[str, Any]]:
+                      device: str | None = "auto", score_threshold: float = 0.3, tile: int = 0,
+                      tile_overlap: int = 64) -> dict[str, dict[str, Any]]:
     """Detect every input image; write ``<out>/<stem>.png`` with the boxes at or above
     ``score_threshold`` drawn, ``<out>/predictions.json`` (``{path: prediction}``, every score) and
     ``<out>/coco_results.json`` (COCO results format, image ids in input order); returns the dict."""
@@ -675,7 +834,7 @@ def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir
     used: set[str] = set()
     for image_id, f in enumerate(files):
         array = read_image(f)
-        p = predict(net, array, device=dev)[0]
+        p = predict(net, array, device=dev, tile=tile, tile_overlap=tile_overlap)[0]
         stem = f.stem
         while stem in used:
             stem += "_"
