@@ -139,3 +139,68 @@ def test_a_pretrained_detector_rebuilds_from_its_checkpoint_arguments(name: str)
     with torch.no_grad():
         a, b = pretrained(x, **extra)[0], rebuilt(x, **extra)[0]
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+
+
+@pytest.fixture(scope="module")
+def voc_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A VOC folder with train / val / test splits (built-in scenes) and a 1-epoch Faster R-CNN on it."""
+    root = tmp_path_factory.mktemp("voc")
+    voc = root / "voc"
+    for split, n in (("train", 6), ("val", 3), ("test", 3)):
+        assert main(["detect", "convert", "synthetic", str(voc), "--to", "voc", "--split", split, "--num-images", str(n),
+                     "--image-size", "64", "--num-classes", "3"]) == 0
+    out = root / "run"
+    args = [a for a in TINY if a not in ("--num-train", "6", "--num-val", "4", "--scene-size", "64", "--num-classes", "3")]
+    assert main(["detect", "train", *args, "--data", str(voc), "--min-size", "64", "--anchor-sizes", "auto",
+                 "--roi-batch-size", "64", "--out", str(out)]) == 0
+    return voc, out
+
+
+def test_auto_anchors_come_from_the_training_boxes(voc_run: tuple[Path, Path]) -> None:
+    from convision.data.detection import build_detection_dataset
+    from convision.engine.checkpoint import load_checkpoint
+    from convision.tasks.detect import box_sides_at, suggest_anchor_sizes
+
+    voc, out = voc_run
+    sides = box_sides_at(build_detection_dataset(str(voc), "train"), 64, 1000)
+    chosen = load_checkpoint(out / "best.pt")["model"]["kwargs"]["anchor_sizes"]
+    assert chosen == suggest_anchor_sizes(sides) and len(sides) > 0
+
+
+def test_suggested_anchors_cover_the_box_sizes_by_octaves() -> None:
+    from convision.tasks.detect import suggest_anchor_sizes
+
+    sides = np.random.default_rng(0).uniform(16, 70, 500)
+    anchors = suggest_anchor_sizes(sides)
+    assert anchors[0] == round(np.percentile(sides, 5)) and all(b == 2 * a for a, b in zip(anchors, anchors[1:]))
+    lo, hi = np.percentile(sides, [5, 95])
+    for s in sides[(sides >= lo) & (sides <= hi)]:  # every box within a factor sqrt(2) of an anchor: IoU >= 0.5
+        assert min(max(s / a, a / s) for a in anchors) <= np.sqrt(2) + 0.05
+    assert suggest_anchor_sizes(np.full(10, 300.0)) == [300]
+
+
+def test_eval_on_the_test_split_with_test_time_settings(voc_run: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    voc, out = voc_run
+    ckpt = str(out / "best.pt")
+    base = ["--checkpoint", ckpt, "--workers", "0", "--device", "cpu", "--no-progress"]
+    assert main(["detect", "eval", *base, "--split", "test"]) == 0
+    metrics = json.loads((out / "eval_test.json").read_text())
+    assert metrics["split"] == "test" and 0.0 <= metrics["mAP"] <= 1.0
+    assert main(["detect", "eval", *base, "--split", "holdout"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holdout" in err[0]
+    pred = tmp_path / "pred"
+    images = sorted((voc / "JPEGImages").iterdir())[:3]
+    assert main(["detect", "predict", *map(str, images), "--checkpoint", ckpt, "--out", str(pred), "--device", "cpu",
+                 "--score-thresh", "0", "--detections-per-image", "1", "--nms-thresh", "0.5"]) == 0
+    preds = json.loads((pred / "predictions.json").read_text())
+    assert len(preds) == 3 and all(len(p["boxes"]) <= 1 for p in preds.values())
+    assert main(["detect", "predict", str(images[0]), "--checkpoint", ckpt, "--out", str(pred), "--nms-thresh", "1.5"]) == 2
+    assert main(["detect", "predict", str(images[0]), "--checkpoint", ckpt, "--out", str(pred), "--tile", "8"]) == 2
+
+
+def test_bad_detector_settings_fail_with_one_line(tmp_path: Path, capsys) -> None:
+    for flag, value in (("--freeze", "most"), ("--freeze-bn", "maybe"), ("--nms-thresh", "2"), ("--rpn-post-nms-test", "0")):
+        assert main(["detect", "train", *TINY, flag, value, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag.lstrip("-").replace("-", "_") in err[0]

@@ -155,10 +155,10 @@ def suggest_anchor_sizes(box_sides: np.ndarray, max_anchors: int = 5) -> list[in
     IoU >= 0.5 before any offset (the RPN's positives need 0.7, or being a box's best anchor)."""
     sides = np.asarray(box_sides, dtype=np.float64)
     lo, hi = (float(v) for v in np.percentile(sides, [5, 95]))
-    sizes = [max(4.0, lo)]
+    sizes = [max(4, int(round(lo)))]
     while sizes[-1] * math.sqrt(2) < hi and len(sizes) < max_anchors:
         sizes.append(sizes[-1] * 2)
-    return [int(round(v)) for v in sizes]
+    return sizes
 
 
 def box_sides_at(dataset: Any, min_size: int, max_size: int) -> np.ndarray:
@@ -716,7 +716,7 @@ def _detect_array(net: nn.Module, array: np.ndarray, tf: Any, dev: torch.device,
     from torchvision import tv_tensors
 
     h, w = array.shape[:2]
-    image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1))
+    image = tv_tensors.Image(torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1))
     x = tf(image).as_subclass(torch.Tensor)
     if x.dtype == torch.uint8:
         x = x.float() / 255
