@@ -350,3 +350,28 @@ def test_build_segmentation_dataset(tmp_path):
     with pytest.raises(DataError) as e:
         build_segmentation_dataset(DataConfig(data=str(tmp_path / "other")), "train")
     _one_line_error(e, "other", "unknown data layout")
+
+
+def test_default_crop_is_the_data_size_up_to_320(tmp_path):
+    """crop_size 0: images smaller than 320 train at their own size (no padding to 320x320);
+    larger sides are capped at 320; the training samples have that size."""
+    from convision.api import build_datasets
+    from convision.data.segmentation import default_crop_size, largest_image_size
+
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (h, w) in enumerate([(40, 60), (48, 50), (40, 400)]):
+        Image.fromarray(_rgb(h, w, seed=i)).save(root / "images" / f"{i}.png")
+        Image.fromarray(np.ones((h, w), np.uint8)).save(root / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("bg\nfg\n")
+    (root / "val.txt").write_text("2\n")
+    train = SegmentationFolder(root, "train")
+    assert largest_image_size(train) == (48, 60) and default_crop_size(train) == (48, 60)
+    assert default_crop_size(SegmentationFolder(root, "val")) == (40, 320)
+    cfg = DataConfig(data=str(root), scale_min=1.0, scale_max=1.0)
+    train_set, _ = build_datasets(cfg)
+    image, mask = train_set[0]
+    assert tuple(image.shape) == (3, 48, 60) and tuple(mask.shape) == (48, 60)
+    cfg.crop_size = 32
+    assert tuple(build_datasets(cfg)[0][0][0].shape) == (3, 32, 32)  # an explicit crop wins

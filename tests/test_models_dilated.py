@@ -16,7 +16,7 @@ from convision.errors import ConfigError
 from convision.models import MODELS, build_model
 from convision.models.segmentation.dilated import CONTEXT_DILATIONS, ContextModule, DilatedNet
 
-TINY = {"num_classes": 3, "weights": None, "context": "large", "fc_channels": 16}
+TINY = {"num_classes": 3, "weights": None, "context": "large", "fc_channels": 16, "backbone": "vgg16"}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     """`convision segment train --model dilated` for one step; the CLI has no width flag, so the
     builder arguments it chooses are swapped for narrow fc6/fc7 (fc_channels=16)."""
     out = tmp_path_factory.mktemp("dilated")
-    args = ["segment", "train", "--model", "dilated", "--weights", "none", "--num-train", "2", "--num-val", "1",
+    args = ["segment", "train", "--model", "dilated", "--backbone", "vgg16", "--weights", "none", "--num-train", "2", "--num-val", "1",
             "--image-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
             "--no-progress", "--out", str(out)]
     mp = pytest.MonkeyPatch()
@@ -54,6 +54,33 @@ def test_frontend_geometry():
         assert model(torch.empty(1, 3, *size, device="meta")).shape == (1, 21, *size), size
     with pytest.raises(ConfigError, match="context"):
         build_model("dilated", num_classes=3, context="huge", fc_channels=8)
+
+
+def test_mobilenet_frontend_keeps_stride_8_and_learns():
+    """The front-end on MobileNetV2: stride 8 by dilation (no stride-2 convolution after stride 8,
+    depthwise dilations 2 and 4), any input size, and a few steps lower the loss."""
+    torch.manual_seed(0)
+    model = build_model("dilated", num_classes=3, backbone="mobilenet_v2", context="basic")
+    strided = [m for m in model.frontend.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == 3  # stem, features[2], features[4]: strides 2, 4, 8
+    dilations = [m.dilation[0] for m in model.frontend[7:18].modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert dilations == [2] * 7 + [4] * 4
+    assert model.fc6 is None and model.final.in_channels == 1280
+    assert model.scores(torch.zeros(1, 3, 64, 96)).shape == (1, 3, 8, 12)
+    assert model(torch.zeros(1, 3, 37, 29)).shape == (1, 3, 37, 29)
+    x = nn.functional.interpolate(torch.randn(4, 3, 4, 4), scale_factor=8)  # 8x8 blocks: fits stride 8
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(15):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+    with pytest.raises(ConfigError, match="backbone"):
+        build_model("dilated", num_classes=3, backbone="resnet18")
 
 
 def test_context_module_table_and_identity_initialisation():

@@ -76,7 +76,8 @@ def test_padded_form_any_size_and_torchvision_encoders():
             assert m(torch.empty(1, 3, *size, device="meta")).shape == (1, 3, *size), (bb, size)
     assert encoders["vgg16"].skip_strides == (16, 8, 4, 2, 1)  # VGG has a stride-1 map (conv1_2)
     assert encoders["resnet50"].skip_strides == (16, 8, 4, 2, None)
-    assert encoders["resnet50"].decoder[0][0].in_channels == 256 + 1024  # up-conv + layer3
+    # nearest-neighbour upsampling keeps the 2048 channels of layer4; + 1024 of layer3
+    assert encoders["resnet50"].decoder.blocks[0].convs[0].in_channels == 2048 + 1024
     with pytest.raises(ConfigError, match="weights"):
         build_model("unet", num_classes=3, weights="IMAGENET1K_V1")
     with pytest.raises(ConfigError, match="valid"):
@@ -88,11 +89,11 @@ def test_torchvision_encoder_trains():
     model = build_model("unet", num_classes=3, backbone="resnet18")
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
-    before = model.backbone.stride8.conv1.weight.detach().clone()
+    before = model.encoder.stride8.conv1.weight.detach().clone()
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
     opt.step()
-    assert not torch.equal(before, model.backbone.stride8.conv1.weight)  # gradients reach the encoder
+    assert not torch.equal(before, model.encoder.stride8.conv1.weight)  # gradients reach the encoder
 
 
 def test_cli_train_then_load(trained):
@@ -101,10 +102,10 @@ def test_cli_train_then_load(trained):
     kwargs = model.spec["kwargs"]  # the builder's full arguments, defaults included
     assert {k: kwargs[k] for k in ("num_classes", "weights", "base_channels")} == {"num_classes": 3, "weights": None, "base_channels": 8}
     assert kwargs["backbone"] in (None, "none") and kwargs["valid"] is False
-    assert model.backbone_name is None and model.encoder[0][0].out_channels == 8
+    assert model.backbone_name is None and model.encoder.levels[0][0].out_channels == 8
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())
-    assert model.classifier.bias.abs().sum() > 0  # started at zero
+    assert model.head.bias.abs().sum() > 0  # started at zero
     with torch.no_grad():
         y = model(torch.randn(1, 3, 45, 70))
     assert y.shape == (1, 3, 45, 70) and torch.isfinite(y).all()

@@ -70,16 +70,14 @@ def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
 
 def build_datasets(data: DataConfig, crop_size: int | None = None):
     """Training set (with augmentation) and validation set (original resolution)."""
-    from convision.data.segmentation import build_segmentation_dataset
+    from convision.data.segmentation import build_segmentation_dataset, default_crop_size
     from convision.data.transforms import segmentation_eval_transforms, segmentation_train_transforms
 
-    crop = data.crop_size or (data.image_size if data.data == "synthetic" else 320)
-    if crop_size:
-        crop = crop_size
-    train_tf = segmentation_train_transforms(
+    train_set = build_segmentation_dataset(data, "train")
+    crop = crop_size or data.crop_size or default_crop_size(train_set)
+    train_set.transforms = segmentation_train_transforms(
         crop_size=crop, scale_range=(data.scale_min, data.scale_max), hflip=data.hflip, color_jitter=data.color_jitter
     )
-    train_set = build_segmentation_dataset(data, "train", transforms=train_tf)
     val_set = build_segmentation_dataset(data, "val", transforms=segmentation_eval_transforms())
     return train_set, val_set
 

@@ -25,7 +25,7 @@ class DataConfig:
     num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
     num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
     data_seed: int = field(default=0, metadata={"help": "synthetic scenes: generator seed"})
-    crop_size: int = field(default=0, metadata={"help": "training crop side; 0 = synthetic image size, else 320"})
+    crop_size: int = field(default=0, metadata={"help": "training crop side; 0 = the images' own size, each side at most 320 (synthetic: image size)"})
     scale_min: float = field(default=0.5, metadata={"help": "random-scale augmentation, lower bound"})
     scale_max: float = field(default=2.0, metadata={"help": "random-scale augmentation, upper bound"})
     hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
@@ -36,7 +36,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     model: str = field(default="fcn8s", metadata={"help": "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated"})
-    backbone: str = field(default="mobilenet_v2", metadata={"help": "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder)"})
+    backbone: str = field(default="mobilenet_v2", metadata={"help": "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder; dilated: vgg16 = the paper's or mobilenet_v2)"})
     weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
     faithful: bool = field(default=False, metadata={"help": "FCN: the paper's pad-100-and-crop alignment (VGG16 only)"})
     learnable_upsampling: bool = field(default=False, metadata={"help": "FCN: train the bilinear-initialised transposed convolutions"})

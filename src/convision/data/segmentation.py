@@ -318,6 +318,40 @@ class SegmentationFolder(_PairedFiles):
         return top + 1
 
 
+#: training crop side for real data when the images are larger (``crop_size: 0``)
+DEFAULT_CROP = 320
+
+
+def largest_image_size(dataset: SegmentationDataset) -> tuple[int, int]:
+    """``(height, width)``: the largest height and width over the data set's images (file headers
+    only for image files; generated data reports its own size)."""
+    if isinstance(dataset, SyntheticSegmentation):
+        return dataset.image_size
+    from PIL import Image
+
+    height = width = 0
+    for path in getattr(dataset, "images", []):
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except OSError as e:
+            raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+        height, width = max(height, h), max(width, w)
+    if not height:
+        raise DataError(f"{dataset!r}: no images")
+    return height, width
+
+
+def default_crop_size(dataset: SegmentationDataset, limit: int = DEFAULT_CROP) -> tuple[int, int]:
+    """The training crop when none is set: the data's own size, each side capped at ``limit``.
+
+    Images smaller than the crop would otherwise be padded (with ignored labels) to ``limit``:
+    160x160 photographs trained at 320x320 spend three quarters of every batch on padding.
+    """
+    height, width = largest_image_size(dataset)
+    return min(height, limit), min(width, limit)
+
+
 def default_split(stems: list[str], split: str) -> list[str]:
     """Deterministic 80/20 split of sorted ``stems``: every fifth is ``val`` (at least one of 2+)."""
     val_idx = {i for i in range(len(stems)) if i % 5 == 4}

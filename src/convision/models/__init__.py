@@ -37,8 +37,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn8s": fcn8s,
     "segnet": segnet,  # kwargs: num_classes, weights (vgg16_bn)
     "deconvnet": deconvnet,  # kwargs: num_classes, weights (vgg16_bn), fc_channels
-    "dilated": dilated,  # kwargs: num_classes, weights (vgg16), context, fc_channels
-    "unet": unet,  # kwargs: num_classes, backbone (None = the paper's), weights, valid, base_channels, batch_norm, dropout
+    "dilated": dilated,  # kwargs: num_classes, weights, context, fc_channels, backbone (vgg16 = the paper's, mobilenet_v2)
+    "unet": unet,  # kwargs: num_classes, backbone (None = the paper's), weights, valid, base_channels, batch_norm, dropout, upsample, decoder_channels
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
     "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden, box_input
     "faster_rcnn": faster_rcnn,  # kwargs: num_classes, backbone, weights, pooling, anchor_sizes, ... (detection)

@@ -24,6 +24,17 @@ scores through; ``large`` uses ``k(t, a) = C/c_out`` if ``t = 0`` and
 ``sigma = 1e-3 * C / c_out`` (the paper asks for ``sigma << C / c_out``) -- group-averaging layers
 whose product is again the identity. ``context="none"`` is the front-end alone.
 
+Front-end on MobileNetV2 (``backbone="mobilenet_v2"``, not in the paper)
+-----------------------------------------------------------------------
+The paper's recipe applied to torchvision's ImageNet MobileNetV2, the one pretrained network that
+loads offline here: the two downsampling steps after stride 8 are removed (the stride-2 depthwise
+convolutions of ``features[7]`` and ``features[14]`` get stride 1) and every later 3x3 depthwise
+convolution is dilated by 2 (stride-16 stage) and 4 (stride-32 stage), so the 1280-channel map
+keeps stride 8; then Dropout(0.2) (MobileNetV2's classifier dropout) and ``final``. Batch
+normalisation comes with the network. This is the default of ``convision segment train --model
+dilated`` (the ``--backbone`` default): the VGG16 form cannot load its ImageNet weights offline and
+does not learn from random weights in a short run (mIoU 0.11 on the built-in scenes).
+
 The stride-8 scores are upsampled 8x by bilinear interpolation (a fixed
 :class:`convision.nn.BilinearUpsample` on VGG's "center" grid), as in the paper.
 
@@ -59,7 +70,10 @@ from convision.models.segmentation.fcn import fc_to_conv
 from convision.models.segmentation.segnet import check_num_classes
 from convision.nn.upsampling import BilinearUpsample
 
-__all__ = ["DilatedNet", "dilated", "ContextModule", "CONTEXT_DILATIONS", "CONTEXT_WIDTHS"]
+__all__ = ["DilatedNet", "dilated", "ContextModule", "CONTEXT_DILATIONS", "CONTEXT_WIDTHS", "DILATED_BACKBONES"]
+
+#: front-ends: the paper's VGG16 and a dilated MobileNetV2
+DILATED_BACKBONES: tuple[str, ...] = ("vgg16", "mobilenet_v2")
 
 #: dilations of the context module's eight layers (the last is 1x1)
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 1, 2, 4, 8, 16, 1, 1)
@@ -120,7 +134,8 @@ class DilatedNet(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096
+        self, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096,
+        backbone: str = "vgg16",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -128,6 +143,47 @@ class DilatedNet(nn.Module):
             raise ConfigError(f"context: expected 'none', 'basic' or 'large', got {context!r}")
         if isinstance(fc_channels, bool) or not isinstance(fc_channels, int) or fc_channels < 1:
             raise ConfigError(f"fc_channels: must be a positive integer, got {fc_channels!r}")
+        if backbone not in DILATED_BACKBONES:
+            raise ConfigError(f"backbone: the dilated front-end exists for {' | '.join(DILATED_BACKBONES)}, got {backbone!r}")
+        self.backbone_name = backbone
+        self.context_kind = context
+        self.fc_channels = fc_channels
+        #: the builder name and its JSON-serialisable keyword arguments
+        self.spec: dict[str, Any] = {
+            "name": "dilated",
+            "kwargs": {
+                "num_classes": num_classes,
+                "weights": None if weights is None else os.fspath(weights),
+                "context": context,
+                "fc_channels": fc_channels,
+                "backbone": backbone,
+            },
+        }
+        if backbone == "mobilenet_v2":
+            self._mobilenet_frontend(weights)
+        else:
+            self._vgg_frontend(weights, fc_channels)
+        nn.init.normal_(self.final.weight, 0.0, 0.01)
+        nn.init.zeros_(self.final.bias)
+        self.context = ContextModule(num_classes, context) if context != "none" else None
+        self.upsample = BilinearUpsample(num_classes, 8, learnable=False, grid=self.grid)
+
+    def _mobilenet_frontend(self, weights: str | os.PathLike | None) -> None:
+        net: Any = load_torchvision_classifier("mobilenet_v2", weights)
+        feats = net.features
+        for first, last, dilation in ((7, 14, 2), (14, 18, 4)):  # the stride-16 and stride-32 stages
+            for block in feats[first:last]:
+                for m in block.modules():
+                    if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+                        m.stride, m.dilation, m.padding = (1, 1), (dilation, dilation), (dilation, dilation)
+        self.frontend = feats
+        self.fc6 = self.fc7 = None
+        self.drop = nn.Dropout(next((m.p for m in net.classifier if isinstance(m, nn.Dropout)), 0.0))
+        width = [m for m in feats[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels  # 1280
+        self.final = nn.Conv2d(width, self.num_classes, 1)
+        self.grid = "corner"  # odd-kernel, padded stride-2 convolutions (see convision.models.backbones)
+
+    def _vgg_frontend(self, weights: str | os.PathLike | None, fc_channels: int) -> None:
         pretrained = not _is_none(weights)
         if pretrained and fc_channels != 4096:
             raise ConfigError(f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)")
@@ -160,29 +216,17 @@ class DilatedNet(nn.Module):
         del vgg, feats
         self.relu6, self.drop6 = nn.ReLU(inplace=True), nn.Dropout(0.5)
         self.relu7, self.drop7 = nn.ReLU(inplace=True), nn.Dropout(0.5)
-        self.final = nn.Conv2d(fc_channels, num_classes, 1)
-        nn.init.normal_(self.final.weight, 0.0, 0.01)
-        nn.init.zeros_(self.final.bias)
-        self.context = ContextModule(num_classes, context) if context != "none" else None
-        self.upsample = BilinearUpsample(num_classes, 8, learnable=False, grid="center")
-        self.context_kind = context
-        self.fc_channels = fc_channels
-        #: the builder name and its JSON-serialisable keyword arguments
-        self.spec: dict[str, Any] = {
-            "name": "dilated",
-            "kwargs": {
-                "num_classes": num_classes,
-                "weights": None if weights is None else os.fspath(weights),
-                "context": context,
-                "fc_channels": fc_channels,
-            },
-        }
+        self.final = nn.Conv2d(fc_channels, self.num_classes, 1)
+        self.grid = "center"
 
     def scores(self, x: Tensor) -> Tensor:
         """Stride-8 class scores (front-end, then the context module if any); ``x``'s size a multiple of 8."""
         x = self.frontend(x)
-        x = self.drop6(self.relu6(self.fc6(x)))
-        x = self.drop7(self.relu7(self.fc7(x)))
+        if self.fc6 is not None:
+            x = self.drop6(self.relu6(self.fc6(x)))
+            x = self.drop7(self.relu7(self.fc7(x)))
+        else:
+            x = self.drop(x)
         x = self.final(x)
         return self.context(x) if self.context is not None else x
 
@@ -194,12 +238,15 @@ class DilatedNet(nn.Module):
         return self.upsample(self.scores(x))[..., :height, :width]
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, context={self.context_kind!r}, fc_channels={self.fc_channels}"
+        return f"num_classes={self.num_classes}, backbone={self.backbone_name!r}, context={self.context_kind!r}"
 
 
 def dilated(
-    *, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096
+    *, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096,
+    backbone: str = "vgg16",
 ) -> DilatedNet:
-    """Yu & Koltun's dilated VGG16 front-end with the ``context`` module ("none", "basic", "large");
-    ``weights``: 'none', a torchvision ``vgg16`` weights name or a local ``.pth`` of torchvision vgg16."""
-    return DilatedNet(num_classes=num_classes, weights=weights, context=context, fc_channels=fc_channels)
+    """Yu & Koltun's dilated front-end with the ``context`` module ("none", "basic", "large").
+    ``backbone``: "vgg16" (the paper's; ``fc_channels`` wide fc6/fc7) or "mobilenet_v2" (dilated
+    MobileNetV2, see the module docstring); ``weights``: 'none', a torchvision weights name of that
+    network or a local ``.pth`` of it."""
+    return DilatedNet(num_classes=num_classes, weights=weights, context=context, fc_channels=fc_channels, backbone=backbone)

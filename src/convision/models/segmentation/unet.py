@@ -29,15 +29,38 @@ Two forms
   bottom/right to a multiple of the total stride and the logits are cropped back, so the logits
   are at the input size for any H x W (as every model trained by ``convision segment train``).
 
+Structure (as in segmentation_models_pytorch)
+---------------------------------------------
+``encoder`` (:class:`PaperEncoder`, the contracting path, or a torchvision
+:class:`~convision.models.backbones.Backbone`), ``decoder`` (:class:`UNetDecoder`: one
+:class:`DecoderBlock` per level, "upsample 2x, concatenate the skip, two 3x3 convolutions") and
+``head`` (the 1x1 convolution to ``num_classes``).
+
 Encoders
 --------
 ``backbone=None`` (or ``"none"``) is the paper's encoder, built here (no pretrained weights).
 ``backbone`` one of ``vgg16``, ``vgg16_bn``, ``mobilenet_v2``, ``resnet18/34/50/101`` uses the
 torchvision network (``weights=`` as for every backbone) and its maps at strides 32 (the bottom),
 16, 8, 4, 2 and, for VGG, 1 (:meth:`convision.models.backbones.Backbone.features`) as skips; the
-expanding path has five levels of widths 256, 128, 64, 32, 16 (the last, at stride 1, without a
-skip when the encoder has no stride-1 map). This form is the common "U-Net with a pretrained
-encoder" (e.g. TernausNet), not the paper's network; it is always padded.
+expanding path has five levels of widths ``decoder_channels`` = 256, 128, 64, 32, 16 (the last, at
+stride 1, without a skip when the encoder has no stride-1 map). This form is the common "U-Net with
+a pretrained encoder" (e.g. TernausNet, smp's ``Unet``), not the paper's network; it is always
+padded.
+
+Defaults per form (``None`` = the form's default)
+-------------------------------------------------
+================  =======================  =====================================
+setting           paper (``backbone`` none)  pretrained encoder
+================  =======================  =====================================
+``upsample``      ``"transposed"`` (2x2)    ``"nearest"``
+``batch_norm``    False                     True (after every decoder convolution)
+``dropout``       0.5 (bottom map)          0
+================  =======================  =====================================
+
+With the paper's decoder (no normalisation, transposed convolutions, dropout 0.5 on the
+1280-channel bottom map) on ImageNet MobileNetV2, ten randomly initialised decoder convolutions
+without normalisation sit between a normalised encoder and the head (measurements: BENCHMARKS.md,
+"Real photographs").
 
 Where this differs from the paper
 ---------------------------------
@@ -48,6 +71,7 @@ Where this differs from the paper
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -55,10 +79,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from convision.errors import ConfigError
-from convision.models.backbones import BACKBONES, Backbone, _is_none, build_backbone
+from convision.models.backbones import BACKBONES, _is_none, build_backbone
 from convision.models.segmentation.segnet import check_num_classes
 
-__all__ = ["UNet", "unet", "unet_valid_output_size", "unet_valid_input_size", "DECODER_CHANNELS"]
+__all__ = ["UNet", "UNetDecoder", "DecoderBlock", "PaperEncoder", "unet", "unet_valid_output_size", "unet_valid_input_size", "DECODER_CHANNELS"]
 
 #: widths of the expanding path with a torchvision encoder, strides 16, 8, 4, 2, 1
 DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -120,9 +144,10 @@ def double_conv(cin: int, cout: int, padding: int = 1, batch_norm: bool = False)
 
 
 def up_conv(cin: int, cout: int) -> nn.ConvTranspose2d:
-    """2x2 up-convolution, stride 2."""
+    """2x2 up-convolution, stride 2 (the paper's). Initialised with the fan-in of one output pixel,
+    ``cin`` (each output pixel sees one input pixel through one of the four taps)."""
     up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
-    nn.init.kaiming_normal_(up.weight, mode="fan_in", nonlinearity="relu")
+    nn.init.normal_(up.weight, 0.0, (2.0 / cin) ** 0.5)
     nn.init.zeros_(up.bias)
     return up
 
@@ -132,8 +157,84 @@ def _centre_crop(x: Tensor, height: int, width: int) -> Tensor:
     return x[..., top : top + height, left : left + width]
 
 
+class DecoderBlock(nn.Module):
+    """One level of the expanding path: 2x upsampling, concatenation with the skip (first, as in the
+    paper's Fig. 1), two 3x3 convolutions (+ BN) + ReLU.
+
+    ``upsample="transposed"``: the paper's 2x2 up-convolution to ``out_channels`` (halving the
+    channels); ``"nearest"`` / ``"bilinear"``: parameter-free interpolation that keeps
+    ``in_channels``. ``crop_skip``: centre-crop the skip to the upsampled map (valid form).
+    """
+
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, *, upsample: str = "nearest",
+        batch_norm: bool = True, padding: int = 1, crop_skip: bool = False,
+    ) -> None:
+        super().__init__()
+        if upsample == "transposed":
+            self.up: nn.Module = up_conv(in_channels, out_channels)
+            up_channels = out_channels
+        elif upsample in ("nearest", "bilinear"):
+            self.up = nn.Upsample(scale_factor=2, mode=upsample)
+            up_channels = in_channels
+        else:
+            raise ConfigError(f"upsample: expected 'transposed', 'nearest' or 'bilinear', got {upsample!r}")
+        self.crop_skip = crop_skip
+        self.convs = double_conv(skip_channels + up_channels, out_channels, padding, batch_norm)
+
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+        x = self.up(x)
+        if skip is not None:
+            x = torch.cat([_centre_crop(skip, *x.shape[-2:]) if self.crop_skip else skip, x], dim=1)
+        return self.convs(x)
+
+
+class UNetDecoder(nn.Module):
+    """The expanding path: one :class:`DecoderBlock` per level, coarse to fine.
+
+    ``skip_channels[i]`` is the width of the skip joined at level ``i`` (0 = no skip there);
+    ``forward(x, skips)`` takes the bottom map and the skips in the same order (``None`` where
+    there is none).
+    """
+
+    def __init__(self, in_channels: int, skip_channels: Sequence[int], decoder_channels: Sequence[int], **block: Any) -> None:
+        super().__init__()
+        if len(skip_channels) != len(decoder_channels):
+            raise ConfigError(f"decoder_channels: need {len(skip_channels)} widths, got {len(decoder_channels)}")
+        blocks = []
+        for skip, out in zip(skip_channels, decoder_channels):
+            blocks.append(DecoderBlock(in_channels, skip, out, **block))
+            in_channels = out
+        self.blocks = nn.ModuleList(blocks)
+        self.out_channels = in_channels
+
+    def forward(self, x: Tensor, skips: Sequence[Tensor | None]) -> Tensor:
+        for block, skip in zip(self.blocks, skips):
+            x = block(x, skip)
+        return x
+
+
+class PaperEncoder(nn.Module):
+    """The paper's contracting path: ``depth + 1`` double convolutions with 2x2 max pooling between
+    them, widths ``base_channels * 2**i``; ``forward`` returns every level's map, finest first."""
+
+    def __init__(self, base_channels: int = 64, depth: int = _DEPTH, padding: int = 1, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.widths = [base_channels * 2**i for i in range(depth + 1)]  # 64, 128, 256, 512, 1024
+        self.levels = nn.ModuleList(double_conv(cin, w, padding, batch_norm) for cin, w in zip([3, *self.widths], self.widths))
+        self.pool = nn.MaxPool2d(2, 2)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        maps = []
+        for i, level in enumerate(self.levels):
+            x = level(self.pool(x) if i else x)
+            maps.append(x)
+        return maps
+
+
 class UNet(nn.Module):
-    """U-Net (Ronneberger et al. 2015); see the module docstring for the two forms and the encoders.
+    """U-Net (Ronneberger et al. 2015): ``encoder`` + ``decoder`` (:class:`UNetDecoder`) + ``head``
+    (1x1 convolution); see the module docstring for the two forms, the encoders and the defaults.
 
     ``forward(x[N,3,H,W])``: padded form -> logits ``[N,C,H,W]`` for any H, W; valid form -> logits
     of the central ``unet_valid_output_size(H) x unet_valid_output_size(W)`` region.
@@ -146,8 +247,10 @@ class UNet(nn.Module):
         weights: str | os.PathLike | None = None,
         valid: bool = False,
         base_channels: int = 64,
-        batch_norm: bool = False,
-        dropout: float = 0.5,
+        batch_norm: bool | None = None,
+        dropout: float | None = None,
+        upsample: str | None = None,
+        decoder_channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
@@ -155,52 +258,49 @@ class UNet(nn.Module):
             backbone = None
         if backbone is not None and backbone not in BACKBONES:
             raise ConfigError(f"backbone: unknown backbone {backbone!r} (known: none, {', '.join(BACKBONES)})")
+        paper = backbone is None
+        batch_norm = (not paper) if batch_norm is None else batch_norm
+        dropout = (0.5 if paper else 0.0) if dropout is None else dropout
+        upsample = ("transposed" if paper else "nearest") if upsample is None else upsample
         if not isinstance(valid, bool) or not isinstance(batch_norm, bool):
             raise ConfigError("valid, batch_norm: expected true or false")
         if isinstance(base_channels, bool) or not isinstance(base_channels, int) or base_channels < 1:
             raise ConfigError(f"base_channels: must be a positive integer, got {base_channels!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
-        if backbone is None and not _is_none(weights):
+        if paper and not _is_none(weights):
             raise ConfigError("weights: the paper's U-Net encoder (backbone none) has no pretrained weights; use weights none")
-        if backbone is not None and valid:
+        if not paper and valid:
             raise ConfigError("valid: the valid-convolution form exists for the paper's encoder only (backbone none)")
+        if valid and upsample != "transposed":
+            raise ConfigError("upsample: the valid form needs the paper's 'transposed' up-convolutions")
         self.valid = valid
         self.backbone_name = backbone
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        pad = 0 if valid else 1
-        if backbone is None:
-            widths = [base_channels * 2**i for i in range(_DEPTH + 1)]  # 64, 128, 256, 512, 1024
-            self.encoder = nn.ModuleList()
-            cin = 3
-            for w in widths:
-                self.encoder.append(double_conv(cin, w, pad, batch_norm))
-                cin = w
-            self.pool = nn.MaxPool2d(2, 2)
-            self.ups = nn.ModuleList(up_conv(w2, w1) for w1, w2 in zip(widths[-2::-1], widths[:0:-1]))
-            self.decoder = nn.ModuleList(double_conv(2 * w, w, pad, batch_norm) for w in widths[-2::-1])
-            self.skip_strides: tuple[int | None, ...] = ()
+        if paper:
+            pad = 0 if valid else 1
+            self.encoder: nn.Module = PaperEncoder(base_channels, _DEPTH, pad, batch_norm)
+            widths = self.encoder.widths
+            bottom, skips = widths[-1], widths[-2::-1]
+            default_widths = tuple(widths[-2::-1])  # 512, 256, 128, 64: each up-convolution halves
+            self.skip_strides: tuple[int | None, ...] = tuple(2**i for i in range(_DEPTH - 1, -1, -1))
             self.align = 2**_DEPTH
-            out_ch = widths[0]
+            block = {"upsample": upsample, "batch_norm": batch_norm, "padding": pad, "crop_skip": valid}
         else:
-            self.backbone: Backbone = build_backbone(backbone, weights)
-            self.backbone.take_classifier()  # unused
-            chans = self.backbone.feature_channels()
-            cin = chans[32]
-            ups, decs, skips = [], [], []
-            for stride, w in zip((16, 8, 4, 2, 1), DECODER_CHANNELS):
-                skip = chans.get(stride, 0)
-                ups.append(up_conv(cin, w))
-                decs.append(double_conv(w + skip, w, 1, batch_norm))
-                skips.append(stride if skip else None)
-                cin = w
-            self.ups, self.decoder = nn.ModuleList(ups), nn.ModuleList(decs)
-            self.skip_strides = tuple(skips)
+            self.encoder = build_backbone(backbone, weights)
+            self.encoder.take_classifier()  # unused
+            chans = self.encoder.feature_channels()
+            bottom = chans[32]
+            self.skip_strides = tuple(s if s in chans else None for s in (16, 8, 4, 2, 1))
+            skips = [chans.get(s, 0) for s in (16, 8, 4, 2, 1)]
+            default_widths = DECODER_CHANNELS
             self.align = 32
-            out_ch = cin
-        self.classifier = nn.Conv2d(out_ch, num_classes, 1)
-        nn.init.kaiming_normal_(self.classifier.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(self.classifier.bias)
+            block = {"upsample": upsample, "batch_norm": batch_norm}
+        widths_ = tuple(int(w) for w in (decoder_channels or default_widths))
+        self.decoder = UNetDecoder(bottom, skips, widths_, **block)
+        self.head = nn.Conv2d(self.decoder.out_channels, num_classes, 1)
+        nn.init.kaiming_normal_(self.head.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.head.bias)
         #: the builder name and its JSON-serialisable keyword arguments
         self.spec: dict[str, Any] = {
             "name": "unet",
@@ -212,51 +312,32 @@ class UNet(nn.Module):
                 "base_channels": base_channels,
                 "batch_norm": batch_norm,
                 "dropout": float(dropout),
+                "upsample": upsample,
+                "decoder_channels": list(widths_),
             },
         }
 
-    def _paper(self, x: Tensor) -> Tensor:
-        skips = []
-        for i, block in enumerate(self.encoder):
-            if i:
-                x = self.pool(x)
-            x = block(x)
-            skips.append(x)
-        x = self.drop(skips.pop())
-        for up, block in zip(self.ups, self.decoder):
-            x = up(x)
-            skip = skips.pop()
-            if self.valid:
-                skip = _centre_crop(skip, *x.shape[-2:])
-            x = block(torch_cat(skip, x))
-        return self.classifier(x)
-
-    def _torchvision(self, x: Tensor) -> Tensor:
-        feats = self.backbone.features(x)
-        x = self.drop(feats[32])
-        for up, block, stride in zip(self.ups, self.decoder, self.skip_strides):
-            x = up(x)
-            x = block(torch_cat(feats[stride], x) if stride else x)
-        return self.classifier(x)
+    def features(self, x: Tensor) -> tuple[Tensor, list[Tensor | None]]:
+        """The encoder's bottom map and the skips in decoder order (coarse to fine, ``None`` where
+        the level has no skip)."""
+        if self.backbone_name is None:
+            maps = self.encoder(x)
+            return maps[-1], maps[-2::-1]
+        feats = self.encoder.features(x)
+        return feats[32], [feats[s] if s else None for s in self.skip_strides]
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         if self.valid:
             unet_valid_output_size(height), unet_valid_output_size(width)  # clear error for a bad tile
-            return self._paper(x)
-        pad_h, pad_w = -height % self.align, -width % self.align
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros = the mean colour of normalised input
-        out = self._paper(x) if self.backbone_name is None else self._torchvision(x)
-        return out[..., :height, :width]
+        else:
+            x = F.pad(x, (0, -width % self.align, 0, -height % self.align))  # zeros = the mean colour of normalised input
+        bottom, skips = self.features(x)
+        logits = self.head(self.decoder(self.drop(bottom), skips))
+        return logits if self.valid else logits[..., :height, :width]
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, backbone={self.backbone_name!r}, valid={self.valid}"
-
-
-def torch_cat(skip: Tensor, x: Tensor) -> Tensor:
-    """Concatenate the skip (first, as in the paper's Fig. 1) and the up-convolved map along channels."""
-    return torch.cat([skip, x], dim=1)
 
 
 def unet(
@@ -266,10 +347,13 @@ def unet(
     weights: str | os.PathLike | None = None,
     valid: bool = False,
     base_channels: int = 64,
-    batch_norm: bool = False,
-    dropout: float = 0.5,
+    batch_norm: bool | None = None,
+    dropout: float | None = None,
+    upsample: str | None = None,
+    decoder_channels: Sequence[int] | None = None,
 ) -> UNet:
     """U-Net: the paper's network (``backbone=None``, ``valid`` for its unpadded form) or a U-Net on a
-    torchvision encoder (``backbone``, ``weights``). See :class:`UNet`."""
+    torchvision encoder (``backbone``, ``weights``). ``None`` picks the form's default (module
+    docstring). See :class:`UNet`."""
     return UNet(num_classes=num_classes, backbone=backbone, weights=weights, valid=valid, base_channels=base_channels,
-                batch_norm=batch_norm, dropout=dropout)
+                batch_norm=batch_norm, dropout=dropout, upsample=upsample, decoder_channels=decoder_channels)
