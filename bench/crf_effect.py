@@ -38,8 +38,9 @@ from pathlib import Path
 
 import torch
 
-from convision.api import evaluate, load, train
-from convision.demo import demo_config
+from convision import load
+from convision.tasks.segment import evaluate, train
+from convision.tasks.segment import demo_config
 from convision.nn.crf import CRF_DEFAULTS
 
 # name -> settings different from the defaults

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from convision.data.detection import SyntheticDetection
-from convision.tasks.detect import DetectConfig, evaluate, load, predict, train
+from convision import load
+from convision.tasks.detect import DetectConfig, evaluate, predict, train
 
 RECIPES: dict[str, dict] = {
     # each detector's settings and training budget on the same scenes and backbone; the CPU budget

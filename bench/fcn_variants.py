@@ -14,8 +14,9 @@ import json
 import time
 from pathlib import Path
 
-from convision.api import evaluate, load, predict, train
-from convision.demo import demo_config, validation_samples
+from convision import load
+from convision.tasks.segment import evaluate, predict, train
+from convision.tasks.segment import demo_config, validation_samples
 from convision.viz import colorize, save_grid
 
 

@@ -18,7 +18,8 @@ import torch
 
 from convision.data.localization import SyntheticLocalization
 from convision.metrics.localization import LocalizationMetric, format_table
-from convision.tasks.localize import LocalizeConfig, evaluate, load, train
+from convision import load
+from convision.tasks.localize import LocalizeConfig, evaluate, train
 
 
 def mean_box_baseline(cfg: LocalizeConfig) -> dict:

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from convision.api import evaluate, load, predict, train
-from convision.demo import demo_config, validation_samples
+from convision import load
+from convision.tasks.segment import evaluate, predict, train
+from convision.tasks.segment import demo_config, validation_samples
 from convision.viz import colorize, save_grid
 
 # label -> (model, backbone, weights); backbone "" = the architecture's own encoder

@@ -14,7 +14,8 @@ from PIL import Image
 
 from convision.cli import main
 from convision.models.classification import build_classifier
-from convision.tasks.classify import heatmap, load
+from convision import load
+from convision.tasks.classify import heatmap
 from test_classification_data import write_folder, write_idx_folder
 
 torch.set_num_threads(1)
@@ -92,7 +93,7 @@ def test_feature_extract_on_idx_with_fraction(tmp_path):
 def test_heatmap_alexnet(tmp_path):
     torch.manual_seed(0)
     model = build_classifier("alexnet", 3).eval()
-    model.classes, model.image_size = ["a", "b", "c"], 64
+    model.task, model.classes, model.image_size = "classify", ["a", "b", "c"], 64
     model.normalization = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     image = np.random.default_rng(0).integers(0, 255, (128, 160, 3), dtype=np.uint8)
     r = heatmap(model, image, class_name="b", out_png=tmp_path / "h.png", device="cpu")

@@ -40,7 +40,8 @@ def test_eval_prints_voc_and_coco_and_writes_json_and_curves(faster_run: Path, c
 
 
 def test_predict_maps_boxes_to_original_pixels_and_writes_outputs(faster_run: Path, tmp_path: Path) -> None:
-    from convision.tasks.detect import load, predict
+    from convision import load
+    from convision.tasks.detect import predict
 
     rng = np.random.default_rng(0)
     img = tmp_path / "wide.png"
@@ -105,7 +106,8 @@ def test_a_segmentation_checkpoint_is_refused(tmp_path: Path, capsys) -> None:
     ("rcnn", ["--warp-size", "32", "--max-proposals", "200"]),
 ])
 def test_every_detector_trains_evaluates_and_predicts(model: str, extra: list[str], tmp_path: Path) -> None:
-    from convision.tasks.detect import load, predict
+    from convision import load
+    from convision.tasks.detect import predict
 
     out = tmp_path / model
     assert main(["detect", "train", *TINY, "--model", model, *extra, "--out", str(out)]) == 0

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from convision.cli import main
-from convision.tasks.localize import evaluate, load
+from convision import load
+from convision.tasks.localize import evaluate
 from test_localization_data import write_annotated
 
 torch.set_num_threads(1)

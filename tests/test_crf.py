@@ -105,7 +105,7 @@ def test_cli_eval_with_crf_writes_metrics_and_settings(trained, capsys):
 
 
 def test_crf_evaluation_path_matches_the_batched_one_when_the_crf_does_nothing(trained):
-    from convision.api import evaluate
+    from convision.tasks.segment import evaluate
 
     model = trained / "best.pt"
     plain = evaluate(model, batch_size=4, workers=0, progress=False, device="cpu")
@@ -117,7 +117,7 @@ def test_crf_evaluation_path_matches_the_batched_one_when_the_crf_does_nothing(t
 
 
 def test_cli_predict_with_crf_writes_outputs(trained, tmp_path, capsys):
-    from convision.demo import validation_samples
+    from convision.tasks.segment import validation_samples
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -140,7 +140,8 @@ def test_cli_predict_with_crf_writes_outputs(trained, tmp_path, capsys):
 
 
 def test_api_predict_with_crf_returns_refined_probabilities(trained):
-    from convision.api import load, predict
+    from convision import load
+    from convision.tasks.segment import predict
 
     model = load(trained / "best.pt")
     image, _ = edge_scene(30.0)

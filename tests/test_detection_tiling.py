@@ -82,7 +82,7 @@ class _OracleNet(nn.Module):
     def __init__(self, side: int) -> None:
         super().__init__()
         self.min_size = self.max_size = side
-        self.classes = ["square"]
+        self.task, self.classes = "detect", ["square"]
         self.windows: list[tuple[int, int]] = []
 
     def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

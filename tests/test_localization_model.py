@@ -100,7 +100,7 @@ def _fixed_box_model(cxcywh: tuple[float, float, float, float]) -> Localizer:
     with torch.no_grad():
         m.box_head[-1].weight.zero_()
         m.box_head[-1].bias.copy_(torch.tensor(cxcywh) - 0.5)
-    m.classes = ["a", "b"]
+    m.task, m.classes = "localize", ["a", "b"]
     m.normalization = {"mean": [0.5] * 3, "std": [0.25] * 3}
     m.image_size = 32
     return m

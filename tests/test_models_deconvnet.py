@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import convision
-import convision.api
+import convision.tasks.segment
 from convision.cli import main
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
@@ -27,8 +27,8 @@ def trained(tmp_path_factory):
             "--image-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
             "--no-progress", "--out", str(out)]
     mp = pytest.MonkeyPatch()
-    chosen = convision.api.model_kwargs
-    mp.setattr(convision.api, "model_kwargs", lambda cfg, n: {**chosen(cfg, n), "fc_channels": 16})
+    chosen = convision.tasks.segment.model_kwargs
+    mp.setattr(convision.tasks.segment, "model_kwargs", lambda cfg, n: {**chosen(cfg, n), "fc_channels": 16})
     try:
         torch.manual_seed(0)
         assert main(args) == 0

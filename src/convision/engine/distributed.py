@@ -86,6 +86,13 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def rank_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside torchrun."""
+    if is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def cleanup() -> None:
     """Destroy the process group, if any."""
     if is_initialized():

@@ -38,7 +38,6 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -148,8 +147,9 @@ def _loader_kwargs(workers: int, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _eval_loader(task: Task, dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
-    rank, world = (torch_dist.get_rank(), torch_dist.get_world_size()) if dist_utils.is_initialized() else (0, 1)
+def eval_loader(task: Task, dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+    """Batches of this process's shard of ``dataset`` (rank r takes r, r+W, ...; no padding)."""
+    rank, world = dist_utils.rank_world()
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -179,7 +179,7 @@ def run_metric(task: Task, model: nn.Module, loader: DataLoader, device: torch.d
     was_training = model.training
     model.eval()
     metric = task.new_metric()
-    show = progress and (not dist_utils.is_initialized() or torch_dist.get_rank() == 0)
+    show = progress and dist_utils.rank_world()[0] == 0
     for batch in tqdm(loader, desc="val", leave=False, file=sys.stderr, disable=not show, dynamic_ncols=True,
                       mininterval=_BAR_INTERVAL):
         task.eval_step(model, batch, device, metric)
@@ -201,7 +201,7 @@ def evaluate(
     """Evaluate ``model`` on ``dataset`` with ``task``'s metric; shards the set over torchrun processes."""
     device = resolve_device(device)
     model = _unwrap(model).to(device)
-    loader = _eval_loader(task, dataset, batch_size, workers, device)
+    loader = eval_loader(task, dataset, batch_size, workers, device)
     return _run_eval(task, model, loader, device, progress)
 
 
@@ -461,7 +461,7 @@ class Trainer:
         )
         val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:  # type: ignore[arg-type]
-            val_loader = _eval_loader(task, self.val_set, per_batch, self.workers, device)
+            val_loader = eval_loader(task, self.val_set, per_batch, self.workers, device)
 
         # optimisation
         iters = len(train_loader)

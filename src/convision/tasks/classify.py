@@ -1,10 +1,12 @@
-"""Image classification as a task for the shared engine, its settings, and its entry points.
+"""Image classification: settings, data, model, loss, metric, prediction and drawing.
 
-    from convision.tasks.classify import ClassifyConfig, train, evaluate, predict, heatmap
-    cfg = ClassifyConfig()                       # built-in scenes, ImageNet MobileNetV2, finetune
-    run = train(cfg)                             # {"best": path, "last": path, "best_metric", ...}
-    metrics = evaluate(run["best"], out_dir="runs/classify/eval")   # + confusion / errors PNGs
-    top = predict(run["best"], ["a.jpg"])        # [[(class, probability), ...top-5], ...]
+    import convision
+    cfg = convision.ClassifyConfig()             # built-in scenes, ImageNet MobileNetV2, finetune
+    run = convision.train(cfg)                   # {"best": path, "last": path, "best_metric", ...}
+    model = convision.load(run["best"])
+    metrics = convision.evaluate(model, out_dir="runs/classify/eval")   # + confusion / errors PNGs
+    top = convision.predict(model, ["a.jpg"])    # [[(class, probability), ...top-5], ...]
+    heat = convision.tasks.classify.heatmap(model, "big.jpg")   # VGG / AlexNet sliding windows
 
 Strategies (``--strategy``, see :mod:`convision.models.classification`): ``feature-extract``
 (frozen backbone, BN in eval mode, only the new head trains), ``finetune`` (everything trains, the
@@ -42,12 +44,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+from tqdm import tqdm
 
 from convision.config import TrainConfig, parse_class_weights
-from convision.engine.trainer import Trainer
-from convision.errors import CheckpointError, ConfigError, DataError
+from convision.data.classification import (
+    build_classification_dataset,
+    classification_eval_transforms,
+    classification_train_transforms,
+    to_image,
+)
+from convision.engine.distributed import DistInfo
+from convision.engine.trainer import Trainer, seed_everything
+from convision.engine.trainer import evaluate as run_evaluation
+from convision.errors import ConfigError, DataError
 from convision.metrics.classification import ClassificationMetric
-from convision.models.classification import ARCHS, STRATEGIES, default_head_lr_mult
+from convision.models import build_model
+from convision.models.classification import ARCHS, STRATEGIES, default_head_lr_mult, preprocessing
+from convision.nn.convolutionalize import convolutionalize
+from convision.tasks import base
+from convision.viz import plot_confusion_matrix, save_captioned_grid, save_heatmap
+
+NAME = "classify"
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -195,8 +213,6 @@ class FeatureDataset(Dataset):
 def compute_features(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, workers: int = 0,
                      device: torch.device | str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features ``[N, D]`` (float32, CPU) and labels ``[N]`` of every sample, in order."""
-    from tqdm import tqdm
-
     device = torch.device(device)
     was_training = model.training
     model.eval().to(device)
@@ -212,20 +228,12 @@ def compute_features(model: nn.Module, dataset: Dataset, *, batch_size: int = 64
 # ---------------------------------------------------------------------------------------------- entry points
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    from convision.api import _resolve_device as resolve
-
-    return resolve(device)
-
-
 def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
     """Validate the settings and fill the automatic ones: image size, normalisation, head lr multiple."""
-    from convision.models.classification import preprocessing
-
     m, d, t = cfg.model, cfg.data, cfg.train
     if m.strategy not in STRATEGIES:
         raise ConfigError(f"strategy: unknown {m.strategy!r} (expected {' | '.join(STRATEGIES)})")
-    weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
+    weights = base.weights_name(m.weights)
     if m.strategy == "scratch" and weights is not None:
         raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got {m.weights!r} (use --weights none)")
     if m.strategy == "feature-extract" and weights is None:
@@ -247,12 +255,6 @@ def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
 
 def build_datasets(cfg: ClassifyConfig, image_size: int, mean: Sequence[float], std: Sequence[float], *, augment: bool = True):
     """(train, val) with the training (``augment``) / evaluation transforms; val may be empty."""
-    from convision.data.classification import (
-        build_classification_dataset,
-        classification_eval_transforms,
-        classification_train_transforms,
-    )
-
     d = cfg.data
     eval_tf = classification_eval_transforms(image_size, mean, std)
     train_tf = classification_train_transforms(image_size, mean, std, scale_min=d.scale_min, hflip=d.hflip,
@@ -267,22 +269,14 @@ def build_datasets(cfg: ClassifyConfig, image_size: int, mean: Sequence[float], 
 def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
     """Train a classifier as configured; works under ``torchrun``. Returns ``{"best", "last",
     "best_metric", "best_epoch", "history"}``."""
-    from convision.engine import seed_everything
-    from convision.engine.distributed import cleanup, init_distributed
-    from convision.models import build_model
-
     cfg = cfg if cfg is not None else ClassifyConfig()
     s = resolve_settings(cfg)
     cfg.data.image_size = s["image_size"]  # stored resolved in the checkpoint
     cached = cfg.model.strategy == "feature-extract" and cfg.model.cache_features
-    dist = init_distributed(cfg.train.device)
-    try:
+
+    def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"], augment=not cached)
-        if len(train_set) == 0:
-            raise DataError(f"{cfg.data.data}: the training split holds no images")
-        if validate_data and dist.is_main:
-            train_set.validate(progress=progress)
-            val_set.validate(progress=progress)
+        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
         classes = list(train_set.classes)
         weights = parse_class_weights(cfg.train.class_weights)
         if weights is not None and len(weights) != len(classes):
@@ -291,62 +285,36 @@ def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_
         kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"], "strategy": cfg.model.strategy}
         model = build_model("classifier", **kwargs)
         workers = cfg.data.workers
+        train_data: Dataset = train_set
+        val_data: Dataset | None = val_set if len(val_set) else None
         if cached:
-            dev = dist.device
-            feats, labels = compute_features(model, train_set, batch_size=cfg.train.batch_size, workers=workers, device=dev, progress=progress and dist.is_main)
-            train_data: Dataset = FeatureDataset(feats, labels, classes)
-            val_data: Dataset | None = None
-            if len(val_set):
-                vf, vl = compute_features(model, val_set, batch_size=cfg.train.batch_size, workers=workers, device=dev, progress=progress and dist.is_main)
-                val_data = FeatureDataset(vf, vl, classes)
+            def features(dataset: Dataset) -> FeatureDataset:
+                feats, labels = compute_features(model, dataset, batch_size=cfg.train.batch_size, workers=workers,
+                                                 device=dist.device, progress=progress and dist.is_main)
+                return FeatureDataset(feats, labels, classes)
+
+            train_data = features(train_set)
+            val_data = features(val_set) if len(val_set) else None
             workers = 0  # tensors in memory
-        else:
-            train_data, val_data = train_set, (val_set if len(val_set) else None)
-        meta = {
-            "task": "classify",
-            "model": {"name": "classifier", "kwargs": kwargs},
-            "classes": classes,
-            "colors": [],
-            "normalization": {"mean": list(s["mean"]), "std": list(s["std"])},
-            "image_size": s["image_size"],
-            "head_lr_mult": s["head_lr_mult"],
-            "feature_cache": cached,
-            "config": cfg.to_dict(),
-        }
-        task = ClassificationTask(len(classes), class_weights=weights)
-        trainer = GroupedTrainer(task=task, model=model, train_set=train_data, val_set=val_data, cfg=cfg.train, meta=meta,
-                                 workers=workers, dist=dist, progress=progress, head_lr_mult=s["head_lr_mult"],
-                                 unfreeze_every=cfg.train.unfreeze_every)
-        result = trainer.fit()
-    finally:
-        cleanup()
-    out = Path(cfg.train.out)
-    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+        meta = base.checkpoint_meta(NAME, "classifier", kwargs, classes, cfg, mean=s["mean"], std=s["std"],
+                                    image_size=s["image_size"], head_lr_mult=s["head_lr_mult"], feature_cache=cached)
+        return {"trainer": GroupedTrainer, "task": ClassificationTask(len(classes), class_weights=weights), "model": model,
+                "train_set": train_data, "val_set": val_data, "meta": meta, "workers": workers,
+                "trainer_kwargs": {"head_lr_mult": s["head_lr_mult"], "unfreeze_every": cfg.train.unfreeze_every}}
+
+    return base.train_on_engine(cfg, prepare, progress=progress)
+
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
-    """A classifier from a convision checkpoint, in eval mode, with ``.classes``, ``.normalization``,
-    ``.image_size`` (see :func:`convision.api.load`)."""
-    from convision.api import load as api_load
-    from convision.engine.checkpoint import load_checkpoint
-
-    model = api_load(path, device=device)
-    if getattr(model, "task", None) != "classify":
-        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a classifier")
-    data = (getattr(model, "train_config", None) or {}).get("data", {})
-    size = int(data.get("image_size") or 0)
-    if not size:
-        size = int(load_checkpoint(path).get("image_size", 224))
-    model.image_size = size
-    return model
+    """A classifier from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
+    return base.load(path, device, task=NAME)
 
 
-def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
-    if isinstance(model, (str, os.PathLike)):
-        return load(model, device=device)
-    if not hasattr(model, "normalization") or not hasattr(model, "image_size"):
-        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.classify.load()")
-    return model.to(device).eval()
+def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:
+    """``model.image_size``: the network's input side."""
+    data = (ckpt.get("config") or {}).get("data") or {}
+    model.image_size = int(data.get("image_size") or ckpt.get("image_size") or 224)
 
 
 def evaluate(
@@ -364,16 +332,12 @@ def evaluate(
     """Accuracy, top-5, per-class P/R/F1 and the confusion matrix over a whole split (eval
     transforms). ``data`` defaults to what the model was trained on. With ``out_dir``, also writes
     ``confusion_matrix.png`` and ``misclassified.png`` (up to ``max_examples`` errors, most confident first)."""
-    from convision.data.classification import build_classification_dataset, classification_eval_transforms
-    from convision.engine.trainer import evaluate as run_evaluation
-
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
     if isinstance(data, ClassifyDataConfig):
         data_cfg = data
     else:
-        trained = (getattr(net, "train_config", None) or {}).get("data", {})
-        data_cfg = ClassifyDataConfig(**{k: v for k, v in trained.items() if k in ClassifyDataConfig.__dataclass_fields__})
+        data_cfg = base.trained_section(net, "data", ClassifyDataConfig)
         if data is not None:
             data_cfg.data, data_cfg.format, data_cfg.val_data = str(data), "auto", ""
     tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
@@ -396,10 +360,7 @@ def evaluate(
     metrics["split"] = split
     metrics["num_images"] = len(dataset)
     if out_dir is not None:
-        from convision.viz import plot_confusion_matrix, save_captioned_grid
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = base.output_folder(out_dir)
         plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), net.classes, out / "confusion_matrix.png")
         m = captured["m"]
         wrong = [i for i, (p, t) in enumerate(zip(m.predictions, m.targets)) if p != t]
@@ -413,38 +374,19 @@ def evaluate(
     return metrics
 
 
-def _prepare(image: np.ndarray, net: nn.Module) -> torch.Tensor:
-    from convision.data.classification import classification_eval_transforms
-
-    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
-    return tf(image)
-
-
-def _images(images: Any) -> list[tuple[str, np.ndarray]]:
-    from convision.api import expand_inputs
-    from convision.data.io import read_image
-
-    if isinstance(images, np.ndarray):
-        return [("array", images)]
-    if isinstance(images, (list, tuple)) and images and all(isinstance(i, np.ndarray) for i in images):
-        return [(f"array{k}", a) for k, a in enumerate(images)]
-    return [(str(p), read_image(p)) for p in expand_inputs(images)]
-
-
 @torch.no_grad()
 def predict(model: nn.Module | str | os.PathLike, images: Any, *, topk: int = 5, device: str | None = "auto",
             batch_size: int = 32) -> list[list[tuple[str, float]]]:
     """For each image (paths, folder, glob or HxW[x3] uint8 arrays): its ``topk`` (class, probability)."""
-    from convision.data.classification import to_image
-
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
-    items = _images(images)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
+    items = base.read_inputs(images)
     k = max(1, min(int(topk), len(net.classes)))
     out: list[list[tuple[str, float]]] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        x = torch.stack([_prepare(to_image(_as_uint8(a, name)), net) for name, a in chunk]).to(dev)
+        x = torch.stack([tf(to_image(a)) for _, a in chunk]).to(dev)
         probs = net(x).float().softmax(1).cpu()
         top = probs.topk(k, dim=1)
         for vals, idx in zip(top.values, top.indices):
@@ -452,10 +394,18 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, topk: int = 5,
     return out
 
 
-def _as_uint8(a: np.ndarray, name: str) -> np.ndarray:
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise DataError(f"{name}: expected a uint8 image HxW or HxWx3, got {a.dtype} {tuple(a.shape)}")
-    return a
+def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out: str | os.PathLike | None, *,
+                      topk: int = 5, device: str | None = "auto", strict: bool = False,
+                      progress: bool = True) -> base.FolderResults:
+    """Classify every input image; ``out/predictions.json`` maps each path to its top-k
+    ``[[class, probability], ...]`` (``out`` None: nothing written)."""
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+
+    def predict_one(image: np.ndarray) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+        return predict(net, image, topk=topk, device=dev)[0], {}
+
+    return base.predict_to_folder(inputs, out, predict_one, strict=strict, progress=progress)
 
 
 @torch.no_grad()
@@ -469,15 +419,9 @@ def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str
     anywhere. Returns ``{"class", "probability", "box" (x1, y1, x2, y2 in original pixels),
     "map" (h x w probabilities), "stride", "window"}`` and writes ``out_png`` if given.
     """
-    from torchvision.transforms.v2 import functional as TF
-
-    from convision.data.classification import to_image
-    from convision.nn.convolutionalize import convolutionalize
-
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
-    name, array = _images(image)[0]
-    array = _as_uint8(array, name)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    name, array = base.read_inputs(image)[0]
     img = to_image(array)
     h0, w0 = img.shape[-2:]
     if scale <= 0:
@@ -510,10 +454,6 @@ def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str
     result = {"class": net.classes[c], "probability": float(pmap[i, j]), "box": box, "cell": (i, j),
               "map": pmap.numpy(), "stride": conv.stride / scale, "window": size / scale}
     if out_png is not None:
-        from convision.viz import save_heatmap
-
-        save_heatmap(array if array.ndim == 3 else np.repeat(array[:, :, None], 3, axis=2), pmap.numpy(), box,
-                     out_png, stride=conv.stride / scale, window=size / scale,
+        save_heatmap(array, pmap.numpy(), box, out_png, stride=conv.stride / scale, window=size / scale,
                      title=f"{net.classes[c]}: best window p={float(pmap[i, j]):.2f}")
     return result
-

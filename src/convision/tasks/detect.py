@@ -1,9 +1,10 @@
 """Object detection as a task for the shared engine: Faster R-CNN, Fast R-CNN, YOLOv1 (and R-CNN).
 
-    from convision.tasks.detect import DetectConfig, train, evaluate, predict
-    run = train(DetectConfig())                  # Faster R-CNN, ImageNet MobileNetV2, built-in scenes
-    metrics = evaluate(run["best"])              # VOC mAP@0.5 (area and 11-point), COCO mAP, per class
-    preds = predict(run["best"], ["a.jpg"])      # [{"boxes", "labels", "classes", "scores"}], original pixels
+    import convision
+    run = convision.train(convision.DetectConfig())  # Faster R-CNN, ImageNet MobileNetV2, built-in scenes
+    model = convision.load(run["best"])
+    metrics = convision.evaluate(model)          # VOC mAP@0.5 (area and 11-point), COCO mAP, per class
+    preds = convision.predict(model, ["a.jpg"])  # [{"boxes", "labels", "classes", "scores"}], original pixels
 
 Models (``--model``): ``faster_rcnn`` (Ren et al. 2015), ``fast_rcnn`` (Girshick 2015; selective-search
 proposals computed once per image and cached in ``<out>/proposals`` or ``--proposal-cache``),
@@ -28,22 +29,44 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.utils import draw_bounding_boxes
+from tqdm import tqdm
 
+import convision
 from convision.config import TrainConfig
-from convision.errors import CheckpointError, ConfigError, DataError
+from convision.data.detection import (
+    build_detection_dataset,
+    detection_collate,
+    detection_eval_transforms,
+    detection_train_transforms,
+)
+from convision.data.proposals import ProposalCache, proposals_for, selective_search
+from convision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from convision.engine import distributed as dist_utils
+from convision.engine.checkpoint import FORMAT, save_checkpoint
+from convision.engine.distributed import DistInfo
+from convision.engine.trainer import eval_loader, run_metric, seed_everything
+from convision.engine.trainer import evaluate as run_evaluation
+from convision.errors import ConfigError, DataError
+from convision.metrics.detection import DetectionMetric, coco_evaluate, plot_pr_curves
+from convision.models import MODELS, build_model
+from convision.models.detection.tiling import detect_tiled
+from convision.tasks import base
 
+NAME = "detect"
 DETECTORS = ("faster_rcnn", "fast_rcnn", "yolov1", "rcnn")
 USES_PROPOSALS = ("fast_rcnn", "rcnn")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -194,12 +217,10 @@ def _flag(value: str, name: str, choices: Sequence[str]) -> str:
 
 def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int, box_sides: np.ndarray | None = None) -> dict[str, Any]:
     """The builder's keyword arguments (only those it accepts), JSON-serialisable for the checkpoint."""
-    from convision.models import MODELS
-
     m = cfg.model
     if m.model not in DETECTORS:
         raise ConfigError(f"model: unknown detector {m.model!r} (expected {' | '.join(DETECTORS)})")
-    weights = None if m.weights.strip().lower() in ("", "none", "null", "random") else m.weights
+    weights = base.weights_name(m.weights)
     counts = ("head_dim", "roi_batch_size", "rpn_post_nms_test", "rpn_pre_nms_test", "rpn_pre_nms_train",
               "rpn_post_nms_train", "detections_per_image")
     for key in counts:
@@ -254,8 +275,6 @@ def proposal_settings(cfg: DetectConfig) -> dict[str, Any]:
 
 def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
     """(train, val) detection data sets with the training / evaluation transforms; val may be empty."""
-    from convision.data.detection import detection_eval_transforms, detection_train_transforms
-
     d = cfg.data
     if not 0 < d.scale_min <= d.scale_max:
         raise ConfigError(f"scale_min/scale_max: need 0 < scale_min <= scale_max, got {d.scale_min}, {d.scale_max}")
@@ -269,8 +288,6 @@ def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
 
 def split_dataset(cfg: DetectConfig, split: str, transforms: Any, classes: Sequence[str] | None = None):
     """One split (``train`` / ``val``) of the configured detection data, with ``transforms``."""
-    from convision.data.detection import build_detection_dataset
-
     d = cfg.data
     return build_detection_dataset(d.data, split, transforms=transforms, classes=classes, val_data=d.val_data,
                                    val_fraction=d.val_fraction, num_images=d.num_train if split == "train" else d.num_val,
@@ -292,8 +309,6 @@ class WithProposals(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
-        from torchvision import tv_tensors
-
         array, target = self.dataset.raw(i)
         props = torch.as_tensor(self.proposals[i], dtype=torch.float32).reshape(-1, 4)
         n = len(target["boxes"])
@@ -341,8 +356,6 @@ def compute_proposals(dataset: Any, settings: dict[str, Any], cache_dir: str | o
                       progress: bool = True) -> list[torch.Tensor]:
     """Selective-search proposals of every image of ``dataset`` (original pixels), computed once and
     cached in ``cache_dir`` (keyed by the image's bytes and the settings, so nothing stale is reused)."""
-    from convision.data.proposals import ProposalCache, proposals_for
-
     cache = ProposalCache(cache_dir, mode=settings["mode"], max_proposals=settings["max_proposals"])
     keys = [f"{i}:{dataset.name(i)}" for i in range(len(dataset))]
     found = proposals_for(_RawImages(dataset, keys), cache, progress=progress)
@@ -374,8 +387,6 @@ class DetectionTask:
         self.keep = bool(keep)
 
     def collate(self, batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-        from convision.data.detection import detection_collate
-
         return detection_collate(batch)
 
     def _call(self, model: nn.Module, images: list[torch.Tensor], targets: list[dict[str, Any]] | None,
@@ -422,8 +433,6 @@ class DetectionRecorder:
     every prediction and target so that COCO's evaluation and PR curves can follow."""
 
     def __init__(self, classes: Sequence[str], keep: bool = False) -> None:
-        from convision.metrics.detection import DetectionMetric
-
         self.voc = DetectionMetric(list(classes))
         self.keep = keep
         self.preds: list[dict[str, Any]] = []
@@ -436,8 +445,6 @@ class DetectionRecorder:
             self.targets.extend(targets)
 
     def reduce_(self) -> None:
-        from convision.engine import distributed as dist_utils
-
         self.voc.reduce_()
         if self.keep and dist_utils.is_initialized():
             import torch.distributed as torch_dist
@@ -455,26 +462,14 @@ class DetectionRecorder:
 
 
 def _meta(cfg: DetectConfig, name: str, kwargs: dict[str, Any], classes: list[str], min_size: int) -> dict[str, Any]:
-    return {
-        "task": "detect",
-        "model": {"name": name, "kwargs": kwargs},
-        "classes": classes,
-        "colors": [],
-        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "min_size": int(min_size),
-        "max_size": int(cfg.data.max_size),
-        "proposals": proposal_settings(cfg) if cfg.model.model in USES_PROPOSALS else {},
-        "config": cfg.to_dict(),
-    }
+    return base.checkpoint_meta(NAME, name, kwargs, classes, cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                min_size=int(min_size), max_size=int(cfg.data.max_size),
+                                proposals=proposal_settings(cfg) if cfg.model.model in USES_PROPOSALS else {})
 
 
 def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
     """Train a detector as configured; works under ``torchrun`` (not R-CNN). Returns ``{"best",
     "last", "best_metric", "best_epoch", "history"}``."""
-    from convision.engine import Trainer, seed_everything
-    from convision.engine.distributed import cleanup, init_distributed
-    from convision.models import build_model
-
     cfg = cfg if cfg is not None else DetectConfig()
     min_size = resolve_min_size(cfg.data)
     name = cfg.model.model
@@ -482,15 +477,10 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
         raise ConfigError(f"model: unknown detector {name!r} (expected {' | '.join(DETECTORS)})")
     if name == "rcnn":
         return _train_rcnn(cfg, min_size, progress=progress, validate_data=validate_data)
-    dist = init_distributed(cfg.train.device)
-    try:
+
+    def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg, min_size)
-        if len(train_set) == 0:
-            raise DataError(f"{cfg.data.data}: the training split holds no images")
-        if validate_data and dist.is_main:
-            train_set.validate(progress=progress)
-            if len(val_set):
-                val_set.validate(progress=progress)
+        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
         classes = list(train_set.classes)
         if not classes:
             raise DataError(f"{cfg.data.data}: no classes")
@@ -498,8 +488,6 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
             settings = proposal_settings(cfg)
             cache = cfg.model.proposal_cache or str(Path(cfg.train.out) / "proposals")
             if dist.world_size > 1:  # rank 0 fills the cache, the others then read it
-                import torch.distributed as torch_dist
-
                 if dist.is_main:
                     compute_proposals(train_set, settings, cache, progress=progress)
                     if len(val_set):
@@ -513,28 +501,15 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
         kwargs = model_kwargs(cfg, len(classes), min_size, sides)
         if name == "faster_rcnn" and progress and dist.is_main:
             print(describe_anchors(sides, kwargs["anchor_sizes"], min_size), file=sys.stderr)
-        model = build_model(name, **kwargs)
-        task = DetectionTask(classes, uses_proposals=name in USES_PROPOSALS)
-        trainer = Trainer(task=task, model=model, train_set=train_set, val_set=val_set if len(val_set) else None,
-                          cfg=cfg.train, meta=_meta(cfg, name, kwargs, classes, min_size), workers=cfg.data.workers,
-                          dist=dist, progress=progress)
-        result = trainer.fit()
-    finally:
-        cleanup()
-    out = Path(cfg.train.out)
-    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+        return {"task": DetectionTask(classes, uses_proposals=name in USES_PROPOSALS), "model": build_model(name, **kwargs),
+                "train_set": train_set, "val_set": val_set if len(val_set) else None,
+                "meta": _meta(cfg, name, kwargs, classes, min_size), "workers": cfg.data.workers}
+
+    return base.train_on_engine(cfg, prepare, progress=progress)
 
 
 def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_data: bool) -> dict[str, Any]:
     """R-CNN: proposals, CNN features, SVMs with hard-negative mining, box regressors; one pass."""
-    import time
-
-    from convision.engine import seed_everything
-    import convision
-    from convision.engine.checkpoint import FORMAT, save_checkpoint
-    from convision.engine.trainer import evaluate as run_evaluation
-    from convision.models import build_model
-
     out = Path(cfg.train.out)
     if (out / "best.pt").exists() and not cfg.train.overwrite:
         raise ConfigError(f"{out} already holds a run; pass --overwrite to start over")
@@ -549,7 +524,7 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
     seed_everything(cfg.train.seed)
     kwargs = model_kwargs(cfg, len(classes), min_size)
     model = build_model("rcnn", **kwargs)
-    device = _device(cfg.train.device)
+    device = base.device_of(cfg.train.device)
     model.to(device)
     t0 = time.time()
     train_p = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress))
@@ -576,24 +551,19 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
     save_checkpoint(out / "best.pt", payload)
     record = {"epoch": 1, "fit_seconds": fit_s, **payload["metrics"]}
     (out / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), "best_metric": best, "best_epoch": 1,
-            "history": [record]}
+    return base.run_paths(out, {"best_metric": best, "best_epoch": 1, "history": [record]})
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
-    """A detector from a convision checkpoint, in eval mode, with ``.classes``, ``.min_size``,
-    ``.max_size`` and ``.proposal_settings``."""
-    from convision.api import load as api_load
-    from convision.engine.checkpoint import load_checkpoint
+    """A detector from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
+    return base.load(path, device, task=NAME)
 
-    model = api_load(path, device=device)
-    if getattr(model, "task", None) != "detect":
-        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a detector")
-    ckpt = load_checkpoint(path)
+
+def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:
+    """``model.min_size``, ``.max_size`` (the resize) and ``.proposal_settings`` (selective search)."""
     model.min_size = int(ckpt.get("min_size", 600))
     model.max_size = int(ckpt.get("max_size", 1000))
     model.proposal_settings = dict(ckpt.get("proposals") or {})
-    return model
 
 
 def set_inference(net: nn.Module, *, nms_thresh: float | None = None, score_thresh: float | None = None,
@@ -619,24 +589,6 @@ def set_inference(net: nn.Module, *, nms_thresh: float | None = None, score_thre
     return net
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    from convision.engine.distributed import resolve_device
-
-    return resolve_device("auto" if device is None else device)
-
-
-def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
-    if isinstance(model, (str, os.PathLike)):
-        return load(model, device=device)
-    if not hasattr(model, "min_size") or not hasattr(model, "classes"):
-        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.detect.load()")
-    return model.to(device).eval()
-
-
-def _name(net: nn.Module) -> str:
-    return str(getattr(net, "spec", {}).get("name", ""))
-
-
 def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, split: str = "val", batch_size: int = 4,
              workers: int = 2, device: str | None = "auto", progress: bool = True, coco: bool = True,
              coco_backend: str = "pycocotools", pr_curves: str | os.PathLike | None = None,
@@ -645,30 +597,20 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     mAP@[.5:.95], AP50, AP75 and size buckets (pycocotools) over a split (any split the data
     defines), in original pixels. ``data`` defaults to what the model was trained on. ``tile``:
     detect images larger than ``tile`` px in overlapping windows, as :func:`predict` does."""
-    from convision.engine.trainer import _eval_loader, run_metric
-
     _check_tiling(tile, tile_overlap)
-    dev = _device(device)
-    net = _as_model(model, dev)
-    trained = (getattr(net, "train_config", None) or {})
-    cfg = DetectConfig()
-    for section in ("data", "model"):
-        values = trained.get(section, {})
-        target = getattr(cfg, section)
-        for k, v in values.items():
-            if k in type(target).__dataclass_fields__:
-                setattr(target, k, v)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    cfg = DetectConfig(data=base.trained_section(net, "data", DetectDataConfig),
+                       model=base.trained_section(net, "model", DetectModelConfig))
     if data is not None:
         cfg.data.data, cfg.data.val_data = str(data), ""
     cfg.data.min_size, cfg.data.max_size = net.min_size, net.max_size
-    from convision.data.detection import detection_eval_transforms
-
     dataset = split_dataset(cfg, split, detection_eval_transforms(net.min_size, net.max_size), classes=list(net.classes))
     if len(dataset) == 0:
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
-    name = _name(net)
+    name = getattr(net, "spec", {}).get("name")
     if name in USES_PROPOSALS and not tile:  # tiled: selective search runs on each window
-        trained_out = (trained.get("train") or {}).get("out") or cfg.train.out
+        trained_out = ((net.train_config or {}).get("train") or {}).get("out") or cfg.train.out
         cache = proposal_cache or cfg.model.proposal_cache or str(Path(trained_out) / "proposals")
         dataset = WithProposals(dataset, compute_proposals(dataset, net.proposal_settings or proposal_settings(cfg),
                                                            cache, progress=progress))
@@ -676,15 +618,11 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
     if tile:
         metric = _tiled_metric(task, net, dataset, dev, tile, tile_overlap, progress)
     else:
-        metric = run_metric(task, net, _eval_loader(task, dataset, batch_size, workers, dev), dev, progress)
+        metric = run_metric(task, net, eval_loader(task, dataset, batch_size, workers, dev), dev, progress)
     metrics = metric.compute()
     if coco:
-        from convision.metrics.detection import coco_evaluate
-
         metrics["coco"] = coco_evaluate(metric.preds, metric.targets, net.classes, backend=coco_backend)
     if pr_curves:
-        from convision.metrics.detection import plot_pr_curves
-
         plot_pr_curves(metric.voc, pr_curves)
     metrics["classes"] = list(net.classes)
     metrics["split"] = split
@@ -695,8 +633,6 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | None = None, *, s
 def _tiled_metric(task: DetectionTask, net: nn.Module, dataset: Any, dev: torch.device, tile: int, overlap: int,
                   progress: bool) -> DetectionRecorder:
     """The task's metric over ``dataset``'s original images, each detected in windows (one process)."""
-    from tqdm import tqdm
-
     net.eval()
     metric = task.new_metric()
     for i in tqdm(range(len(dataset)), desc="val (tiled)", leave=False, file=sys.stderr, disable=not progress):
@@ -713,17 +649,13 @@ def _tiled_metric(task: DetectionTask, net: nn.Module, dataset: Any, dev: torch.
 def _detect_array(net: nn.Module, array: np.ndarray, tf: Any, dev: torch.device,
                   proposal_cache: str | os.PathLike | None) -> dict[str, torch.Tensor]:
     """One RGB uint8 image through the evaluation resize and the detector; boxes in its own pixels."""
-    from torchvision import tv_tensors
-
     h, w = array.shape[:2]
     image = tv_tensors.Image(torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1))
     x = tf(image).as_subclass(torch.Tensor)
     if x.dtype == torch.uint8:
         x = x.float() / 255
     size = x.shape[-2:]
-    if _name(net) in USES_PROPOSALS:
-        from convision.data.proposals import ProposalCache, selective_search
-
+    if getattr(net, "spec", {}).get("name") in USES_PROPOSALS:
         settings = net.proposal_settings or {"mode": "fast", "max_proposals": 2000}
         rgb = np.ascontiguousarray(array[..., :3])
         found = (ProposalCache(proposal_cache, mode=settings["mode"], max_proposals=settings["max_proposals"])(rgb)
@@ -745,13 +677,9 @@ def detect_image(net: nn.Module, array: np.ndarray, *, device: torch.device, til
                  proposal_cache: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """Detections of one image (original pixels); with ``tile``, over overlapping ``tile x tile`` windows
     merged across windows (:mod:`convision.models.detection.tiling`) when the image is larger than a tile."""
-    from convision.data.detection import detection_eval_transforms
-
     tf = detection_eval_transforms(net.min_size, net.max_size)
     h, w = array.shape[:2]
     if tile and (h > tile or w > tile):
-        from convision.models.detection.tiling import detect_tiled
-
         def window(box: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
             x1, y1, x2, y2 = box
             return _detect_array(net, array[y1:y2, x1:x2], tf, device, None)
@@ -775,18 +703,13 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
     """For each image (paths, folder, glob or HxWx3 uint8 arrays): ``{"boxes": [[x1, y1, x2, y2], ...]
     (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first.
     ``tile``: detect images larger than ``tile`` pixels in overlapping windows (``tile_overlap`` px)."""
-    from convision.tasks.classify import _as_uint8, _images
-
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(f"score_threshold: expected a value in [0, 1], got {score_threshold}")
     _check_tiling(tile, tile_overlap)
-    dev = _device(device)
-    net = _as_model(model, dev)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
     out: list[dict[str, Any]] = []
-    for label, array in _images(images):
-        array = _as_uint8(array, label)
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=2)
+    for _, array in base.read_inputs(images):
         res = detect_image(net, array, device=dev, tile=tile, tile_overlap=tile_overlap, proposal_cache=proposal_cache)
         keep = res["scores"] >= score_threshold
         labels = res["labels"][keep].tolist()
@@ -798,8 +721,6 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
 
 def draw_detections(array: np.ndarray, prediction: dict[str, Any], score_threshold: float = 0.3) -> np.ndarray:
     """The image with the boxes at or above ``score_threshold`` drawn with class name and score."""
-    from torchvision.utils import draw_bounding_boxes
-
     image = torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1)
     keep = [i for i, s in enumerate(prediction["scores"]) if s >= score_threshold]
     if not keep:
@@ -814,36 +735,22 @@ def draw_detections(array: np.ndarray, prediction: dict[str, Any], score_thresho
 
 
 def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
-                      device: str | None = "auto", score_threshold: float = 0.3, tile: int = 0,
-                      tile_overlap: int = 64) -> dict[str, dict[str, Any]]:
+                      device: str | None = "auto", score_threshold: float = 0.3, tile: int = 0, tile_overlap: int = 64,
+                      strict: bool = False, progress: bool = True) -> base.FolderResults:
     """Detect every input image; write ``<out>/<stem>.png`` with the boxes at or above
     ``score_threshold`` drawn, ``<out>/predictions.json`` (``{path: prediction}``, every score) and
     ``<out>/coco_results.json`` (COCO results format, image ids in input order); returns the dict."""
-    from PIL import Image
+    _check_tiling(tile, tile_overlap)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
 
-    from convision.api import expand_inputs
-    from convision.data.io import read_image
+    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        p = predict(net, image, device=dev, tile=tile, tile_overlap=tile_overlap)[0]
+        return p, {"": draw_detections(image, p, score_threshold)}
 
-    dev = _device(device)
-    net = _as_model(model, dev)
-    files = expand_inputs(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    coco: list[dict[str, Any]] = []
-    used: set[str] = set()
-    for image_id, f in enumerate(files):
-        array = read_image(f)
-        p = predict(net, array, device=dev, tile=tile, tile_overlap=tile_overlap)[0]
-        stem = f.stem
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        Image.fromarray(draw_detections(array, p, score_threshold)).save(out / f"{stem}.png")
-        results[str(f)] = p
-        for b, c, s in zip(p["boxes"], p["labels"], p["scores"]):
-            coco.append({"image_id": image_id, "file_name": str(f), "category_id": int(c),
-                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": s})
-    (out / "predictions.json").write_text(json.dumps(results, indent=2))
-    (out / "coco_results.json").write_text(json.dumps(coco))
+    results = base.predict_to_folder(inputs, out_dir, predict_one, strict=strict, progress=progress)
+    coco = [{"image_id": image_id, "file_name": f, "category_id": int(c), "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+             "score": s}
+            for image_id, (f, p) in enumerate(results.items()) for b, c, s in zip(p["boxes"], p["labels"], p["scores"])]
+    (Path(out_dir) / "coco_results.json").write_text(json.dumps(coco))
     return results

@@ -1,9 +1,11 @@
-"""Single-object localization (classification + one box) as a task for the shared engine.
+"""Single-object localization (classification + one box): settings, data, model, loss, metric,
+prediction and drawing.
 
-    from convision.tasks.localize import LocalizeConfig, train, evaluate, predict
-    run = train(LocalizeConfig())                     # built-in one-shape scenes, ImageNet MobileNetV2
-    metrics = evaluate(run["best"])                   # accuracy (class right and IoU > 0.5), mean IoU, ...
-    preds = predict(run["best"], ["a.jpg"])           # [{"class", "score", "box": [x1, y1, x2, y2] pixels}]
+    import convision
+    run = convision.train(convision.LocalizeConfig())  # built-in one-shape scenes, ImageNet MobileNetV2
+    model = convision.load(run["best"])
+    metrics = convision.evaluate(model)               # accuracy (class right and IoU > 0.5), mean IoU, ...
+    preds = convision.predict(model, ["a.jpg"])       # [{"class", "score", "box": [x1, y1, x2, y2] pixels}]
 
 Model: :class:`convision.models.localization.Localizer` (``"localizer"`` in the registry), a
 classifier backbone with a class head and a box head (OverFeat's classification + localization).
@@ -22,22 +24,37 @@ Checkpoint extras (besides the engine's): ``"task": "localize"``, ``"model": {"n
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import box_convert
 
 from convision.config import TrainConfig
-from convision.errors import CheckpointError, ConfigError, DataError
+from convision.data.classification import to_image
+from convision.data.localization import (
+    build_localization_dataset,
+    localization_collate,
+    localization_eval_transforms,
+    localization_train_transforms,
+)
+from convision.engine.distributed import DistInfo
+from convision.engine.trainer import evaluate as run_evaluation
+from convision.engine.trainer import seed_everything
+from convision.errors import ConfigError, DataError
 from convision.metrics.localization import LocalizationMetric
+from convision.models import build_model
 from convision.models.classification import ARCHS, STRATEGIES
-from convision.tasks.classify import GroupedTrainer, _as_uint8, _images, _resolve_device, resolve_settings
+from convision.models.localization import to_pixels
+from convision.tasks import base
+from convision.tasks.classify import GroupedTrainer, on_load, resolve_settings  # noqa: F401  (on_load: the same image_size)
+from convision.viz import draw_box
+
+NAME = "localize"
 
 BOX_LOSSES = ("mse", "smooth_l1")
 SMOOTH_L1_BETA = 1.0 / 9.0
@@ -96,8 +113,6 @@ class LocalizeConfig:
 
 def box_loss(pred_cxcywh: torch.Tensor, true_xyxy: torch.Tensor, kind: str = "mse") -> torch.Tensor:
     """Box loss on normalised ``(cx, cy, w, h)``, mean over coordinates and images."""
-    from torchvision.ops import box_convert
-
     target = box_convert(true_xyxy.float(), "xyxy", "cxcywh")
     if kind == "mse":
         return F.mse_loss(pred_cxcywh.float(), target)
@@ -122,8 +137,6 @@ class LocalizationTask:
         self.box_weight = float(box_weight)
 
     def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from convision.data.localization import localization_collate
-
         return localization_collate(batch)
 
     def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
@@ -151,12 +164,6 @@ class LocalizationTask:
 
 def build_datasets(cfg: LocalizeConfig, image_size: int, mean: Sequence[float], std: Sequence[float]):
     """(train, val) with the training / evaluation transforms; val may be empty."""
-    from convision.data.localization import (
-        build_localization_dataset,
-        localization_eval_transforms,
-        localization_train_transforms,
-    )
-
     d = cfg.data
     train_tf = localization_train_transforms(image_size, mean, std, hflip=d.hflip, color_jitter=d.color_jitter)
     train_set = build_localization_dataset(d, "train", transforms=train_tf)
@@ -168,10 +175,6 @@ def build_datasets(cfg: LocalizeConfig, image_size: int, mean: Sequence[float], 
 def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
     """Train a localizer as configured; works under ``torchrun``. Returns ``{"best", "last",
     "best_metric", "best_epoch", "history"}``."""
-    from convision.engine import seed_everything
-    from convision.engine.distributed import cleanup, init_distributed
-    from convision.models import build_model
-
     cfg = cfg if cfg is not None else LocalizeConfig()
     s = resolve_settings(cfg)  # same rules as classification: strategy/weights, image size, head lr
     if cfg.train.box_loss not in BOX_LOSSES:
@@ -179,15 +182,10 @@ def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_
     if cfg.model.hidden < 0:
         raise ConfigError(f"hidden: must be >= 0, got {cfg.model.hidden}")
     cfg.data.image_size = s["image_size"]
-    dist = init_distributed(cfg.train.device)
-    try:
+
+    def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"])
-        if len(train_set) == 0:
-            raise DataError(f"{cfg.data.data}: the training split holds no images")
-        if validate_data and dist.is_main:
-            train_set.validate(progress=progress)
-            if len(val_set):
-                val_set.validate(progress=progress)
+        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
         classes = list(train_set.classes)
         if len(classes) < 2:
             raise DataError(f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}")
@@ -195,48 +193,21 @@ def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_
         kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"],
                   "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden), "box_input": cfg.model.box_input}
         model = build_model("localizer", **kwargs)
-        meta = {
-            "task": "localize",
-            "model": {"name": "localizer", "kwargs": kwargs},
-            "classes": classes,
-            "colors": [],
-            "normalization": {"mean": list(s["mean"]), "std": list(s["std"])},
-            "image_size": s["image_size"],
-            "head_lr_mult": s["head_lr_mult"],
-            "box_loss": cfg.train.box_loss,
-            "box_weight": float(cfg.train.box_weight),
-            "config": cfg.to_dict(),
-        }
+        meta = base.checkpoint_meta(NAME, "localizer", kwargs, classes, cfg, mean=s["mean"], std=s["std"],
+                                    image_size=s["image_size"], head_lr_mult=s["head_lr_mult"],
+                                    box_loss=cfg.train.box_loss, box_weight=float(cfg.train.box_weight))
         task = LocalizationTask(len(classes), box_loss=cfg.train.box_loss, box_weight=cfg.train.box_weight)
-        trainer = GroupedTrainer(task=task, model=model, train_set=train_set, val_set=val_set if len(val_set) else None,
-                                 cfg=cfg.train, meta=meta, workers=cfg.data.workers, dist=dist, progress=progress,
-                                 head_lr_mult=s["head_lr_mult"])
-        result = trainer.fit()
-    finally:
-        cleanup()
-    out = Path(cfg.train.out)
-    return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
+        return {"trainer": GroupedTrainer, "task": task, "model": model, "train_set": train_set,
+                "val_set": val_set if len(val_set) else None, "meta": meta, "workers": cfg.data.workers,
+                "trainer_kwargs": {"head_lr_mult": s["head_lr_mult"]}}
+
+    return base.train_on_engine(cfg, prepare, progress=progress)
+
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
-    """A localizer from a convision checkpoint, in eval mode, with ``.classes``, ``.normalization``, ``.image_size``."""
-    from convision.api import load as api_load
-    from convision.engine.checkpoint import load_checkpoint
-
-    model = api_load(path, device=device)
-    if getattr(model, "task", None) != "localize":
-        raise CheckpointError(f"{path}: a {getattr(model, 'task', '?')} checkpoint, not a localizer")
-    size = int(((getattr(model, "train_config", None) or {}).get("data", {})).get("image_size") or 0)
-    model.image_size = size or int(load_checkpoint(path).get("image_size", 224))
-    return model
-
-
-def _as_model(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
-    if isinstance(model, (str, os.PathLike)):
-        return load(model, device=device)
-    if not hasattr(model, "normalization") or not hasattr(model, "image_size"):
-        raise ConfigError("model: pass a checkpoint path or a model returned by convision.tasks.localize.load()")
-    return model.to(device).eval()
+    """A localizer from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
+    return base.load(path, device, task=NAME)
 
 
 def evaluate(model: nn.Module | str | os.PathLike, data: str | LocalizeDataConfig | None = None, *, split: str = "val",
@@ -244,16 +215,12 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | LocalizeDataConfi
     """Accuracy (class right and IoU > 0.5), mean IoU, class and box accuracy over a split (eval
     transforms). ``data`` defaults to what the model was trained on; a file given here is
     evaluated whole (``split`` is ignored for it)."""
-    from convision.data.localization import build_localization_dataset, localization_eval_transforms
-    from convision.engine.trainer import evaluate as run_evaluation
-
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
     if isinstance(data, LocalizeDataConfig):
         data_cfg = data
     else:
-        trained = (getattr(net, "train_config", None) or {}).get("data", {})
-        data_cfg = LocalizeDataConfig(**{k: v for k, v in trained.items() if k in LocalizeDataConfig.__dataclass_fields__})
+        data_cfg = base.trained_section(net, "data", LocalizeDataConfig)
         if data is not None:
             data_cfg.data, data_cfg.val_data = str(data), (str(data) if str(data) != "synthetic" else "")
     tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
@@ -272,17 +239,13 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
             batch_size: int = 32) -> list[dict[str, Any]]:
     """For each image (paths, folder, glob or HxW[x3] uint8 arrays): ``{"class", "score", "box"}`` with
     ``box = [x1, y1, x2, y2]`` in pixels of the original image (x2/y2 exclusive edges)."""
-    from convision.data.classification import to_image
-    from convision.data.localization import localization_eval_transforms
-    from convision.models.localization import to_pixels
-
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
     tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"]).pipeline
-    items = _images(images)
+    items = base.read_inputs(images)
     out: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
-        chunk = [to_image(_as_uint8(a, name)) for name, a in items[start : start + batch_size]]
+        chunk = [to_image(a) for _, a in items[start : start + batch_size]]
         x = torch.stack([tf(img).as_subclass(torch.Tensor) for img in chunk]).to(dev)
         res = net(x)
         probs = res["logits"].float().softmax(1).cpu()
@@ -294,30 +257,14 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
 
 
 def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
-                      device: str | None = "auto") -> dict[str, dict[str, Any]]:
+                      device: str | None = "auto", strict: bool = False, progress: bool = True) -> base.FolderResults:
     """Predict every input image, write ``<out>/<stem>.png`` with the box, class and score drawn and
     ``<out>/predictions.json`` (``{path: {"class", "score", "box"}}``); returns that dict."""
-    from convision.api import expand_inputs
-    from convision.data.io import read_image
-    from convision.viz import draw_box
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
 
-    dev = _resolve_device(device)
-    net = _as_model(model, dev)
-    files = expand_inputs(inputs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, Any]] = {}
-    used: set[str] = set()
-    for f in files:
-        array = read_image(f)
-        p = predict(net, array, device=dev)[0]
-        stem = f.stem
-        while stem in used:  # same stem in different folders
-            stem += "_"
-        used.add(stem)
-        from PIL import Image
+    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        p = predict(net, image, device=dev)[0]
+        return p, {"": draw_box(image, p["box"], f"{p['class']} {p['score']:.2f}")}
 
-        Image.fromarray(draw_box(array, p["box"], f"{p['class']} {p['score']:.2f}")).save(out / f"{stem}.png")
-        results[str(f)] = p
-    (out / "predictions.json").write_text(json.dumps(results, indent=2))
-    return results
+    return base.predict_to_folder(inputs, out_dir, predict_one, strict=strict, progress=progress)

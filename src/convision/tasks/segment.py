@@ -1,17 +1,51 @@
-"""Semantic segmentation as a task for the shared engine: data, loss, metric and prediction."""
+"""Semantic segmentation: settings, data, model, loss, metric, prediction and drawing.
+
+    import convision
+    cfg = convision.SegmentConfig()
+    cfg.train.epochs = 2
+    run = convision.train(cfg)                      # {"best": path, "last": path, "best_metric": ...}
+    model = convision.load(run["best"])             # ready nn.Module in eval mode
+    metrics = convision.evaluate(model)             # built-in validation split, original resolution
+    masks = convision.predict(model, ["street.jpg"])  # list of HxW class-index arrays
+"""
 from __future__ import annotations
 
+import inspect
+import os
+import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
 
+from convision.config import DataConfig, ModelConfig, SegmentConfig, apply, parse_class_weights
 from convision.data import IGNORE_INDEX
-from convision.data.transforms import pad_collate
+from convision.data.segmentation import SyntheticSegmentation, build_segmentation_dataset, default_crop_size
+from convision.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    pad_collate,
+    segmentation_eval_transforms,
+    segmentation_train_transforms,
+)
+from convision.engine.checkpoint import load_checkpoint, load_matching_state
+from convision.engine.distributed import DistInfo, rank_world
+from convision.engine.trainer import evaluate as run_evaluation
+from convision.engine.trainer import seed_everything
+from convision.errors import ConfigError, DataError
 from convision.losses import segmentation_cross_entropy
 from convision.metrics.boundary import BoundaryF
 from convision.metrics.segmentation import ConfusionMatrix
+from convision.models import MODELS, build_model
+from convision.nn.crf import crf_settings, dense_crf
+from convision.tasks import base
+from convision.viz import colorize, overlay, save_grid, voc_palette
+
+NAME = "segment"
 
 
 class SegmentationMetric:
@@ -82,3 +116,277 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray, normalizati
     x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(device)
     logits = model(normalize(x, normalization["mean"], normalization["std"]))
     return F.softmax(logits.float(), dim=1)[0]
+
+
+# ---------------------------------------------------------------------------------------------- model and data
+
+
+def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
+    """The builder arguments for ``cfg.model``: only those the chosen architecture takes.
+
+    A setting changed from its default that the architecture does not take is an error
+    (``--faithful`` on a model without that option), not silently dropped.
+    """
+    m = cfg.model
+    segmentation = [n for n, b in MODELS.items() if b.__module__.startswith("convision.models.segmentation")]
+    if m.model not in MODELS:
+        raise ConfigError(f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})")
+    if m.model not in segmentation:
+        raise ConfigError(f"model: {m.model!r} is not a segmentation model (segmentation: {', '.join(segmentation)})")
+    accepted = inspect.signature(MODELS[m.model]).parameters
+    wanted = {
+        "num_classes": num_classes,
+        "backbone": m.backbone,
+        "weights": base.weights_name(m.weights),
+        "faithful": m.faithful,
+        "learnable_upsampling": m.learnable_upsampling,
+    }
+    defaults = ModelConfig()
+    kwargs = {}
+    for key, value in wanted.items():
+        if key in accepted:
+            kwargs[key] = value
+        elif key != "num_classes" and getattr(m, key) != getattr(defaults, key):
+            raise ConfigError(f"{key}: model {m.model} has no such option")
+    return kwargs
+
+
+def build_datasets(data: DataConfig, crop_size: int | None = None):
+    """Training set (with augmentation) and validation set (original resolution)."""
+    train_set = build_segmentation_dataset(data, "train")
+    crop = crop_size or data.crop_size or default_crop_size(train_set)
+    train_set.transforms = segmentation_train_transforms(
+        crop_size=crop, scale_range=(data.scale_min, data.scale_max), hflip=data.hflip, color_jitter=data.color_jitter
+    )
+    val_set = build_segmentation_dataset(data, "val", transforms=segmentation_eval_transforms())
+    return train_set, val_set
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+
+
+def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+    """Train a segmentation model as configured; works unchanged under ``torchrun``.
+
+    Returns ``{"best": path, "last": path, "best_metric": float, "best_epoch": int, "history": [...]}``.
+    """
+    cfg = cfg if cfg is not None else SegmentConfig()
+
+    def prepare(dist: DistInfo) -> dict[str, Any]:
+        train_set, val_set = build_datasets(cfg.data)
+        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
+        classes = list(train_set.classes)
+        if val_set.classes != train_set.classes:
+            raise DataError(f"{cfg.data.data}: training and validation splits disagree on the classes")
+        weights = parse_class_weights(cfg.train.class_weights)
+        if weights is not None and len(weights) != len(classes):
+            raise ConfigError(f"class_weights: {len(weights)} values given for {len(classes)} classes")
+        seed_everything(cfg.train.seed)
+        name = cfg.model.model
+        kwargs = model_kwargs(cfg, len(classes))
+        model = build_model(name, **kwargs)
+        # the builder's own record of its arguments includes its defaults, so a checkpoint
+        # rebuilds the same network even if a default changes later
+        kwargs = dict(getattr(model, "spec", {}).get("kwargs", kwargs))
+        if cfg.model.init_from and not cfg.train.resume:
+            state = load_checkpoint(cfg.model.init_from)["state_dict"]
+            loaded, skipped = load_matching_state(model, state)
+            if dist.is_main:
+                print(f"init-from {cfg.model.init_from}: {len(loaded)} tensors loaded, new: {', '.join(skipped) or 'none'}")
+        meta = base.checkpoint_meta(NAME, name, kwargs, classes, cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                    colors=train_set.colors)
+        return {"task": SegmentationTask(len(classes), class_weights=weights), "model": model, "train_set": train_set,
+                "val_set": val_set, "meta": meta, "workers": cfg.data.workers}
+
+    return base.train_on_engine(cfg, prepare, progress=progress)
+
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+    """A segmentation model from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
+    return base.load(path, device, task=NAME)
+
+
+def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:
+    """Nothing beyond the common attributes."""
+
+
+def evaluate(
+    model: nn.Module | str | os.PathLike,
+    data: str | DataConfig | None = None,
+    *,
+    split: str = "val",
+    batch_size: int = 4,
+    workers: int = 2,
+    device: str | None = "auto",
+    progress: bool = True,
+    fmt: str = "auto",
+    crf: dict[str, Any] | bool | None = None,
+) -> dict[str, Any]:
+    """Metrics over a whole split at the original resolution (pixel acc, mean acc, mIoU, fwIoU,
+    boundary F, per class).
+
+    ``data`` defaults to the data set the model was trained on (for the built-in scenes, the same
+    generator settings); a folder path or a DataConfig selects another.
+
+    ``crf``: None (default) for the network's argmax; ``True`` or a dict of
+    :func:`convision.nn.crf.dense_crf` settings (``{"iterations": 5, "sxy_bilateral": 20, ...}``,
+    missing ones take the defaults) to refine each image's softmax with a dense CRF first. The CRF
+    needs the raw uint8 image, so the data set is then read without transforms and every image
+    goes through :func:`predict_probabilities` on its own (batch 1, the same normalisation as the
+    eval transforms; ``batch_size`` is not used); the settings are recorded as ``metrics["crf"]``.
+    """
+    settings = crf_settings(crf)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    data_cfg = _data_config(net, data, fmt)
+    transforms = None if settings else segmentation_eval_transforms(
+        mean=net.normalization["mean"], std=net.normalization["std"])
+    dataset = build_segmentation_dataset(data_cfg, split, transforms=transforms)
+    if len(dataset.classes) != len(net.classes):
+        raise DataError(f"{data_cfg.data}: the data set has {len(dataset.classes)} classes but the model predicts {len(net.classes)}")
+    task = SegmentationTask(len(net.classes))
+    if settings:
+        metrics = _evaluate_with_crf(task, net, dataset, settings, workers=workers, device=dev, progress=progress)
+        metrics["crf"] = dict(settings)
+    else:
+        metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev,
+                                 progress=progress)
+    metrics["classes"] = list(net.classes)
+    metrics["num_images"] = len(dataset)
+    return metrics
+
+
+@torch.no_grad()
+def _evaluate_with_crf(task: SegmentationTask, net: nn.Module, dataset: Any, settings: dict[str, Any], *,
+                       workers: int, device: torch.device, progress: bool) -> dict[str, Any]:
+    """One image at a time: softmax at the original resolution -> dense CRF -> argmax -> metric.
+    Under torchrun every process takes every W-th image and the metric is all-reduced."""
+    rank, world = rank_world()
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices), batch_size=None, num_workers=workers,
+        persistent_workers=False)
+    metric = task.new_metric()
+    for image, mask in tqdm(loader, total=len(indices), desc="val+crf", leave=False, file=sys.stderr,
+                            disable=not progress or rank != 0, dynamic_ncols=True):
+        rgb = torch.as_tensor(image).permute(1, 2, 0).numpy()
+        probs = predict_probabilities(net, rgb, net.normalization, device).cpu().numpy()
+        refined = dense_crf(rgb, probs, **settings)
+        metric.update(torch.from_numpy(refined.argmax(0))[None], torch.as_tensor(mask).long()[None])
+    metric.reduce_()
+    return metric.compute()
+
+
+def _data_config(model: nn.Module, data: str | DataConfig | None, fmt: str) -> DataConfig:
+    if isinstance(data, DataConfig):
+        return data
+    cfg = base.trained_section(model, "data", DataConfig)
+    if data is not None:
+        cfg.data = str(data)
+    if fmt != "auto" or data is not None:
+        cfg.format = fmt
+    return cfg
+
+
+def predict(
+    model: nn.Module | str | os.PathLike,
+    images: Any,
+    *,
+    device: str | None = "auto",
+    return_probabilities: bool = False,
+    crf: dict[str, Any] | bool | None = None,
+) -> list[np.ndarray]:
+    """Class-index masks (uint8 HxW, original resolution) for images given as paths, a folder,
+    a glob, or RGB uint8 arrays. With ``return_probabilities`` the list holds CxHxW float arrays.
+    ``crf`` (True or a dict of :func:`convision.nn.crf.dense_crf` settings) refines each image's
+    softmax with a dense CRF on the image first (the probabilities returned are then the CRF's)."""
+    settings = crf_settings(crf)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    out = []
+    for _, arr in base.read_inputs(images):
+        probs = predict_probabilities(net, arr, net.normalization, dev)
+        if settings:
+            probs = dense_crf(arr, probs, **settings)
+        out.append(probs.cpu().numpy() if return_probabilities else probs.argmax(0).to(torch.uint8).cpu().numpy())
+    return out
+
+
+def predict_to_folder(
+    model: nn.Module | str | os.PathLike, inputs: Any, out: str | os.PathLike, *, alpha: float = 0.5,
+    device: str | None = "auto", crf: dict[str, Any] | bool | None = None, strict: bool = False,
+    progress: bool = True,
+) -> base.FolderResults:
+    """Segment every input image and write ``out/masks`` (palette PNG of class indices, as VOC),
+    ``out/color`` (RGB colour masks), ``out/overlay`` (colour over the image) and
+    ``out/predictions.json`` (``{path: {"classes": [present class names], "size": [H, W]}}``).
+    ``crf``: as for :func:`predict`; ``strict`` and the returned dict: see :func:`base.predict_to_folder`."""
+    from PIL import Image
+
+    settings = crf_settings(crf)
+    dev = base.device_of(device)
+    net = base.as_model(model, dev, NAME)
+    colors = list(net.colors) or voc_palette(len(net.classes))
+    palette = [v for c in (colors + voc_palette(256))[:256] for v in c]
+
+    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        mask = predict(net, image, device=dev, crf=settings)[0]
+        indexed = Image.fromarray(mask, mode="P")
+        indexed.putpalette(palette)
+        present = [net.classes[int(c)] for c in np.unique(mask) if int(c) < len(net.classes)]
+        pictures = {"masks": indexed, "color": colorize(mask, colors), "overlay": overlay(image, mask, colors, alpha=alpha)}
+        return {"classes": present, "size": list(mask.shape)}, pictures
+
+    return base.predict_to_folder(inputs, out, predict_one, strict=strict, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- the demo recipe
+
+# ``make demo``: FCN-8s on ImageNet MobileNetV2, ~4 minutes of training on a 2-core CPU (README, "Numbers").
+DEMO_SETTINGS = {
+    "model": "fcn8s",
+    "backbone": "mobilenet_v2",
+    "weights": "IMAGENET1K_V1",
+    "epochs": 20,
+    "batch_size": 8,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "schedule": "poly",
+    "warmup_epochs": 0.5,
+    "scale_min": 0.75,
+    "scale_max": 1.5,
+}
+
+
+def demo_config(out: str, epochs: int | None = None) -> SegmentConfig:
+    """The demo's settings (:data:`DEMO_SETTINGS`) writing to ``out``."""
+    cfg = apply(SegmentConfig(), DEMO_SETTINGS, where="demo")
+    cfg.train.out = out
+    cfg.train.overwrite = True
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    return cfg
+
+
+def validation_samples(count: int, seed: int = 0, model: nn.Module | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, mask) pairs from the built-in validation split (the model's scene settings), as uint8 arrays."""
+    data = (getattr(model, "train_config", None) or {}).get("data", {}) if model is not None else {}
+    ds = SyntheticSegmentation(split="val", num_images=max(count, data.get("num_val", count)),
+                               image_size=data.get("image_size", 128), num_classes=data.get("num_classes", 6),
+                               seed=data.get("data_seed", seed))
+    pairs = []
+    for i in range(count):
+        image, mask = ds[i]
+        pairs.append((image.permute(1, 2, 0).numpy(), mask.numpy().astype(np.uint8)))
+    return pairs
+
+
+def save_prediction_grid(model: nn.Module, path: str | Path, count: int = 6, seed: int = 0) -> None:
+    """Rows of image | ground truth | prediction for validation scenes."""
+    rows = []
+    for image, mask in validation_samples(count, seed, model):
+        pred = predict(model, image)[0]
+        rows.append([image, colorize(mask, model.colors), colorize(pred, model.colors)])
+    save_grid(rows, ["image", "ground truth", f"{model.spec['name']} prediction"], path)

@@ -1,0 +1,99 @@
+"""What the task commands share: the argument groups of train / eval / predict, and the output."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from convision.config import add_arguments, from_args
+from convision.errors import ConfigError, DataError
+
+DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line (exit 2 through ``main``), with ``--help`` as the pointer."""
+
+    def error(self, message: str) -> None:
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
+
+
+def add_modes(tasks: argparse._SubParsersAction, name: str, help_text: str) -> argparse._SubParsersAction:
+    """``convision NAME MODE ...``: the task's parser and its required mode sub-parsers."""
+    parser = tasks.add_parser(name, help=help_text, description=help_text)
+    modes = parser.add_subparsers(dest="mode", metavar="MODE", parser_class=Parser)
+    modes.required = True
+    return modes
+
+
+def add_train(modes: argparse._SubParsersAction, cfg: Any, help_text: str, description: str) -> argparse.ArgumentParser:
+    """``train``: ``--config`` YAML, ``--no-progress`` and one flag per setting of ``cfg``."""
+    train = modes.add_parser("train", help=help_text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                             description=f"{description}\nSettings: defaults < --config YAML < flags.")
+    train.add_argument("--config", help="YAML file of settings (flat keys, same names as the flags)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(train, cfg)
+    return train
+
+
+def add_eval(modes: argparse._SubParsersAction, help_text: str, *, batch_size: int, data_help: str,
+             splits: str = "train | val") -> argparse.ArgumentParser:
+    """``eval``: the checkpoint, the data and split, batching, device."""
+    ev = modes.add_parser("eval", help=help_text, formatter_class=DEFAULTS, description=help_text)
+    ev.add_argument("--checkpoint", required=True, help="a convision checkpoint (best.pt / last.pt)")
+    ev.add_argument("--data", default=None, help=f"{data_help} (default: what the model was trained on)")
+    ev.add_argument("--split", default="val", help=splits)
+    ev.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
+    ev.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ev
+
+
+def add_predict(modes: argparse._SubParsersAction, help_text: str, *, out_help: str | None) -> argparse.ArgumentParser:
+    """``predict``: input images, the checkpoint, the output folder, device, ``--strict``."""
+    pr = modes.add_parser("predict", help=help_text, formatter_class=DEFAULTS, description=help_text)
+    pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    pr.add_argument("--checkpoint", required=True, help="a convision checkpoint")
+    if out_help is not None:
+        pr.add_argument("--out", default="predictions", help=out_help)
+    pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    pr.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (default: skip it, exit 2 at the end)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return pr
+
+
+def train(args: argparse.Namespace, cfg: Any, run: Callable[..., dict[str, Any]], metric: str) -> int:
+    """Settings from defaults < ``--config`` < flags, train, print the best epoch (rank 0)."""
+    result = run(from_args(args, cfg), progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result.get("best_metric")
+        shown = f"{best:.4f}" if isinstance(best, float) else "n/a"
+        print(f"best {metric} {shown} at epoch {result.get('best_epoch')}: {result['best']}")
+    return 0
+
+
+def check_split(split: str) -> None:
+    if split not in ("train", "val"):
+        raise ConfigError(f"--split: expected train or val, got {split!r}")
+
+
+def write_json(path: str | os.PathLike, data: Any, flag: str) -> Path:
+    """Write ``data`` as JSON to ``path`` (its folder created); a folder there is a one-line error."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag}: {out} is a folder; give a file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2, default=float))
+    return out
+
+
+def finish_predict(results: Any, out: str | None) -> int:
+    """After the results are printed: images that could not be read make the exit status 2."""
+    skipped = getattr(results, "skipped", [])
+    if skipped:
+        where = f"; the other {len(results)} were written to {out}/" if out and results else ""
+        raise DataError(f"{skipped[0]}: could not be read ({len(skipped)} image(s) skipped{where})")
+    return 0
