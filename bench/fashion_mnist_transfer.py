@@ -94,7 +94,7 @@ def run_cell(args: argparse.Namespace, fraction: float, strategy: str, epochs: i
     d, m, t = cfg.data, cfg.model, cfg.train
     d.data, d.fraction, d.image_size, d.workers, d.data_seed = args.data, fraction, args.image_size, args.workers, 0
     d.scale_min = args.scale_min
-    m.arch, m.strategy = "mobilenet_v2", strategy
+    m.backbone, m.strategy = "mobilenet_v2", strategy
     m.weights = "none" if strategy == "scratch" else "IMAGENET1K_V1"
     t.optimizer, t.epochs, t.batch_size, t.schedule = args.optimizer, epochs, args.batch_size, "cosine"
     t.warmup_epochs, t.weight_decay = args.warmup_epochs, args.weight_decay

@@ -53,7 +53,7 @@ def main() -> None:
 
     cfg = LocalizeConfig()
     cfg.data.num_train, cfg.data.num_val, cfg.data.image_size, cfg.data.workers = args.num_train, args.num_val, args.image_size, 0
-    cfg.model.arch, cfg.model.weights, cfg.model.strategy = "mobilenet_v2", "IMAGENET1K_V1", "finetune"
+    cfg.model.backbone, cfg.model.weights, cfg.model.strategy = "mobilenet_v2", "IMAGENET1K_V1", "finetune"
     t = cfg.train
     t.epochs, t.batch_size, t.lr, t.optimizer, t.box_weight = args.epochs, args.batch_size, args.lr, "adamw", args.box_weight
     t.device, t.out, t.overwrite, t.head_lr_mult = args.device, args.out, True, args.head_lr_mult

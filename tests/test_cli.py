@@ -14,7 +14,7 @@ from PIL import Image
 
 from convision.cli import main
 
-TINY = ["--num-train", "8", "--num-val", "4", "--image-size", "64", "--num-classes", "4", "--epochs", "1",
+TINY = ["--num-train", "8", "--num-val", "4", "--scene-size", "64", "--num-classes", "4", "--epochs", "1",
         "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--workers", "0", "--no-progress"]
 
 

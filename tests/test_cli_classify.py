@@ -36,7 +36,7 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    assert main(["classify", "train", *TINY, "--data", str(folder), "--arch", "resnet18", "--weights", "none",
+    assert main(["classify", "train", *TINY, "--data", str(folder), "--backbone", "resnet18", "--weights", "none",
                  "--strategy", "scratch", "--out", str(out)]) == 0
     return out
 
@@ -80,7 +80,7 @@ def test_feature_extract_on_idx_with_fraction(tmp_path):
     root = write_idx_folder(tmp_path / "fm", n_train=40, n_val=10)
     out = tmp_path / "run"
     assert main(["classify", "train", *TINY, "--data", str(root), "--fraction", "0.5", "--strategy", "feature-extract",
-                 "--arch", "mobilenet_v2", "--weights", "IMAGENET1K_V1", "--out", str(out)]) == 0
+                 "--backbone", "mobilenet_v2", "--weights", "IMAGENET1K_V1", "--out", str(out)]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["feature_cache"] is True and run["head_lr_mult"] == 10
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

@@ -64,7 +64,7 @@ def test_predict_maps_boxes_to_original_pixels_and_writes_outputs(faster_run: Pa
 
 def test_convert_round_trip_from_the_built_in_scenes(tmp_path: Path) -> None:
     voc, coco = tmp_path / "voc", tmp_path / "scenes.json"
-    assert main(["detect", "convert", "synthetic", str(voc), "--to", "voc", "--num-images", "5", "--image-size", "48"]) == 0
+    assert main(["detect", "convert", "synthetic", str(voc), "--to", "voc", "--num-images", "5", "--scene-size", "48"]) == 0
     assert len(list((voc / "Annotations").glob("*.xml"))) == 5
     assert main(["detect", "convert", str(voc), str(coco), "--to", "coco", "--split", "train"]) == 0
     data = json.loads(coco.read_text())
@@ -150,7 +150,7 @@ def voc_run(tmp_path_factory) -> tuple[Path, Path]:
     voc = root / "voc"
     for split, n in (("train", 6), ("val", 3), ("test", 3)):
         assert main(["detect", "convert", "synthetic", str(voc), "--to", "voc", "--split", split, "--num-images", str(n),
-                     "--image-size", "64", "--num-classes", "3"]) == 0
+                     "--scene-size", "64", "--num-classes", "3"]) == 0
     out = root / "run"
     args = [a for a in TINY if a not in ("--num-train", "6", "--num-val", "4", "--scene-size", "64", "--num-classes", "3")]
     assert main(["detect", "train", *args, "--data", str(voc), "--min-size", "64", "--anchor-sizes", "auto",

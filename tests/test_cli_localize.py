@@ -20,7 +20,7 @@ from test_localization_data import write_annotated
 torch.set_num_threads(1)
 
 TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress", "--device", "cpu",
-        "--arch", "resnet18", "--weights", "none", "--strategy", "scratch", "--hidden", "16"]
+        "--backbone", "resnet18", "--weights", "none", "--strategy", "scratch", "--hidden", "16"]
 
 
 @pytest.fixture(scope="module")

@@ -46,13 +46,13 @@ def test_segmentation_model_with_backbone_classes_and_input_size(capsys, tmp_pat
     assert data["total_params"] > data["trainable_params"]  # the fixed bilinear upsampling is frozen
 
 
-def test_classifier_needs_arch_and_uses_num_classes(capsys):
-    code, out, err = summary(capsys, "classifier", "--arch", "resnet18", "--num-classes", "7", "--input-size", "64")
+def test_classifier_needs_a_backbone_and_uses_num_classes(capsys):
+    code, out, err = summary(capsys, "classifier", "--backbone", "resnet18", "--num-classes", "7", "--input-size", "64")
     assert code == 0, err
     head = [line for line in out.splitlines() if line.startswith("head ")]
     assert head and head[0].split()[2] == "7" and head[0].split()[3] == f"{512 * 7 + 7:,}"
     code, out, err = summary(capsys, "classifier")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "--arch" in err and "resnet18" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--backbone" in err and "resnet18" in err
 
 
 def test_torchvision_name_with_functional_global_pooling(capsys, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from convision.config import DataConfig
+from convision.tasks.segment import SegmentDataConfig
 from convision.data import (
     IGNORE_INDEX,
     VOC_CLASSES,
@@ -332,23 +332,23 @@ def test_voc_errors(tmp_path):
 
 
 def test_build_segmentation_dataset(tmp_path):
-    cfg = DataConfig(num_train=5, num_val=2, image_size=24, num_classes=3, data_seed=4)
+    cfg = SegmentDataConfig(num_train=5, num_val=2, scene_size=24, num_classes=3, data_seed=4)
     tr, va = build_segmentation_dataset(cfg, "train"), build_segmentation_dataset(cfg, "val")
     assert isinstance(tr, SyntheticSegmentation) and len(tr) == 5 and len(va) == 2
     assert tr.num_classes == 3 and tr[0][0].shape == (3, 24, 24)
     np.testing.assert_array_equal(tr[0][1].numpy(), make_scene(0, seed=4, image_size=24, num_classes=3).mask)
 
     _voc(tmp_path / "v")
-    assert isinstance(build_segmentation_dataset(DataConfig(data=str(tmp_path / "v")), "train"), VOCSegmentation)
+    assert isinstance(build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "v")), "train"), VOCSegmentation)
     _folder(tmp_path / "f")
-    assert isinstance(build_segmentation_dataset(DataConfig(data=str(tmp_path / "f"), format="folder"), "val"), SegmentationFolder)
+    assert isinstance(build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "f"), format="folder"), "val"), SegmentationFolder)
 
     with pytest.raises(ConfigError) as e:
-        build_segmentation_dataset(DataConfig(data=str(tmp_path / "f"), format="coco"), "train")
+        build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "f"), format="coco"), "train")
     _one_line_error(e, "format", "coco")
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError) as e:
-        build_segmentation_dataset(DataConfig(data=str(tmp_path / "other")), "train")
+        build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "other")), "train")
     _one_line_error(e, "other", "unknown data layout")
 
 
@@ -369,7 +369,7 @@ def test_default_crop_is_the_data_size_up_to_320(tmp_path):
     train = SegmentationFolder(root, "train")
     assert largest_image_size(train) == (48, 60) and default_crop_size(train) == (48, 60)
     assert default_crop_size(SegmentationFolder(root, "val")) == (40, 320)
-    cfg = DataConfig(data=str(root), scale_min=1.0, scale_max=1.0)
+    cfg = SegmentDataConfig(data=str(root), scale_min=1.0, scale_max=1.0)
     train_set, _ = build_datasets(cfg)
     image, mask = train_set[0]
     assert tuple(image.shape) == (3, 48, 60) and tuple(mask.shape) == (48, 60)

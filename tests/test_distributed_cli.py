@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-ARGS = ["segment", "train", "--num-train", "8", "--num-val", "4", "--image-size", "48", "--num-classes", "3",
+ARGS = ["segment", "train", "--num-train", "8", "--num-val", "4", "--scene-size", "48", "--num-classes", "3",
         "--epochs", "1", "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--workers", "0",
         "--scale-min", "1", "--scale-max", "1", "--no-hflip", "--color-jitter", "0", "--optimizer", "sgd",
         "--lr", "0.05", "--no-progress"]
@@ -64,7 +64,7 @@ def test_classification_and_localization_train_under_torchrun(tmp_path):
     from convision.tasks.localize import evaluate as evaluate_localizer
 
     common = ["--num-train", "8", "--num-val", "6", "--scene-size", "48", "--num-classes", "3", "--image-size", "48",
-              "--epochs", "1", "--batch-size", "4", "--arch", "resnet18", "--weights", "none", "--strategy", "scratch",
+              "--epochs", "1", "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--strategy", "scratch",
               "--workers", "0", "--no-progress"]
     for task, evaluate, key in (("classify", evaluate_classifier, "accuracy"), ("localize", evaluate_localizer, "accuracy")):
         out = tmp_path / task
@@ -83,7 +83,7 @@ def test_gradual_unfreezing_under_torchrun_matches_one_process(tmp_path):
     from convision.models.classification import build_classifier
 
     args = ["classify", "train", "--num-train", "8", "--num-val", "4", "--scene-size", "48", "--num-classes", "3",
-            "--image-size", "48", "--epochs", "2", "--batch-size", "4", "--arch", "resnet18", "--weights", "none",
+            "--image-size", "48", "--epochs", "2", "--batch-size", "4", "--backbone", "resnet18", "--weights", "none",
             "--strategy", "finetune", "--unfreeze-every", "1", "--scale-min", "1", "--no-hflip", "--workers", "0",
             "--lr", "0.01", "--no-progress"]
     single, double = tmp_path / "single", tmp_path / "ddp"

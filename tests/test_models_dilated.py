@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
     builder arguments it chooses are swapped for narrow fc6/fc7 (fc_channels=16)."""
     out = tmp_path_factory.mktemp("dilated")
     args = ["segment", "train", "--model", "dilated", "--backbone", "vgg16", "--weights", "none", "--num-train", "2", "--num-val", "1",
-            "--image-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
+            "--scene-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
             "--no-progress", "--out", str(out)]
     mp = pytest.MonkeyPatch()
     chosen = convision.tasks.segment.model_kwargs

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     """One tiny CLI training run (1 epoch, 1 step of batch 2 at 32x32), then convision.load."""
     out = tmp_path_factory.mktemp("segnet")
     args = ["segment", "train", "--model", "segnet", "--weights", "none", "--num-train", "2", "--num-val", "1",
-            "--image-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
+            "--scene-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
             "--no-progress", "--out", str(out)]
     torch.manual_seed(0)
     assert main(args) == 0

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     so the builder arguments it chooses get base_channels=8."""
     out = tmp_path_factory.mktemp("unet")
     args = ["segment", "train", "--model", "unet", "--backbone", "none", "--weights", "none", "--num-train", "2",
-            "--num-val", "1", "--image-size", "64", "--num-classes", "3", "--epochs", "1", "--batch-size", "2",
+            "--num-val", "1", "--scene-size", "64", "--num-classes", "3", "--epochs", "1", "--batch-size", "2",
             "--workers", "0", "--no-progress", "--out", str(out)]
     mp = pytest.MonkeyPatch()
     chosen = convision.tasks.segment.model_kwargs

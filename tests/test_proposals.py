@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from convision.data import proposals as P
+from convision.models.detection import proposals as P
 from convision.data.synthetic import make_scene
 from convision.errors import ConfigError
 

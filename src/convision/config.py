@@ -1,78 +1,165 @@
-"""Settings as plain dataclasses, filled from defaults, then a YAML file, then command-line flags.
+"""Settings as plain dataclasses composed from shared sections, filled from defaults, then a YAML
+file, then command-line flags.
 
-Every field is one flag (``--lr 0.01``, ``--no-amp``) and one YAML key (flat, same name).
-Unknown keys are errors, not silently ignored.
+Every field is one flag (``--lr 0.01``, ``--no-amp``) and one YAML key (flat, same name). One
+name means one thing in every task: ``model`` / ``backbone`` / ``weights`` the network,
+``scene_size`` the side of the built-in scenes, ``image_size`` the network's input side.
+Unknown keys and duplicate YAML keys are errors; values outside a field's ``min`` are errors
+naming the setting; renamed settings (a section's ``aliases``) still work, with a one-line note.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from convision.errors import ConfigError
 
 
-@dataclass
-class DataConfig:
-    data: str = field(default="synthetic", metadata={"help": "'synthetic' (built-in scenes) or a data set folder"})
-    format: str = field(default="auto", metadata={"help": "folder layout: auto | folder | voc"})
-    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background"})
-    image_size: int = field(default=128, metadata={"help": "synthetic scenes: image side in pixels"})
-    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
-    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
-    data_seed: int = field(default=0, metadata={"help": "synthetic scenes: generator seed"})
-    crop_size: int = field(default=0, metadata={"help": "training crop side; 0 = the images' own size, each side at most 320 (synthetic: image size)"})
-    scale_min: float = field(default=0.5, metadata={"help": "random-scale augmentation, lower bound"})
-    scale_max: float = field(default=2.0, metadata={"help": "random-scale augmentation, upper bound"})
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
-    color_jitter: float = field(default=0.2, metadata={"help": "brightness/contrast/saturation jitter strength (0 = off)"})
-    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+def setting(default: Any, help: str, minimum: float | None = None) -> Any:
+    """A dataclass field with its ``--help`` text and, optionally, its smallest valid value."""
+    return field(default=default, metadata={"help": help, "min": minimum})
+
+
+_NOTED: set[tuple[str, str]] = set()
+
+
+def deprecated(old: str, new: str, where: str) -> None:
+    """The one-line note for a renamed setting (stderr, once per name and place)."""
+    if (old, where) in _NOTED:
+        return
+    _NOTED.add((old, where))
+    if where == "command line":
+        old, new = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
+    print(f"convision: note: {where}: '{old}' is deprecated, use '{new}'", file=sys.stderr)
+
+
+class Section:
+    """Base of every settings section: a renamed setting (``aliases``: old -> new) still reads and
+    writes, with a one-line note; setting an attribute that is no setting is an AttributeError
+    (a misspelt ``cfg.train.lr_rate = ...`` would otherwise be ignored silently)."""
+
+    aliases: ClassVar[dict[str, str]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.aliases:
+            deprecated(name, self.aliases[name], "Python")
+            name = self.aliases[name]
+        elif name not in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+        if name in type(self).aliases:
+            deprecated(name, type(self).aliases[name], "Python")
+            return getattr(self, type(self).aliases[name])
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------- shared sections
 
 
 @dataclass
-class ModelConfig:
-    model: str = field(default="fcn8s", metadata={"help": "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated"})
-    backbone: str = field(default="mobilenet_v2", metadata={"help": "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder; dilated: vgg16 = the paper's or mobilenet_v2)"})
-    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
-    faithful: bool = field(default=False, metadata={"help": "FCN: the paper's pad-100-and-crop alignment (VGG16 only)"})
-    learnable_upsampling: bool = field(default=False, metadata={"help": "FCN: train the bilinear-initialised transposed convolutions"})
-    init_from: str = field(default="", metadata={"help": "checkpoint to initialise matching layers from (FCN-32s -> 16s -> 8s)"})
+class SourceSection(Section):
+    """Where the images come from and how they are loaded."""
+
+    data: str = setting("synthetic", "'synthetic' (built-in scenes) or a data set")
+    workers: int = setting(2, "data-loading worker processes", 0)
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = field(default=20, metadata={"help": "training epochs"})
-    batch_size: int = field(default=8, metadata={"help": "global batch size (split across processes under torchrun)"})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (with momentum) | adamw"})
-    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay"})
-    schedule: str = field(default="poly", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
-    poly_power: float = field(default=0.9, metadata={"help": "power of the poly schedule"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs"})
-    grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm to this (0 = off)"})
-    amp: bool = field(default=True, metadata={"help": "mixed precision on CUDA (ignored on CPU)"})
-    class_weights: str = field(default="", metadata={"help": "comma-separated cross-entropy class weights (empty = none)"})
-    sync_bn: bool = field(default=True, metadata={"help": "synchronise batch-norm statistics across processes under torchrun"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    out: str = field(default="runs/segment", metadata={"help": "output folder for checkpoints, metrics and pictures"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUT/last.pt"})
-    overwrite: bool = field(default=False, metadata={"help": "start over even if OUT already holds a run"})
+class ScenesSection(Section):
+    """The built-in synthetic scenes (``data: synthetic``)."""
+
+    num_classes: int = setting(6, "synthetic scenes: classes including background", 2)
+    num_train: int = setting(400, "synthetic scenes: training images", 1)
+    num_val: int = setting(100, "synthetic scenes: validation images", 0)
+    scene_size: int = setting(128, "synthetic scenes: image side in pixels", 8)
+    data_seed: int = setting(0, "synthetic scenes: generator seed (also of hold-out splits)")
 
 
 @dataclass
-class SegmentConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class HoldOutSection(Section):
+    """A validation split taken from the training data when it has none."""
+
+    val_data: str = setting("", "validation data (empty: the data set's own val split, or a hold-out)")
+    val_fraction: float = setting(0.2, "hold-out share of each class for validation when there is no val split", 0)
+
+
+@dataclass
+class AugmentSection(Section):
+    """Photometric and flip augmentation shared by every task."""
+
+    hflip: bool = setting(True, "random horizontal flip")
+    color_jitter: float = setting(0.2, "brightness/contrast/saturation jitter strength (0 = off)", 0)
+
+
+@dataclass
+class ModelNameSection(Section):
+    """The architecture (a name of ``convision.models.MODELS``)."""
+
+    model: str = setting("", "architecture")
+
+
+@dataclass
+class BackboneSection(Section):
+    """The pretrained network under the task's head."""
+
+    backbone: str = setting("mobilenet_v2", "torchvision network under the task's head")
+    weights: str = setting("IMAGENET1K_V1", "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'")
+
+
+@dataclass
+class TrainConfig(Section):
+    epochs: int = setting(20, "training epochs", 1)
+    batch_size: int = setting(8, "global batch size (split across processes under torchrun)", 1)
+    optimizer: str = setting("sgd", "sgd (with momentum) | adamw")
+    lr: float = setting(0.01, "peak learning rate")
+    momentum: float = setting(0.9, "SGD momentum", 0)
+    weight_decay: float = setting(5e-4, "weight decay", 0)
+    schedule: str = setting("poly", "learning-rate schedule: poly | cosine | constant")
+    poly_power: float = setting(0.9, "power of the poly schedule", 0)
+    warmup_epochs: float = setting(0.0, "linear warm-up length in epochs", 0)
+    grad_clip: float = setting(0.0, "clip the gradient norm to this (0 = off)", 0)
+    amp: bool = setting(True, "mixed precision on CUDA (ignored on CPU)")
+    class_weights: str = setting("", "comma-separated cross-entropy class weights (empty = none)")
+    sync_bn: bool = setting(True, "synchronise batch-norm statistics across processes under torchrun")
+    seed: int = setting(0, "random seed")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    out: str = setting("runs/segment", "output folder for checkpoints, metrics and pictures")
+    resume: bool = setting(False, "continue from OUT/last.pt")
+    overwrite: bool = setting(False, "start over even if OUT already holds a run")
+
+
+class Settings:
+    """Base of the task configs (dataclasses of ``data``, ``model``, ``train`` sections).
+
+    A section's ``aliases`` maps deprecated setting names to their new names; a config's
+    ``ordered`` lists ``(low, high)`` pairs of settings that must satisfy ``low <= high``.
+    """
+
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {section.name: dataclasses.asdict(getattr(self, section.name)) for section in dataclasses.fields(self)}
+        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+
+    def check(self) -> None:
+        """Every value within its field's ``min`` and every ``ordered`` pair in order; raises ConfigError."""
+        fields = _flat_fields(self)
+        for name, (section, f) in fields.items():
+            low = f.metadata.get("min")
+            value = getattr(section, name)
+            if low is not None and value < low:
+                raise ConfigError(f"{name}: must be >= {low:g}, got {value}")
+        for low_name, high_name in self.ordered:
+            low, high = getattr(fields[low_name][0], low_name), getattr(fields[high_name][0], high_name)
+            if low > high:
+                raise ConfigError(f"{low_name}/{high_name}: need {low_name} <= {high_name}, got {low:g} > {high:g}")
 
 
 def _sections(cfg: Any) -> list[Any]:
@@ -123,16 +210,54 @@ def _unknown(name: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown setting '{name}'{hint}")
 
 
+def aliases(cfg: Any) -> dict[str, str]:
+    """Deprecated name -> current name, over the sections of ``cfg``."""
+    return {old: new for section in _sections(cfg) for old, new in getattr(section, "aliases", {}).items()}
+
+
 def apply(cfg: Any, values: dict[str, Any], where: str) -> Any:
-    """Set flat ``values`` on the sections of ``cfg``; unknown names are errors."""
+    """Set flat ``values`` on the sections of ``cfg``; unknown names are errors, deprecated ones noted."""
     fields = _flat_fields(cfg)
+    renamed = aliases(cfg)
     for name, value in values.items():
         key = str(name).replace("-", "_")
+        if key in renamed and key not in fields:
+            deprecated(key, renamed[key], where)
+            key = renamed[key]
         if key not in fields:
             raise _unknown(str(name), sorted(fields), where)
         section, f = fields[key]
         setattr(section, key, _coerce(key, value, f.type, where))
     return cfg
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """``cls`` (a settings section) from a checkpoint's stored dict: renamed keys mapped, unknown ones dropped."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    renamed = getattr(cls, "aliases", {})
+    kept = {renamed.get(k, k): v for k, v in values.items() if renamed.get(k, k) in names}
+    return cls(**kept)
+
+
+def _unique_key_loader() -> type:
+    """A yaml SafeLoader whose mappings refuse a key given twice, naming it and its lines."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{loader.name}: line {line}: '{key}' is given twice (first on line {seen[key]})")
+            seen[key] = line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return Loader
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -142,7 +267,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        with open(p) as stream:
+            data = yaml.load(stream, Loader=_unique_key_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -154,16 +280,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("data", "model", "train") and isinstance(value, dict):
-            flat.update(value)  # sectioned files are accepted too
+            for k, v in value.items():  # sectioned files are accepted too
+                if k in flat:
+                    raise ConfigError(f"{p}: '{k}' is given twice")
+                flat[k] = v
+        elif key in flat:
+            raise ConfigError(f"{p}: '{key}' is given twice")
         else:
             flat[key] = value
     return flat
 
 
 def add_arguments(parser: argparse.ArgumentParser, cfg: Any) -> None:
-    """One flag per setting; --help shows each default."""
-    for section in _sections(cfg):
-        group = parser.add_argument_group(f"{type(section).__name__.removesuffix('Config').lower()} settings")
+    """One flag per setting; --help shows each default. Deprecated names are hidden flags."""
+    for section, title in zip(_sections(cfg), ("data", "model", "training")):
+        group = parser.add_argument_group(f"{title} settings")
         hints = typing.get_type_hints(type(section))
         for f in dataclasses.fields(section):
             flag = "--" + f.name.replace("_", "-")
@@ -173,14 +304,16 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any) -> None:
                 group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             else:
                 group.add_argument(flag, dest=f.name, default=None, metavar=hints[f.name].__name__.upper(), help=help_text)
+    for old in aliases(cfg):
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS)
 
 
-def from_args(args: argparse.Namespace, cfg: Any | None = None) -> SegmentConfig:
+def from_args(args: argparse.Namespace, cfg: Any) -> Any:
     """Defaults, then ``--config`` YAML, then the flags that were given."""
-    cfg = cfg if cfg is not None else SegmentConfig()
     if getattr(args, "config", None):
         apply(cfg, load_yaml(args.config), where=str(args.config))
-    given = {name: getattr(args, name) for name in _flat_fields(cfg) if getattr(args, name, None) is not None}
+    names = [*_flat_fields(cfg), *aliases(cfg)]
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     apply(cfg, given, where="command line")
     return cfg
 

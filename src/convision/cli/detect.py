@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from convision.cli import common
+from convision.config import deprecated
 from convision.data.detection_formats import convert
 from convision.errors import ConfigError
 from convision.metrics.detection import format_table
@@ -36,7 +37,8 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     cv.add_argument("--to", required=True, help="voc | coco | yolo")
     cv.add_argument("--split", default=None, help="the source split to read (VOC: ImageSets/Main/<split>.txt; YOLO: images/<split>)")
     cv.add_argument("--num-images", type=int, default=100, help="synthetic: images to export")
-    cv.add_argument("--image-size", type=int, default=128, help="synthetic: image side")
+    cv.add_argument("--scene-size", type=int, default=128, help="synthetic: image side")
+    cv.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)  # deprecated name of --scene-size
     cv.add_argument("--num-classes", type=int, default=6, help="synthetic: classes including background")
     cv.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
 
@@ -96,9 +98,12 @@ def _predict(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     if args.to not in ("voc", "coco", "yolo"):
         raise ConfigError(f"--to: expected voc | coco | yolo, got {args.to!r}")
+    if args.image_size is not None:
+        deprecated("image_size", "scene_size", "command line")
+        args.scene_size = args.image_size
     extra = {}
     if args.src == "synthetic":
-        extra = {"num_images": args.num_images, "image_size": args.image_size, "num_classes": args.num_classes, "seed": args.seed}
+        extra = {"num_images": args.num_images, "image_size": args.scene_size, "num_classes": args.num_classes, "seed": args.seed}
     written = convert(args.src, args.dst, args.to, split=args.split, **extra)
     print(f"converted {args.src} to {args.to}: {written}")
     return 0

@@ -49,6 +49,7 @@ from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
+from convision.data.images import to_image
 from convision.data.io import read_image
 from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
 from convision.errors import ConfigError, DataError
@@ -126,18 +127,6 @@ class ClassificationDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, {self.num_classes} classes)"
-
-
-def to_image(array: np.ndarray) -> tv_tensors.Image:
-    """HxW or HxWx{1,3,4} uint8 -> ``tv_tensors.Image`` uint8 [3,H,W] (grey repeated, alpha dropped)."""
-    a = np.asarray(array)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.shape[2] == 4:
-        a = a[:, :, :3]
-    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
 
 
 # ------------------------------------------------------------------------------------------ subsets

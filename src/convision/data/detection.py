@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from convision.data.classification import to_image
+from convision.data.images import to_image
 from convision.data.detection_formats import (
     DetectionRecord,
     detect_format,

@@ -46,7 +46,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from convision.data.classification import VAL_INDEX_OFFSET, check_synthetic_settings, holdout_split, to_image
+from convision.data.classification import VAL_INDEX_OFFSET, check_synthetic_settings, holdout_split
+from convision.data.images import to_image
 from convision.data.io import read_image
 from convision.data.synthetic import make_scene, synthetic_classes
 from convision.errors import ConfigError, DataError

@@ -424,14 +424,14 @@ def detect_format(root: str | Path) -> str:
 
 
 def build_segmentation_dataset(data_cfg: Any, split: str, transforms: Callable | None = None) -> SegmentationDataset:
-    """The data set that ``data_cfg`` (a :class:`convision.config.DataConfig`) names, for ``split``."""
+    """The data set that ``data_cfg`` (a :class:`convision.tasks.segment.SegmentDataConfig`-like object) names, for ``split``."""
     if split not in SPLITS:
         raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
     if data_cfg.data == "synthetic":
         return SyntheticSegmentation(
             split=split,
             num_images=data_cfg.num_train if split == "train" else data_cfg.num_val,
-            image_size=data_cfg.image_size,
+            image_size=data_cfg.scene_size,
             num_classes=data_cfg.num_classes,
             seed=data_cfg.data_seed,
             transforms=transforms,

@@ -20,10 +20,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from convision.data.images import IMAGENET_MEAN, IMAGENET_STD
 from convision.data.io import IGNORE_INDEX
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 class RandomScale(v2.Transform):

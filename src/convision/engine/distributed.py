@@ -105,10 +105,26 @@ def barrier() -> None:
 
 
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over all processes in place (no-op in one process); returns it."""
-    if is_initialized() and dist.get_world_size() > 1:
+    """Sum ``tensor`` over all processes in place (no-op in one process); returns it. A CPU tensor
+    (metric counts) goes through the current GPU under NCCL, which reduces CUDA tensors only."""
+    if not (is_initialized() and dist.get_world_size() > 1):
+        return tensor
+    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+        on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+        tensor.copy_(on_gpu.to(tensor.device))
+    else:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` in rank order (``[obj]`` in one process; picklable objects only)."""
+    if not (is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from convision.engine.distributed import all_reduce_sum_
 from convision.errors import DataError
 
 # counts rows: matched predicted, predicted, matched ground truth, ground truth boundary pixels
@@ -95,16 +96,7 @@ class BoundaryF:
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl" and self.counts.device.type != "cuda":
-            on_gpu = self.counts.to(torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(on_gpu)
-            self.counts.copy_(on_gpu.cpu())
-        else:
-            dist.all_reduce(self.counts)
+        all_reduce_sum_(self.counts)
 
     def compute(self) -> dict[str, Any]:
         """``{"boundary_f": mean over classes with boundaries (NaN if none), "per_class_boundary_f": [...]}``

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
+from convision.engine.distributed import all_reduce_sum_
 from convision.errors import DataError
 
 
@@ -63,15 +64,7 @@ class ClassificationMetric:
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        flat = torch.cat([self.mat.reshape(-1), self.topk_correct.reshape(1)])
-        if dist.get_backend() == "nccl":
-            flat = flat.to(torch.device("cuda", torch.cuda.current_device()))
-        dist.all_reduce(flat)
-        flat = flat.cpu()
+        flat = all_reduce_sum_(torch.cat([self.mat.reshape(-1), self.topk_correct.reshape(1)]))
         self.mat.copy_(flat[:-1].reshape(self.mat.shape))
         self.topk_correct.copy_(flat[-1])
 

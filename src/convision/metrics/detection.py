@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from convision.engine.distributed import all_gather_objects, rank_world
 from convision.errors import ConfigError, DataError
 
 IOU_THRESHOLD = 0.5
@@ -161,13 +162,9 @@ class DetectionMetric:
 
     def reduce_(self) -> None:
         """Gather every process's per-image records so all ranks compute the same numbers; a no-op without torch.distributed."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
+        if rank_world()[1] == 1:
             return
-        parts: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, self._local)
-        self._gathered = [r for part in parts for r in part]
+        self._gathered = [r for part in all_gather_objects(self._local) for r in part]
 
     def _ordered(self) -> list[dict[str, Any]]:
         recs = self.records

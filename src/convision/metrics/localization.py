@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torchvision.ops import box_iou
 
+from convision.engine.distributed import all_reduce_sum_
+
 IOU_THRESHOLD = 0.5
 
 
@@ -61,16 +63,7 @@ class LocalizationMetric:
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl":
-            on_gpu = self.counts.to(torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(on_gpu)
-            self.counts.copy_(on_gpu.cpu())
-        else:
-            dist.all_reduce(self.counts)
+        all_reduce_sum_(self.counts)
 
     def compute(self) -> dict[str, Any]:
         n, correct, cls_ok, box_ok, iou = (float(v) for v in self.counts)

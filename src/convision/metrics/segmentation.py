@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from convision.engine.distributed import all_reduce_sum_
 from convision.errors import DataError
 
 
@@ -63,16 +64,7 @@ class ConfusionMatrix:
 
     def reduce_(self) -> None:
         """Sum the matrix over all processes (in place); a no-op without torch.distributed."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl" and self.mat.device.type != "cuda":
-            on_gpu = self.mat.to(torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(on_gpu)
-            self.mat.copy_(on_gpu.cpu())
-        else:
-            dist.all_reduce(self.mat)
+        all_reduce_sum_(self.mat)
 
     def compute(self) -> dict[str, Any]:
         """The four FCN metrics (floats, NaN if there are no pixels) and per-class lists (None = absent)."""

@@ -156,27 +156,27 @@ def _known() -> str:
     return ", ".join(BACKBONES)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     line = text[0] if text else type(err).__name__
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-def _is_none(weights: Any) -> bool:
+def is_none(weights: Any) -> bool:
     return weights is None or (isinstance(weights, str) and weights.strip().lower() in ("", "none", "null", "random"))
 
 
-def _looks_like_path(weights: str) -> bool:
+def looks_like_path(weights: str) -> bool:
     return os.path.exists(weights) or weights.lower().endswith(_WEIGHT_SUFFIXES) or "/" in weights or os.sep in weights
 
 
-def _read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
+def read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: backbone weights file not found (weights= expects 'none', a torchvision weights name or a .pth state dict of torchvision {name})")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, unsafe pickle, not a torch file ...
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch state dict ({type(e).__name__}: {_first_line(e)})") from None
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch state dict ({type(e).__name__}: {first_line(e)})") from None
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         if isinstance(obj, Mapping):
             keys = ", ".join(repr(k) for k in list(obj)[:5])
@@ -218,9 +218,9 @@ def load_torchvision_classifier(name: str, weights: str | os.PathLike | None = N
     """
     if name not in BACKBONES:
         raise ConfigError(f"backbone: unknown backbone {name!r} (known: {_known()})")
-    if _is_none(weights):
+    if is_none(weights):
         return torchvision.models.get_model(name, weights=None)
-    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and _looks_like_path(weights)):
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and looks_like_path(weights)):
         return _from_file(name, Path(weights))
     if not isinstance(weights, str):
         raise ConfigError(f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}")
@@ -234,13 +234,13 @@ def load_torchvision_classifier(name: str, weights: str | os.PathLike | None = N
     except (OSError, RuntimeError, ValueError) as e:  # no network, bad hash, corrupt cache file
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise CheckpointError(
-            f"weights: could not load torchvision {name} {label} ({type(e).__name__}: {_first_line(e)}); "
+            f"weights: could not load torchvision {name} {label} ({type(e).__name__}: {first_line(e)}); "
             f"put {enum[key].url.rsplit('/', 1)[-1]} in {cache} or pass a local .pth file"
         ) from None
 
 
 def _from_file(name: str, path: Path) -> nn.Module:
-    state = _read_state_dict(path, name)
+    state = read_state_dict(path, name)
     model = torchvision.models.get_model(name, weights=None)
     expected = model.state_dict()
     # The last classification layer is never used by a backbone: a classifier fine-tuned to other
@@ -282,3 +282,7 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backb
         )
     )
     return Backbone(name, stem, nn.Sequential(OrderedDict(layer3=model.layer3)), nn.Sequential(OrderedDict(layer4=model.layer4)), grid="corner")
+
+
+# the former private names, still imported by models/detection/ and models/segmentation/unet.py
+_is_none = is_none

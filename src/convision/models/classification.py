@@ -37,8 +37,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from convision.data.images import IMAGENET_MEAN, IMAGENET_STD
 from convision.errors import CheckpointError, ConfigError
-from convision.models.backbones import _first_line, _is_none, _looks_like_path, _read_state_dict, check_state_dict
+from convision.models.backbones import first_line, is_none, looks_like_path, read_state_dict, check_state_dict
 
 __all__ = ["ARCHS", "STAGES", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
 
@@ -75,8 +76,6 @@ STAGES: dict[str, list[list[str]]] = {
     # by output stride: 2, 4, 8, 16, 32 (features.18 is the final 1x1 conv to 1280 channels)
     "mobilenet_v2": [[f"features.{i}" for i in r] for r in (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))],
 }
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def default_head_lr_mult(optimizer: str, strategy: str) -> float:
@@ -115,7 +114,7 @@ def preprocessing(arch: str, weights: str | os.PathLike | None = None) -> dict[s
     mean/std and 224/256 for random or file weights)."""
     _check_arch(arch)
     info = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_size": 224, "resize_size": 256}
-    if isinstance(weights, str) and not _is_none(weights) and not _looks_like_path(weights):
+    if isinstance(weights, str) and not is_none(weights) and not looks_like_path(weights):
         tf = _weights_enum(arch, weights).transforms()
         info = {
             "mean": [float(v) for v in tf.mean],
@@ -133,11 +132,11 @@ def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Modul
     extra: dict[str, Any] = {}
     if arch == "googlenet":
         extra = {"transform_input": True}
-    if _is_none(weights):
+    if is_none(weights):
         if arch == "googlenet":
             extra.update(aux_logits=False, init_weights=True)
         return torchvision.models.get_model(arch, weights=None, **extra)
-    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and _looks_like_path(weights)):
+    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and looks_like_path(weights)):
         if arch == "googlenet":
             extra.update(aux_logits=False, init_weights=False)
         model = torchvision.models.get_model(arch, weights=None, **extra)
@@ -151,13 +150,13 @@ def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Modul
     except (OSError, RuntimeError, ValueError) as e:  # no network, bad hash, corrupt cache file
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise CheckpointError(
-            f"weights: could not load torchvision {arch} {enum.name} ({type(e).__name__}: {_first_line(e)}); "
+            f"weights: could not load torchvision {arch} {enum.name} ({type(e).__name__}: {first_line(e)}); "
             f"put {enum.url.rsplit('/', 1)[-1]} in {cache} or pass a local .pth file"
         ) from None
 
 
 def _load_file(model: nn.Module, arch: str, path: Path) -> None:
-    state = _read_state_dict(path, arch)
+    state = read_state_dict(path, arch)
     if arch == "densenet121":  # old-style keys ("norm.1") as in torchvision's own loader
         state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
     if arch == "googlenet":  # auxiliary classifiers are not used
@@ -169,15 +168,9 @@ def _load_file(model: nn.Module, arch: str, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def _get(module: nn.Module, dotted: str) -> nn.Module:
-    for part in dotted.split("."):
-        module = module[int(part)] if part.isdigit() else getattr(module, part)
-    return module
-
-
 def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
     parent_path, _, name = dotted.rpartition(".")
-    parent = _get(module, parent_path) if parent_path else module
+    parent = module.get_submodule(parent_path) if parent_path else module
     if name.isdigit():
         parent[int(name)] = value
     else:
@@ -195,7 +188,7 @@ class Classifier(nn.Module):
 
     def __init__(self, arch: str, net: nn.Module, num_classes: int, strategy: str) -> None:
         super().__init__()
-        last = _get(net, ARCHS[arch])
+        last = net.get_submodule(ARCHS[arch])
         if not isinstance(last, nn.Linear):
             raise TypeError(f"{arch}: expected a Linear at {ARCHS[arch]}, found {type(last).__name__}")
         _set(net, ARCHS[arch], nn.Identity())
@@ -215,7 +208,7 @@ class Classifier(nn.Module):
 
     def stages(self) -> list[list[nn.Module]]:
         """The backbone's stages (:data:`STAGES`), input side first; the head is not among them."""
-        return [[_get(self.net, name) for name in stage] for stage in STAGES[self.arch]]
+        return [[self.net.get_submodule(name) for name in stage] for stage in STAGES[self.arch]]
 
     def freeze_stages(self, n: int) -> None:
         """Freeze the first ``n`` backbone stages (input side) and make every later one trainable:
@@ -281,7 +274,7 @@ def build_classifier(
         raise ConfigError(f"strategy: unknown {strategy!r} (expected {' | '.join(STRATEGIES)})")
     if int(num_classes) < 2:
         raise ConfigError(f"num_classes: a classifier needs at least 2 classes, got {num_classes}")
-    if strategy == "scratch" and not _is_none(weights):
+    if strategy == "scratch" and not is_none(weights):
         raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got weights {weights!r} (use --weights none)")
     net = _torchvision_model(arch, weights)
     return Classifier(arch, net, int(num_classes), strategy)

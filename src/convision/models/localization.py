@@ -75,10 +75,8 @@ class Localizer(nn.Module):
         self.box_input = box_input
         layers: list[nn.Module] = []
         if box_input == "spatial":
-            from convision.models.classification import _get
-
             self._spatial_name = SPATIAL_MODULES[classifier.arch]
-            spatial = _get(classifier.net, self._spatial_name)
+            spatial = classifier.net.get_submodule(self._spatial_name)
             spatial.register_forward_hook(_keep_output)
             channels = _out_channels(classifier.net, self._spatial_name)
             layers += [nn.Conv2d(channels, _REDUCED, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(_GRID), nn.Flatten(1)]
@@ -113,9 +111,7 @@ class Localizer(nn.Module):
         f = self.classifier.features(images)
         logits = self.classifier.head(f)
         if self.box_input == "spatial":
-            from convision.models.classification import _get
-
-            holder = _get(self.classifier.net, self._spatial_name)
+            holder = self.classifier.net.get_submodule(self._spatial_name)
             fmap = holder.__dict__.pop("_localizer_map")
             if self.classifier.arch == "densenet121":  # torchvision applies the final ReLU functionally
                 fmap = torch.relu(fmap)
@@ -147,15 +143,13 @@ class Localizer(nn.Module):
 @torch.no_grad()
 def _out_channels(net: nn.Module, name: str) -> int:
     """Channels of the spatial map ``name`` produces (one tiny forward pass in eval mode)."""
-    from convision.models.classification import _get
-
     was = net.training
     net.eval()
     try:
         net(torch.zeros(1, 3, 64, 64))
     finally:
         net.train(was)
-    return int(_get(net, name).__dict__.pop("_localizer_map").shape[1])
+    return int(net.get_submodule(name).__dict__.pop("_localizer_map").shape[1])
 
 
 def build_localizer(arch: str = "mobilenet_v2", num_classes: int = 5, weights: str | os.PathLike | None = None,

@@ -90,10 +90,8 @@ def total_stride(features: nn.Module) -> int:
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None, list[nn.Module]]:
     """(features, pool or None, classifier layers after the flatten)."""
-    from convision.models.classification import Classifier  # local: avoid an import cycle
-
-    if isinstance(model, Classifier):
-        net = model.net
+    if isinstance(getattr(model, "net", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module):
+        net = model.net  # a convision Classifier: a torchvision network whose last layer is the new ``head``
         if not isinstance(net, (VGG, AlexNet)):
             raise ValueError(f"convolutionalize: {model.arch} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)")
         return net.features, net.avgpool, [*net.classifier, model.head]

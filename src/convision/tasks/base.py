@@ -7,9 +7,9 @@ engine's Task object (loss, metric, eval step), and ``train``, ``evaluate``, ``p
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import importlib
+import inspect
 import json
 import os
 import warnings
@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from convision.config import from_dict
 from convision.data.io import read_image
 from convision.engine.checkpoint import load_checkpoint
 from convision.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from convision.engine.trainer import Trainer
 from convision.errors import CheckpointError, ConfigError, DataError
-from convision.models import build_model
+from convision.models import MODELS, build_model
 
 TASKS = ("segment", "classify", "localize", "detect")
 WHAT = {"segment": "a segmentation model", "classify": "a classifier", "localize": "a localizer", "detect": "a detector"}
@@ -94,6 +95,21 @@ def checkpoint_meta(task: str, name: str, kwargs: dict[str, Any], classes: list[
     }
 
 
+def builder_kwargs(name: str, wanted: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """The entries of ``wanted`` that the builder ``MODELS[name]`` takes. A setting of ``settings``
+    (a model section) changed from its default that the builder does not take is a ConfigError
+    (``--faithful`` on a model without that option), never silently dropped."""
+    accepted = inspect.signature(MODELS[name]).parameters
+    defaults = type(settings)()
+    kwargs = {}
+    for key, value in wanted.items():
+        if key in accepted:
+            kwargs[key] = value
+        elif hasattr(defaults, key) and getattr(settings, key) != getattr(defaults, key):
+            raise ConfigError(f"{key}: model {name} has no such option")
+    return kwargs
+
+
 def weights_name(text: str) -> str | None:
     """``none`` / ``null`` / ``random`` / empty -> None (random initialisation), else the name or file."""
     return None if text.strip().lower() in ("", "none", "null", "random") else text
@@ -149,10 +165,9 @@ def as_model(model: nn.Module | str | os.PathLike, device: torch.device, task: s
 
 
 def trained_section(model: nn.Module, section: str, cls: type) -> Any:
-    """``cls`` (a settings dataclass) filled with the model's training settings of ``section``."""
-    values = ((getattr(model, "train_config", None) or {}).get(section) or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
+    """``cls`` (a settings section) filled with the model's training settings of ``section``
+    (renamed settings of older checkpoints mapped, unknown ones dropped)."""
+    return from_dict(cls, (getattr(model, "train_config", None) or {}).get(section) or {})
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -47,13 +47,23 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from convision.config import TrainConfig, parse_class_weights
+from convision.config import (
+    AugmentSection,
+    BackboneSection,
+    HoldOutSection,
+    ScenesSection,
+    Settings,
+    SourceSection,
+    TrainConfig,
+    parse_class_weights,
+    setting,
+)
 from convision.data.classification import (
     build_classification_dataset,
     classification_eval_transforms,
     classification_train_transforms,
-    to_image,
 )
+from convision.data.images import to_image
 from convision.engine.distributed import DistInfo
 from convision.engine.trainer import Trainer, seed_everything
 from convision.engine.trainer import evaluate as run_evaluation
@@ -71,53 +81,45 @@ NAME = "classify"
 
 
 @dataclass
-class ClassifyDataConfig:
-    data: str = field(default="synthetic", metadata={"help": "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder"})
-    format: str = field(default="auto", metadata={"help": "auto | folder | csv | idx | synthetic"})
-    val_data: str = field(default="", metadata={"help": "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of each class held out for validation when there is no validation split"})
-    fraction: float = field(default=1.0, metadata={"help": "keep this share of every training class (stratified, deterministic): 0.01, 0.1, 1"})
-    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
-    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
-    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
-    scene_size: int = field(default=64, metadata={"help": "synthetic scenes: generated image side in pixels"})
-    max_objects: int = field(default=1, metadata={"help": "synthetic scenes: shapes per image (the label is the largest visible one)"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes, the hold-out split and --fraction"})
-    image_size: int = field(default=0, metadata={"help": "network input side; 0 = what the weights expect (224)"})
-    scale_min: float = field(default=0.5, metadata={"help": "random-resized-crop augmentation: smallest area share"})
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
-    color_jitter: float = field(default=0.0, metadata={"help": "brightness/contrast/saturation jitter strength (0 = off)"})
-    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+class ClassifyDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+    data: str = setting("synthetic", "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder")
+    val_data: str = setting("", "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)")
+    num_classes: int = setting(6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3)
+    scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
+    color_jitter: float = setting(0.0, "brightness/contrast/saturation jitter strength (0 = off)", 0)
+    format: str = setting("auto", "auto | folder | csv | idx | synthetic")
+    fraction: float = setting(1.0, "keep this share of every training class (stratified, deterministic): 0.01, 0.1, 1", 0)
+    max_objects: int = setting(1, "synthetic scenes: shapes per image (the label is the largest visible one)", 1)
+    image_size: int = setting(0, "network input side; 0 = what the weights expect (224)", 0)
+    scale_min: float = setting(0.5, "random-resized-crop augmentation: smallest area share", 0.01)
 
 
 @dataclass
-class ClassifyModelConfig:
-    arch: str = field(default="mobilenet_v2", metadata={"help": " | ".join(ARCHS)})
-    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "a torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
-    strategy: str = field(default="finetune", metadata={"help": " | ".join(STRATEGIES)})
-    cache_features: bool = field(default=True, metadata={"help": "feature-extract: compute backbone features once and train the head on them (no augmentation)"})
+class ClassifyModelConfig(BackboneSection):
+    backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
+    strategy: str = setting("finetune", " | ".join(STRATEGIES))
+    cache_features: bool = setting(True, "feature-extract: compute backbone features once and train the head on them (no augmentation)")
+
+    aliases = {"arch": "backbone"}
 
 
 @dataclass
 class ClassifyTrainConfig(TrainConfig):
-    epochs: int = field(default=10, metadata={"help": "training epochs"})
-    batch_size: int = field(default=32, metadata={"help": "global batch size (split across processes under torchrun)"})
-    lr: float = field(default=0.001, metadata={"help": "peak learning rate of the backbone (the head gets lr x head_lr_mult)"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
-    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
-    out: str = field(default="runs/classify", metadata={"help": "output folder for checkpoints, metrics and pictures"})
-    head_lr_mult: float = field(default=0.0, metadata={"help": "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch"})
-    unfreeze_every: int = field(default=0, metadata={"help": "finetune: gradual unfreezing -- epoch 1 trains the head only, then one more backbone stage from the top every N epochs (0 = off)"})
+    epochs: int = setting(10, "training epochs", 1)
+    batch_size: int = setting(32, "global batch size (split across processes under torchrun)", 1)
+    lr: float = setting(0.001, "peak learning rate of the backbone (the head gets lr x head_lr_mult)")
+    weight_decay: float = setting(1e-4, "weight decay", 0)
+    schedule: str = setting("cosine", "learning-rate schedule: poly | cosine | constant")
+    out: str = setting("runs/classify", "output folder for checkpoints, metrics and pictures")
+    head_lr_mult: float = setting(0.0, "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch", 0)
+    unfreeze_every: int = setting(0, "finetune: gradual unfreezing -- epoch 1 trains the head only, then one more backbone stage from the top every N epochs (0 = off)", 0)
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(Settings):
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)
     train: ClassifyTrainConfig = field(default_factory=ClassifyTrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -230,6 +232,7 @@ def compute_features(model: nn.Module, dataset: Dataset, *, batch_size: int = 64
 
 def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
     """Validate the settings and fill the automatic ones: image size, normalisation, head lr multiple."""
+    cfg.check()
     m, d, t = cfg.model, cfg.data, cfg.train
     if m.strategy not in STRATEGIES:
         raise ConfigError(f"strategy: unknown {m.strategy!r} (expected {' | '.join(STRATEGIES)})")
@@ -238,18 +241,12 @@ def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
         raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got {m.weights!r} (use --weights none)")
     if m.strategy == "feature-extract" and weights is None:
         raise ConfigError("weights: strategy 'feature-extract' needs pretrained weights (a frozen random backbone learns nothing)")
-    pre = preprocessing(m.arch, weights)
-    if d.image_size < 0:
-        raise ConfigError(f"image_size: must be >= 0, got {d.image_size}")
+    pre = preprocessing(m.backbone, weights)
     image_size = d.image_size or pre["crop_size"]
     unfreeze_every = getattr(t, "unfreeze_every", 0)  # localization shares these rules, without unfreezing
-    if unfreeze_every < 0:
-        raise ConfigError(f"unfreeze_every: must be >= 0, got {unfreeze_every}")
     if unfreeze_every and m.strategy != "finetune":
         raise ConfigError(f"unfreeze_every: gradual unfreezing is for strategy 'finetune', not {m.strategy!r}")
     mult = t.head_lr_mult or default_head_lr_mult(t.optimizer, m.strategy)
-    if mult <= 0:
-        raise ConfigError(f"head_lr_mult: must be positive, got {mult}")
     return {"weights": weights, "image_size": int(image_size), "mean": pre["mean"], "std": pre["std"], "head_lr_mult": mult}
 
 
@@ -282,7 +279,7 @@ def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_
         if weights is not None and len(weights) != len(classes):
             raise ConfigError(f"class_weights: {len(weights)} values given for {len(classes)} classes")
         seed_everything(cfg.train.seed)
-        kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"], "strategy": cfg.model.strategy}
+        kwargs = {"arch": cfg.model.backbone, "num_classes": len(classes), "weights": s["weights"], "strategy": cfg.model.strategy}
         model = build_model("classifier", **kwargs)
         workers = cfg.data.workers
         train_data: Dataset = train_set

@@ -23,8 +23,6 @@ Checkpoint extras (besides the engine's): ``"task": "detect"``, ``"model": {"nam
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import math
 import os
@@ -36,7 +34,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from torch import nn
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -44,14 +41,24 @@ from torchvision.utils import draw_bounding_boxes
 from tqdm import tqdm
 
 import convision
-from convision.config import TrainConfig
+from convision.config import (
+    AugmentSection,
+    BackboneSection,
+    HoldOutSection,
+    ModelNameSection,
+    ScenesSection,
+    Settings,
+    SourceSection,
+    TrainConfig,
+    setting,
+)
 from convision.data.detection import (
     build_detection_dataset,
     detection_collate,
     detection_eval_transforms,
     detection_train_transforms,
 )
-from convision.data.proposals import ProposalCache, proposals_for, selective_search
+from convision.models.detection.proposals import ProposalCache, proposals_for, selective_search
 from convision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from convision.engine import distributed as dist_utils
 from convision.engine.checkpoint import FORMAT, save_checkpoint
@@ -60,7 +67,7 @@ from convision.engine.trainer import eval_loader, run_metric, seed_everything
 from convision.engine.trainer import evaluate as run_evaluation
 from convision.errors import ConfigError, DataError
 from convision.metrics.detection import DetectionMetric, coco_evaluate, plot_pr_curves
-from convision.models import MODELS, build_model
+from convision.models import build_model
 from convision.models.detection.tiling import detect_tiled
 from convision.tasks import base
 
@@ -70,71 +77,60 @@ USES_PROPOSALS = ("fast_rcnn", "rcnn")
 
 
 @dataclass
-class DetectDataConfig:
-    data: str = field(default="synthetic", metadata={"help": "'synthetic', a Pascal VOC root, a COCO .json or a YOLO folder"})
-    val_data: str = field(default="", metadata={"help": "validation set (COCO: a second .json; empty: the format's val split or a hold-out)"})
-    val_fraction: float = field(default=0.2, metadata={"help": "hold-out share for validation when the data has no val split"})
-    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
-    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
-    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
-    scene_size: int = field(default=128, metadata={"help": "synthetic scenes: generated image side in pixels"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes and of the hold-out split"})
-    min_size: int = field(default=0, metadata={"help": "shorter image side fed to the network (0 = scene_size for synthetic, 600 as the paper for files)"})
-    max_size: int = field(default=1000, metadata={"help": "longer image side at most (the paper's 1000)"})
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flip (boxes follow)"})
-    scale_min: float = field(default=0.8, metadata={"help": "random rescale: smallest factor of min_size"})
-    scale_max: float = field(default=1.25, metadata={"help": "random rescale: largest factor of min_size"})
-    crop: bool = field(default=False, metadata={"help": "random IoU crops (boxes clipped or dropped)"})
-    color_jitter: float = field(default=0.2, metadata={"help": "photometric jitter strength (0 = off)"})
-    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+class DetectDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+    data: str = setting("synthetic", "'synthetic', a Pascal VOC root, a COCO .json or a YOLO folder")
+    val_data: str = setting("", "validation set (COCO: a second .json; empty: the format's val split or a hold-out)")
+    min_size: int = setting(0, "shorter image side fed to the network (0 = scene_size for synthetic, 600 as the paper for files)", 0)
+    max_size: int = setting(1000, "longer image side at most (the paper's 1000)", 1)
+    scale_min: float = setting(0.8, "random rescale: smallest factor of min_size", 0.01)
+    scale_max: float = setting(1.25, "random rescale: largest factor of min_size", 0.01)
+    crop: bool = setting(False, "random IoU crops (boxes clipped or dropped)")
 
 
 @dataclass
-class DetectModelConfig:
-    model: str = field(default="faster_rcnn", metadata={"help": " | ".join(DETECTORS)})
-    backbone: str = field(default="mobilenet_v2", metadata={"help": "mobilenet_v2 | vgg16 | resnet18 | resnet50 (yolov1 also: darknet)"})
-    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "backbone weights: a torchvision name, a .pth file, or 'none'"})
-    pooling: str = field(default="roi_pool", metadata={"help": "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp"})
-    anchor_sizes: str = field(default="auto", metadata={"help": "Faster R-CNN anchor sides in px, comma-separated | auto (octaves covering the training boxes' sizes at min_size, printed; built-in scenes: 16,32,64,128 x min_size/128) | paper (128,256,512 x min_size/600)"})
-    head_dim: int = field(default=1024, metadata={"help": "R-CNN family: width of the two fc layers of the RoI head (non-VGG backbones)"})
-    roi_batch_size: int = field(default=128, metadata={"help": "Faster/Fast R-CNN: RoIs sampled per training image (the paper's 128, 25 %% foreground)"})
-    rpn_post_nms_test: int = field(default=300, metadata={"help": "Faster R-CNN: proposals kept after NMS at test time (the paper's 300)"})
-    rpn_pre_nms_test: int = field(default=6000, metadata={"help": "Faster R-CNN: best-scoring anchors kept before the proposal NMS at test time"})
-    rpn_pre_nms_train: int = field(default=12000, metadata={"help": "Faster R-CNN: best-scoring anchors kept before the proposal NMS in training"})
-    rpn_post_nms_train: int = field(default=2000, metadata={"help": "Faster R-CNN: proposals kept after NMS in training"})
-    nms_thresh: float = field(default=0.0, metadata={"help": "test-time per-class NMS IoU (0 = the model's default: R-CNN family 0.3 as the papers, YOLOv1 0.5)"})
-    score_thresh: float = field(default=-1.0, metadata={"help": "test-time score threshold (-1 = the model's default: 0.05 R-CNN family, 0.2 YOLOv1)"})
-    detections_per_image: int = field(default=100, metadata={"help": "test-time detections kept per image"})
-    freeze: str = field(default="auto", metadata={"help": "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none"})
-    freeze_bn: str = field(default="auto", metadata={"help": "batch norms of the conv body: auto (frozen when pretrained) | yes | no (trained with batch statistics)"})
-    image_size: int = field(default=0, metadata={"help": "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)"})
-    proposal_mode: str = field(default="fast", metadata={"help": "selective search (fast_rcnn, rcnn): fast | quality"})
-    max_proposals: int = field(default=2000, metadata={"help": "selective search: proposals kept per image (the paper's ~2000)"})
-    proposal_cache: str = field(default="", metadata={"help": "folder of cached proposals (empty: <out>/proposals)"})
-    warp_size: int = field(default=224, metadata={"help": "rcnn: side each proposal is warped to (the paper: 227 for AlexNet)"})
+class DetectModelConfig(BackboneSection, ModelNameSection):
+    model: str = setting("faster_rcnn", " | ".join(DETECTORS))
+    backbone: str = setting("mobilenet_v2", "mobilenet_v2 | vgg16 | resnet18 | resnet50 (yolov1 also: darknet)")
+    pooling: str = setting("roi_pool", "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp")
+    anchor_sizes: str = setting("auto", "Faster R-CNN anchor sides in px, comma-separated | auto (octaves covering the training boxes' sizes at min_size, printed; built-in scenes: 16,32,64,128 x min_size/128) | paper (128,256,512 x min_size/600)")
+    head_dim: int = setting(1024, "R-CNN family: width of the two fc layers of the RoI head (non-VGG backbones)", 1)
+    roi_batch_size: int = setting(128, "Faster/Fast R-CNN: RoIs sampled per training image (the paper's 128, 25 %% foreground)", 1)
+    rpn_post_nms_test: int = setting(300, "Faster R-CNN: proposals kept after NMS at test time (the paper's 300)", 1)
+    rpn_pre_nms_test: int = setting(6000, "Faster R-CNN: best-scoring anchors kept before the proposal NMS at test time", 1)
+    rpn_pre_nms_train: int = setting(12000, "Faster R-CNN: best-scoring anchors kept before the proposal NMS in training", 1)
+    rpn_post_nms_train: int = setting(2000, "Faster R-CNN: proposals kept after NMS in training", 1)
+    nms_thresh: float = setting(0.0, "test-time per-class NMS IoU (0 = the model's default: R-CNN family 0.3 as the papers, YOLOv1 0.5)")
+    score_thresh: float = setting(-1.0, "test-time score threshold (-1 = the model's default: 0.05 R-CNN family, 0.2 YOLOv1)")
+    detections_per_image: int = setting(100, "test-time detections kept per image", 1)
+    freeze: str = setting("auto", "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none")
+    freeze_bn: str = setting("auto", "batch norms of the conv body: auto (frozen when pretrained) | yes | no (trained with batch statistics)")
+    image_size: int = setting(0, "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)", 0)
+    proposal_mode: str = setting("fast", "selective search (fast_rcnn, rcnn): fast | quality")
+    max_proposals: int = setting(2000, "selective search: proposals kept per image (the paper's ~2000)", 1)
+    proposal_cache: str = setting("", "folder of cached proposals (empty: <out>/proposals)")
+    warp_size: int = setting(224, "rcnn: side each proposal is warped to (the paper: 227 for AlexNet)", 16)
 
 
 @dataclass
 class DetectTrainConfig(TrainConfig):
-    epochs: int = field(default=12, metadata={"help": "training epochs"})
-    batch_size: int = field(default=4, metadata={"help": "global batch size (split across processes under torchrun)"})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (with momentum; the papers') | adamw"})
-    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay (the papers: 5e-4 for VGG16)"})
-    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
-    warmup_epochs: float = field(default=0.5, metadata={"help": "linear warm-up length in epochs"})
-    grad_clip: float = field(default=10.0, metadata={"help": "clip the gradient norm to this (0 = off)"})
-    out: str = field(default="runs/detect", metadata={"help": "output folder for checkpoints, metrics and pictures"})
+    epochs: int = setting(12, "training epochs", 1)
+    batch_size: int = setting(4, "global batch size (split across processes under torchrun)", 1)
+    optimizer: str = setting("sgd", "sgd (with momentum; the papers') | adamw")
+    lr: float = setting(0.01, "peak learning rate")
+    weight_decay: float = setting(1e-4, "weight decay (the papers: 5e-4 for VGG16)", 0)
+    schedule: str = setting("cosine", "learning-rate schedule: poly | cosine | constant")
+    warmup_epochs: float = setting(0.5, "linear warm-up length in epochs", 0)
+    grad_clip: float = setting(10.0, "clip the gradient norm to this (0 = off)", 0)
+    out: str = setting("runs/detect", "output folder for checkpoints, metrics and pictures")
 
 
 @dataclass
-class DetectConfig:
+class DetectConfig(Settings):
     data: DetectDataConfig = field(default_factory=DetectDataConfig)
     model: DetectModelConfig = field(default_factory=DetectModelConfig)
     train: DetectTrainConfig = field(default_factory=DetectTrainConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+    ordered = (("scale_min", "scale_max"),)
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -250,15 +246,13 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int, box_sides: 
             raise ConfigError(f"warp_size: must be at least 16, got {m.warp_size}")
         wanted["warp_size"] = int(m.warp_size)
         wanted["context_padding"] = round(16 * m.warp_size / 224)  # the paper's 16 px at 224 (227), scaled
-        wanted["proposal_mode"], wanted["max_proposals"] = m.proposal_mode, int(m.max_proposals)
+        # proposal_mode / max_proposals reach R-CNN through proposal_settings() (the cached search), not the builder
     if m.model == "yolov1":
         if m.image_size < 0:
             raise ConfigError(f"image_size: must be >= 0, got {m.image_size}")
         wanted["image_size"] = m.image_size or (448 if m.backbone == "darknet" else 224)
         wanted.pop("pooling")
-    builder = MODELS[m.model]
-    accepted = inspect.signature(builder).parameters
-    return {k: v for k, v in wanted.items() if k in accepted}
+    return base.builder_kwargs(m.model, wanted, m)
 
 
 def proposal_settings(cfg: DetectConfig) -> dict[str, Any]:
@@ -446,11 +440,8 @@ class DetectionRecorder:
 
     def reduce_(self) -> None:
         self.voc.reduce_()
-        if self.keep and dist_utils.is_initialized():
-            import torch.distributed as torch_dist
-
-            gathered: list[Any] = [None] * torch_dist.get_world_size()
-            torch_dist.all_gather_object(gathered, (self.preds, self.targets))
+        if self.keep and dist_utils.rank_world()[1] > 1:
+            gathered = dist_utils.all_gather_objects((self.preds, self.targets))
             self.preds = [p for g in gathered for p in g[0]]
             self.targets = [t for g in gathered for t in g[1]]
 
@@ -471,6 +462,7 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
     """Train a detector as configured; works under ``torchrun`` (not R-CNN). Returns ``{"best",
     "last", "best_metric", "best_epoch", "history"}``."""
     cfg = cfg if cfg is not None else DetectConfig()
+    cfg.check()
     min_size = resolve_min_size(cfg.data)
     name = cfg.model.model
     if name not in DETECTORS:
@@ -492,7 +484,7 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
                     compute_proposals(train_set, settings, cache, progress=progress)
                     if len(val_set):
                         compute_proposals(val_set, settings, cache, progress=progress)
-                torch_dist.barrier()
+                dist_utils.barrier()
             train_set = WithProposals(train_set, compute_proposals(train_set, settings, cache, progress=progress and dist.is_main))
             if len(val_set):
                 val_set = WithProposals(val_set, compute_proposals(val_set, settings, cache, progress=progress and dist.is_main))

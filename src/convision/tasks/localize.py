@@ -34,8 +34,17 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
-from convision.config import TrainConfig
-from convision.data.classification import to_image
+from convision.config import (
+    AugmentSection,
+    BackboneSection,
+    HoldOutSection,
+    ScenesSection,
+    Settings,
+    SourceSection,
+    TrainConfig,
+    setting,
+)
+from convision.data.images import to_image
 from convision.data.localization import (
     build_localization_dataset,
     localization_collate,
@@ -61,51 +70,42 @@ SMOOTH_L1_BETA = 1.0 / 9.0
 
 
 @dataclass
-class LocalizeDataConfig:
-    data: str = field(default="synthetic", metadata={"help": "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file"})
-    val_data: str = field(default="", metadata={"help": "validation annotation file (empty: a hold-out of the training file)"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of each class held out for validation when there is no val_data"})
-    num_classes: int = field(default=6, metadata={"help": "synthetic scenes: classes including background (so num_classes-1 shapes)"})
-    num_train: int = field(default=400, metadata={"help": "synthetic scenes: training images"})
-    num_val: int = field(default=100, metadata={"help": "synthetic scenes: validation images"})
-    scene_size: int = field(default=64, metadata={"help": "synthetic scenes: generated image side in pixels"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the synthetic scenes and the hold-out split"})
-    image_size: int = field(default=0, metadata={"help": "network input side (the whole image is resized to it); 0 = what the weights expect (224)"})
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flip (with the box)"})
-    color_jitter: float = field(default=0.2, metadata={"help": "brightness/contrast/saturation jitter strength (0 = off)"})
-    workers: int = field(default=2, metadata={"help": "data-loading worker processes"})
+class LocalizeDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+    data: str = setting("synthetic", "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file")
+    val_data: str = setting("", "validation annotation file (empty: a hold-out of the training file)")
+    num_classes: int = setting(6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3)
+    scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
+    image_size: int = setting(0, "network input side (the whole image is resized to it); 0 = what the weights expect (224)", 0)
 
 
 @dataclass
-class LocalizeModelConfig:
-    arch: str = field(default="mobilenet_v2", metadata={"help": " | ".join(ARCHS)})
-    weights: str = field(default="IMAGENET1K_V1", metadata={"help": "a torchvision weights name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'"})
-    strategy: str = field(default="finetune", metadata={"help": " | ".join(STRATEGIES)})
-    hidden: int = field(default=256, metadata={"help": "hidden units of the box head (0 = one linear layer)"})
-    box_input: str = field(default="spatial", metadata={"help": "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)"})
+class LocalizeModelConfig(BackboneSection):
+    backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
+    strategy: str = setting("finetune", " | ".join(STRATEGIES))
+    hidden: int = setting(256, "hidden units of the box head (0 = one linear layer)", 0)
+    box_input: str = setting("spatial", "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)")
+
+    aliases = {"arch": "backbone"}
 
 
 @dataclass
 class LocalizeTrainConfig(TrainConfig):
-    epochs: int = field(default=10, metadata={"help": "training epochs"})
-    batch_size: int = field(default=32, metadata={"help": "global batch size (split across processes under torchrun)"})
-    lr: float = field(default=0.001, metadata={"help": "peak learning rate of the backbone (the heads get lr x head_lr_mult)"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
-    schedule: str = field(default="cosine", metadata={"help": "learning-rate schedule: poly | cosine | constant"})
-    out: str = field(default="runs/localize", metadata={"help": "output folder for checkpoints, metrics and pictures"})
-    head_lr_mult: float = field(default=1.0, metadata={"help": "heads' lr / backbone lr (0 = classification's auto, 10; 10 blew the box loss up in bench/localization.py)"})
-    box_loss: str = field(default="mse", metadata={"help": "mse (Gaussian log-likelihood) | smooth_l1"})
-    box_weight: float = field(default=1.0, metadata={"help": "lambda: loss = cross-entropy + lambda x box loss"})
+    epochs: int = setting(10, "training epochs", 1)
+    batch_size: int = setting(32, "global batch size (split across processes under torchrun)", 1)
+    lr: float = setting(0.001, "peak learning rate of the backbone (the heads get lr x head_lr_mult)")
+    weight_decay: float = setting(1e-4, "weight decay", 0)
+    schedule: str = setting("cosine", "learning-rate schedule: poly | cosine | constant")
+    out: str = setting("runs/localize", "output folder for checkpoints, metrics and pictures")
+    head_lr_mult: float = setting(1.0, "heads' lr / backbone lr (0 = classification's auto, 10; 10 blew the box loss up in bench/localization.py)", 0)
+    box_loss: str = setting("mse", "mse (Gaussian log-likelihood) | smooth_l1")
+    box_weight: float = setting(1.0, "lambda: loss = cross-entropy + lambda x box loss", 0)
 
 
 @dataclass
-class LocalizeConfig:
+class LocalizeConfig(Settings):
     data: LocalizeDataConfig = field(default_factory=LocalizeDataConfig)
     model: LocalizeModelConfig = field(default_factory=LocalizeModelConfig)
     train: LocalizeTrainConfig = field(default_factory=LocalizeTrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
 
 
 # ---------------------------------------------------------------------------------------------- task
@@ -179,8 +179,6 @@ def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_
     s = resolve_settings(cfg)  # same rules as classification: strategy/weights, image size, head lr
     if cfg.train.box_loss not in BOX_LOSSES:
         raise ConfigError(f"box_loss: unknown {cfg.train.box_loss!r} (expected {' | '.join(BOX_LOSSES)})")
-    if cfg.model.hidden < 0:
-        raise ConfigError(f"hidden: must be >= 0, got {cfg.model.hidden}")
     cfg.data.image_size = s["image_size"]
 
     def prepare(dist: DistInfo) -> dict[str, Any]:
@@ -190,7 +188,7 @@ def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_
         if len(classes) < 2:
             raise DataError(f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}")
         seed_everything(cfg.train.seed)
-        kwargs = {"arch": cfg.model.arch, "num_classes": len(classes), "weights": s["weights"],
+        kwargs = {"arch": cfg.model.backbone, "num_classes": len(classes), "weights": s["weights"],
                   "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden), "box_input": cfg.model.box_input}
         model = build_model("localizer", **kwargs)
         meta = base.checkpoint_meta(NAME, "localizer", kwargs, classes, cfg, mean=s["mean"], std=s["std"],

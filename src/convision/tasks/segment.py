@@ -10,9 +10,9 @@
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +22,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from convision.config import DataConfig, ModelConfig, SegmentConfig, apply, parse_class_weights
+from convision.config import (
+    AugmentSection,
+    BackboneSection,
+    ModelNameSection,
+    ScenesSection,
+    Settings,
+    SourceSection,
+    TrainConfig,
+    apply,
+    parse_class_weights,
+    setting,
+)
 from convision.data import IGNORE_INDEX
 from convision.data.segmentation import SyntheticSegmentation, build_segmentation_dataset, default_crop_size
 from convision.data.transforms import (
@@ -46,6 +57,35 @@ from convision.tasks import base
 from convision.viz import colorize, overlay, save_grid, voc_palette
 
 NAME = "segment"
+
+
+@dataclass
+class SegmentDataConfig(AugmentSection, ScenesSection, SourceSection):
+    data: str = setting("synthetic", "'synthetic' (built-in scenes) or a data set folder")
+    format: str = setting("auto", "folder layout: auto | folder | voc")
+    crop_size: int = setting(0, "training crop side; 0 = the images' own size, each side at most 320 (synthetic: scene size)", 0)
+    scale_min: float = setting(0.5, "random-scale augmentation, lower bound", 0.01)
+    scale_max: float = setting(2.0, "random-scale augmentation, upper bound", 0.01)
+
+    aliases = {"image_size": "scene_size"}
+
+
+@dataclass
+class SegmentModelConfig(BackboneSection, ModelNameSection):
+    model: str = setting("fcn8s", "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated")
+    backbone: str = setting("mobilenet_v2", "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder; dilated: vgg16 = the paper's or mobilenet_v2)")
+    faithful: bool = setting(False, "FCN: the paper's pad-100-and-crop alignment (VGG16 only)")
+    learnable_upsampling: bool = setting(False, "FCN: train the bilinear-initialised transposed convolutions")
+    init_from: str = setting("", "checkpoint to initialise matching layers from (FCN-32s -> 16s -> 8s)")
+
+
+@dataclass
+class SegmentConfig(Settings):
+    data: SegmentDataConfig = field(default_factory=SegmentDataConfig)
+    model: SegmentModelConfig = field(default_factory=SegmentModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    ordered = (("scale_min", "scale_max"),)
 
 
 class SegmentationMetric:
@@ -133,7 +173,6 @@ def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
         raise ConfigError(f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})")
     if m.model not in segmentation:
         raise ConfigError(f"model: {m.model!r} is not a segmentation model (segmentation: {', '.join(segmentation)})")
-    accepted = inspect.signature(MODELS[m.model]).parameters
     wanted = {
         "num_classes": num_classes,
         "backbone": m.backbone,
@@ -141,17 +180,10 @@ def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
         "faithful": m.faithful,
         "learnable_upsampling": m.learnable_upsampling,
     }
-    defaults = ModelConfig()
-    kwargs = {}
-    for key, value in wanted.items():
-        if key in accepted:
-            kwargs[key] = value
-        elif key != "num_classes" and getattr(m, key) != getattr(defaults, key):
-            raise ConfigError(f"{key}: model {m.model} has no such option")
-    return kwargs
+    return base.builder_kwargs(m.model, wanted, m)
 
 
-def build_datasets(data: DataConfig, crop_size: int | None = None):
+def build_datasets(data: SegmentDataConfig, crop_size: int | None = None):
     """Training set (with augmentation) and validation set (original resolution)."""
     train_set = build_segmentation_dataset(data, "train")
     crop = crop_size or data.crop_size or default_crop_size(train_set)
@@ -171,6 +203,7 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
     Returns ``{"best": path, "last": path, "best_metric": float, "best_epoch": int, "history": [...]}``.
     """
     cfg = cfg if cfg is not None else SegmentConfig()
+    cfg.check()
 
     def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg.data)
@@ -213,7 +246,7 @@ def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:
 
 def evaluate(
     model: nn.Module | str | os.PathLike,
-    data: str | DataConfig | None = None,
+    data: str | SegmentDataConfig | None = None,
     *,
     split: str = "val",
     batch_size: int = 4,
@@ -227,7 +260,7 @@ def evaluate(
     boundary F, per class).
 
     ``data`` defaults to the data set the model was trained on (for the built-in scenes, the same
-    generator settings); a folder path or a DataConfig selects another.
+    generator settings); a folder path or a SegmentDataConfig selects another.
 
     ``crf``: None (default) for the network's argmax; ``True`` or a dict of
     :func:`convision.nn.crf.dense_crf` settings (``{"iterations": 5, "sxy_bilateral": 20, ...}``,
@@ -278,10 +311,10 @@ def _evaluate_with_crf(task: SegmentationTask, net: nn.Module, dataset: Any, set
     return metric.compute()
 
 
-def _data_config(model: nn.Module, data: str | DataConfig | None, fmt: str) -> DataConfig:
-    if isinstance(data, DataConfig):
+def _data_config(model: nn.Module, data: str | SegmentDataConfig | None, fmt: str) -> SegmentDataConfig:
+    if isinstance(data, SegmentDataConfig):
         return data
-    cfg = base.trained_section(model, "data", DataConfig)
+    cfg = base.trained_section(model, "data", SegmentDataConfig)
     if data is not None:
         cfg.data = str(data)
     if fmt != "auto" or data is not None:
@@ -372,10 +405,9 @@ def demo_config(out: str, epochs: int | None = None) -> SegmentConfig:
 
 def validation_samples(count: int, seed: int = 0, model: nn.Module | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, mask) pairs from the built-in validation split (the model's scene settings), as uint8 arrays."""
-    data = (getattr(model, "train_config", None) or {}).get("data", {}) if model is not None else {}
-    ds = SyntheticSegmentation(split="val", num_images=max(count, data.get("num_val", count)),
-                               image_size=data.get("image_size", 128), num_classes=data.get("num_classes", 6),
-                               seed=data.get("data_seed", seed))
+    data = base.trained_section(model, "data", SegmentDataConfig) if model is not None else SegmentDataConfig(data_seed=seed)
+    ds = SyntheticSegmentation(split="val", num_images=max(count, data.num_val), image_size=data.scene_size,
+                               num_classes=data.num_classes, seed=data.data_seed)
     pairs = []
     for i in range(count):
         image, mask = ds[i]

@@ -3,7 +3,7 @@
 The pipeline of the paper, stage by stage:
 
 1. **Proposals**: about 2000 selective search boxes per image, "fast" mode (section 2.1;
-   :func:`convision.data.proposals.selective_search`).
+   :func:`convision.models.detection.proposals.selective_search`).
 2. **Warp** (section 2.1, appendix A): every proposal is dilated so that, once warped to the CNN's
    ``warp_size x warp_size`` input, there are exactly ``context_padding`` (p = 16) pixels of image
    context around the original box, then warped anisotropically (no aspect ratio kept) to
@@ -286,7 +286,7 @@ class RCNN(nn.Module):
         return torch.cat(out) if out else torch.zeros(0, self.feature_dim, device=device)
 
     def _proposals(self, image: Tensor) -> Tensor:
-        from convision.data.proposals import selective_search
+        from convision.models.detection.proposals import selective_search
 
         return torch.from_numpy(selective_search(image.detach().cpu(), **self.proposal_settings))
 

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from convision.errors import ConfigError
-from convision.models.backbones import _is_none, load_torchvision_classifier
+from convision.models.backbones import is_none, load_torchvision_classifier
 from convision.models.segmentation.fcn import fc_to_conv
 from convision.models.segmentation.segnet import check_num_classes, conv_bn_relu, vgg_stages
 from convision.nn.upsampling import MaxPoolWithIndices, MaxUnpool
@@ -78,7 +78,7 @@ class DeconvNet(nn.Module):
         self.num_classes = check_num_classes(num_classes)
         if isinstance(fc_channels, bool) or not isinstance(fc_channels, int) or fc_channels < 1:
             raise ConfigError(f"fc_channels: must be a positive integer, got {fc_channels!r}")
-        pretrained = not _is_none(weights)
+        pretrained = not is_none(weights)
         if pretrained and fc_channels != 4096:
             raise ConfigError(f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)")
         vgg: Any = load_torchvision_classifier("vgg16_bn", weights)

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from convision.errors import ConfigError
-from convision.models.backbones import _is_none, load_torchvision_classifier
+from convision.models.backbones import is_none, load_torchvision_classifier
 from convision.models.segmentation.fcn import fc_to_conv
 from convision.models.segmentation.segnet import check_num_classes
 from convision.nn.upsampling import BilinearUpsample
@@ -184,7 +184,7 @@ class DilatedNet(nn.Module):
         self.grid = "corner"  # odd-kernel, padded stride-2 convolutions (see convision.models.backbones)
 
     def _vgg_frontend(self, weights: str | os.PathLike | None, fc_channels: int) -> None:
-        pretrained = not _is_none(weights)
+        pretrained = not is_none(weights)
         if pretrained and fc_channels != 4096:
             raise ConfigError(f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)")
         vgg: Any = load_torchvision_classifier("vgg16", weights)
