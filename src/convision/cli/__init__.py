@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     try:
         args = build_parser().parse_args(argv)
+        common.check_runtime(args)
         return COMMANDS[args.task].run(args)
     except ConvisionError as e:
         if debug:

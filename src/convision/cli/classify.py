@@ -1,4 +1,4 @@
-"""``convision classify train|eval|predict|heatmap``: image classification by transfer learning."""
+"""``convision classify train|eval|predict|heatmap|export``: image classification by transfer learning."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     pr = common.add_predict(modes, "classify images: top-k classes with probabilities", out_help=None)
     pr.add_argument("--topk", type=int, default=5, help="classes shown per image")
     pr.add_argument("--json", default=None, help="also write the predictions to this JSON file")
+    common.add_export(modes, "a classifier")
     hm = modes.add_parser("heatmap", help="class-probability map over a large image (VGG/AlexNet, one forward pass)",
                           formatter_class=common.DEFAULTS)
     hm.add_argument("image", help="an image at least as large as the classifier's input size")
@@ -36,7 +37,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.mode == "train":
         return common.train(args, classify.ClassifyConfig(), classify.train, "accuracy")
-    return {"eval": _eval, "predict": _predict, "heatmap": _heatmap}[args.mode](args)
+    return {"eval": _eval, "predict": _predict, "heatmap": _heatmap, "export": common.export}[args.mode](args)
 
 
 def _eval(args: argparse.Namespace) -> int:

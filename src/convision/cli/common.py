@@ -42,7 +42,9 @@ def add_eval(modes: argparse._SubParsersAction, help_text: str, *, batch_size: i
              splits: str = "train | val") -> argparse.ArgumentParser:
     """``eval``: the checkpoint, the data and split, batching, device."""
     ev = modes.add_parser("eval", help=help_text, formatter_class=DEFAULTS, description=help_text)
-    ev.add_argument("--checkpoint", required=True, help="a convision checkpoint (best.pt / last.pt)")
+    ev.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
+                    help="a convision checkpoint (best.pt / last.pt) or an exported .onnx")
+    add_runtime(ev)
     ev.add_argument("--data", default=None, help=f"{data_help} (default: what the model was trained on)")
     ev.add_argument("--split", default="val", help=splits)
     ev.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
@@ -56,13 +58,71 @@ def add_predict(modes: argparse._SubParsersAction, help_text: str, *, out_help: 
     """``predict``: input images, the checkpoint, the output folder, device, ``--strict``."""
     pr = modes.add_parser("predict", help=help_text, formatter_class=DEFAULTS, description=help_text)
     pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    pr.add_argument("--checkpoint", required=True, help="a convision checkpoint")
+    pr.add_argument("--checkpoint", "--model", dest="checkpoint", required=True,
+                    help="a convision checkpoint or an exported .onnx")
+    add_runtime(pr)
     if out_help is not None:
         pr.add_argument("--out", default="predictions", help=out_help)
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     pr.add_argument("--strict", action="store_true", help="stop at the first image that cannot be read (default: skip it, exit 2 at the end)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     return pr
+
+
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="torch (a .pt checkpoint) | onnx (ONNX Runtime on an exported .onnx) | auto (by the file's suffix)")
+
+
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def check_runtime(args: argparse.Namespace) -> None:
+    """``--runtime`` must agree with the file given: ONNX Runtime runs ``.onnx`` files, PyTorch checkpoints."""
+    runtime, path = getattr(args, "runtime", "auto"), str(getattr(args, "checkpoint", ""))
+    onnx_file = path.lower().endswith(".onnx")
+    if runtime == "onnx" and not onnx_file:
+        raise ConfigError(f"--runtime onnx: {path} is not a .onnx file; export it first: "
+                          f"convision {args.task} export --checkpoint {path}")
+    if runtime == "torch" and onnx_file:
+        raise ConfigError(f"--runtime torch: {path} is an ONNX file; use --runtime onnx (or auto)")
+    fixed = [k for k in ("nms_thresh", "score_thresh", "detections_per_image", "rpn_post_nms_test")
+             if getattr(args, k, None) is not None]
+    if onnx_file and fixed:
+        raise ConfigError(f"--{fixed[0].replace('_', '-')}: an exported graph keeps the checkpoint's test-time settings; "
+                          "change them on the .pt checkpoint (PyTorch runtime)")
+
+
+def add_export(modes: argparse._SubParsersAction, what: str) -> argparse.ArgumentParser:
+    """``export``: a checkpoint to ONNX with convision's metadata (task, classes, colours, normalisation, input size)."""
+    ex = modes.add_parser("export", help=f"export {what} to ONNX (checked against PyTorch with ONNX Runtime)",
+                          formatter_class=DEFAULTS, description=f"Export {what} to ONNX, with the metadata a runtime needs.")
+    ex.add_argument("--checkpoint", required=True, help="a convision checkpoint")
+    ex.add_argument("--format", default="onnx", help="onnx (the only format)")
+    ex.add_argument("--out", default=None, help="the .onnx file (default: the checkpoint's name with .onnx)")
+    ex.add_argument("--dynamic", action="store_true", help="free batch size (and image size for segmentation)")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18; detection 17)")
+    ex.add_argument("--image-size", type=int, default=None, help="side of the example image (default: the model's input or training size)")
+    return ex
+
+
+def export(args: argparse.Namespace) -> int:
+    """Load ``--checkpoint`` (it must hold this task), export it, print what was written."""
+    from convision.export import export_onnx
+    from convision.export.onnx_export import FORMATS
+    from convision.tasks.base import load
+
+    if args.format not in FORMATS:
+        raise ConfigError(f"--format: expected {' | '.join(FORMATS)}, got {args.format!r}")
+    out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
+    info = export_onnx(load(args.checkpoint, task=args.task), out, dynamic=args.dynamic, opset=args.opset,
+                       image_size=args.image_size)
+    size = "any size" if info["input_size"] is None else "x".join(map(str, info["input_size"]))
+    print(f"exported {info['task']} model {info['model']} to {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}; "
+          f"inputs {', '.join(info['inputs'])} at {size}{', dynamic batch' if info['dynamic'] else ''}; "
+          f"outputs {', '.join(info['outputs'])})")
+    print(f"checked with ONNX Runtime: max |ONNX - PyTorch| = {info['max_abs_diff']:.2e} on the example input")
+    return 0
 
 
 def train(args: argparse.Namespace, cfg: Any, run: Callable[..., dict[str, Any]], metric: str) -> int:

@@ -1,4 +1,4 @@
-"""``convision detect train|eval|predict|convert``: object detection."""
+"""``convision detect train|eval|predict|convert|export``: object detection."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
                             out_help="output folder")
     pr.add_argument("--score-threshold", type=float, default=0.3, help="draw boxes scoring at least this (the JSON keeps all)")
     _add_inference_args(pr)
+    common.add_export(modes, "a detector")
     cv = modes.add_parser("convert", help="convert annotations between Pascal VOC, COCO and YOLO (or export the built-in scenes)",
                           formatter_class=common.DEFAULTS)
     cv.add_argument("src", help="a VOC root, a COCO .json, a YOLO folder, or 'synthetic'")
@@ -62,7 +63,7 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     if args.mode == "train":
         return common.train(args, detect.DetectConfig(), detect.train, "mAP@0.5")
-    return {"eval": _eval, "predict": _predict, "convert": _convert}[args.mode](args)
+    return {"eval": _eval, "predict": _predict, "convert": _convert, "export": common.export}[args.mode](args)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``convision localize train|eval|predict``: single-object localization (class + one box)."""
+"""``convision localize train|eval|predict|export``: single-object localization (class + one box)."""
 from __future__ import annotations
 
 import argparse
@@ -21,12 +21,13 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", default=None, help="write the metrics here (default: next to the checkpoint, eval_<split>.json)")
     common.add_predict(modes, "localize images: draw the box, class and score; write predictions.json",
                        out_help="output folder (<stem>.png with the box drawn, predictions.json)")
+    common.add_export(modes, "a localizer")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "train":
         return common.train(args, localize.LocalizeConfig(), localize.train, "accuracy (class and IoU > 0.5)")
-    return {"eval": _eval, "predict": _predict}[args.mode](args)
+    return {"eval": _eval, "predict": _predict, "export": common.export}[args.mode](args)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""``convision segment train|eval|predict``: semantic segmentation (FCN, SegNet, DeconvNet, U-Net, dilated)."""
+"""``convision segment train|eval|predict|export``: semantic segmentation (FCN, SegNet, DeconvNet, U-Net, dilated)."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     _add_crf_arguments(ev)
     pr = common.add_predict(modes, "segment images and write masks, colour masks and overlays",
                             out_help="output folder (masks/, color/, overlay/, predictions.json)")
+    common.add_export(modes, "a segmentation model")
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     _add_crf_arguments(pr)
 
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         return common.train(args, segment.SegmentConfig(), segment.train, "mIoU")
     if args.mode == "eval":
         return _eval(args)
+    if args.mode == "export":
+        return common.export(args)
     return _predict(args)
 
 

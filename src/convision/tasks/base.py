@@ -125,7 +125,18 @@ def load(path: str | os.PathLike, device: str | torch.device | None = "cpu", *, 
     ``.normalization``, ``.spec`` (architecture name and arguments), ``.train_config`` and the task's
     own attributes (``.image_size`` for classify / localize, ``.min_size`` ... for detect). With
     ``task``, a checkpoint of another task is a one-line CheckpointError.
+
+    A ``.onnx`` file (``convision TASK export``) loads as an :class:`~convision.export.module.OnnxModule`:
+    the same attributes and forward contract, run by ONNX Runtime on the CPU (``device`` only moves
+    the tensors it returns).
     """
+    if str(path).lower().endswith(".onnx"):
+        from convision.export.module import OnnxModule
+
+        net = OnnxModule(path)
+        if task is not None and net.task != task:
+            raise CheckpointError(f"{path}: a {net.task} model, not {WHAT.get(task, task)}")
+        return net.eval()
     ckpt = load_checkpoint(path)
     for key in ("model", "state_dict", "classes", "normalization"):
         if key not in ckpt:

@@ -1,0 +1,221 @@
+"""Export a loaded convision model to ONNX with the metadata a runtime needs.
+
+    import convision
+    from convision.export import export_onnx
+    info = export_onnx(convision.load("runs/segment/best.pt"), "model.onnx", dynamic=True)
+
+Graphs (see :mod:`convision.export.graphs` for the detection ones):
+
+========== ============================================== ==================================== ==========
+task       inputs                                         outputs                              exporter
+========== ============================================== ==================================== ==========
+segment    ``images`` N x 3 x H x W, normalised           ``logits`` N x C x H x W             dynamo
+classify   ``images`` N x 3 x S x S, normalised           ``logits`` N x K                     dynamo
+localize   ``images`` N x 3 x S x S, normalised           ``logits`` N x K, ``boxes`` N x 4    dynamo
+detect     ``image`` 1 x 3 x H x W in [0, 1]              ``boxes`` M x 4, ``labels`` M,       TorchScript
+           (+ ``proposals`` P x 4 for Fast R-CNN;         ``scores`` M (NMS in the graph)
+           YOLOv1: 1 x 3 x S x S and ``size`` [2] int64)
+========== ============================================== ==================================== ==========
+
+``dynamic``: batch and (segmentation) image size are free; otherwise they are those of the example
+(batch 1, the training size). Detection graphs take one image of any size either way (YOLOv1: its
+square input). The dense models go through torch's default exporter (``torch.export``); the detectors'
+post-processing has data-dependent shapes (boxes above a score, NMS), which the TorchScript-based
+exporter (``dynamo=False``) records as ``NonZero`` / ``TopK`` / ``NonMaxSuppression`` directly.
+R-CNN is refused: it warps every proposal in Python and scores it with linear SVMs.
+
+Every export is checked: the file is run with ONNX Runtime on the example input and compared with
+PyTorch (``info["max_abs_diff"]``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import convision
+from convision.errors import ConfigError
+from convision.export.graphs import LocalizerGraph, TwoStageGraph, YOLOv1Graph
+
+__all__ = ["export_onnx", "FORMATS", "default_input_size"]
+
+FORMATS = ("onnx",)
+DENSE_OPSET, DETECT_OPSET = 18, 17
+
+
+def default_input_size(model: nn.Module) -> int:
+    """The side of the example image: classify / localize / YOLOv1 their input, two-stage detectors
+    their ``min_size``, segmentation the training crop (built-in scenes: their size; else 320)."""
+    if model.task in ("classify", "localize"):
+        return int(model.image_size)
+    if model.task == "detect":
+        return int(getattr(model, "image_size", 0) or 0) if model.spec["name"] == "yolov1" else int(model.min_size)
+    data = (getattr(model, "train_config", None) or {}).get("data") or {}
+    if data.get("crop_size"):
+        return int(data["crop_size"])
+    return int(data.get("image_size", 320)) if data.get("data", "synthetic") == "synthetic" else 320
+
+
+def _graph(model: nn.Module, size: int, dynamic: bool) -> dict[str, Any]:
+    """The module to export, its example inputs, names, dynamic axes and pre/post-processing notes."""
+    task, name = model.task, model.spec["name"]
+    # a dynamic batch needs an example of 2: torch.export specialises a dimension of size 1
+    batch = 2 if dynamic and task != "detect" else 1
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    if task != "detect":
+        mean = torch.tensor(model.normalization["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(model.normalization["std"]).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        axes = {0: "batch", 2: "height", 3: "width"} if task == "segment" else {0: "batch"}
+        pre: dict[str, Any] = {"normalize": True}
+        if task == "classify":
+            pre |= {"resize_shorter": max(size, int(round(size * 256 / 224))), "center_crop": size}
+        elif task == "localize":
+            pre |= {"resize": size}
+        outputs = ["logits", "boxes"] if task == "localize" else ["logits"]
+        post = {"segment": "argmax over dim 1 (classes)", "classify": "softmax over dim 1, top-k",
+                "localize": "softmax over logits; boxes are normalised x1, y1, x2, y2: multiply by the image's width, height"}[task]
+        return {"module": LocalizerGraph(model) if task == "localize" else model, "args": (x,),
+                "inputs": ["images"], "outputs": outputs, "axes": {"images": axes} if dynamic else {},
+                "dynamo": True, "pre": pre, "post": post}
+    pre = {"min_size": int(model.min_size), "max_size": int(model.max_size), "scale": "x / 255 (no mean/std: inside the graph)"}
+    post = "boxes (x1, y1, x2, y2 in the graph input's pixels, NMS done) times original / resized size; labels index classes"
+    if name == "yolov1":
+        side = int(model.image_size) // 32
+        if model.backbone_name != "darknet" and side % model.grid:
+            raise ConfigError(f"export: this YOLOv1's {model.backbone_name} map is {side}x{side} at {model.image_size} px, which its "
+                              f"adaptive pooling to {model.grid}x{model.grid} does not divide and ONNX cannot express; "
+                              f"train at an image size that is a multiple of {32 * model.grid} (e.g. {32 * model.grid})")
+        pre |= {"graph": "yolov1", "resize": int(model.image_size)}
+        size_t = torch.tensor([size, size], dtype=torch.int64)
+        post = "boxes in the pixels of the 'size' input (the image after the min_size resize), NMS done; times original / resized size"
+        return {"module": YOLOv1Graph(model), "args": (x, size_t), "inputs": ["image", "size"],
+                "outputs": ["boxes", "labels", "scores"], "axes": {}, "dynamo": False, "pre": pre, "post": post}
+    if name not in ("faster_rcnn", "fast_rcnn"):
+        raise ConfigError(f"export: {name} cannot be exported to ONNX: R-CNN warps every proposal and scores it with "
+                          "linear SVMs outside the network; export a Fast R-CNN or Faster R-CNN instead")
+    axes: dict[str, dict[int, str]] = {"image": {2: "height", 3: "width"}}
+    args: tuple[Any, ...] = (x,)
+    inputs = ["image"]
+    if name == "fast_rcnn":
+        args = (x, torch.tensor([[0.0, 0.0, size / 2, size / 2], [size / 4, size / 4, size, size]]))
+        inputs.append("proposals")
+        axes["proposals"] = {0: "num_proposals"}
+        pre |= {"proposals": dict(model.proposal_settings or {"mode": "fast", "max_proposals": 2000})}
+    return {"module": TwoStageGraph(model), "args": args, "inputs": inputs, "outputs": ["boxes", "labels", "scores"],
+            "axes": axes, "dynamo": False, "pre": pre | {"graph": "two_stage"}, "post": post}
+
+
+def _export(g: dict[str, Any], path: Path, opset: int) -> None:
+    module = g["module"].eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if g["dynamo"]:
+            dim = torch.export.Dim.DYNAMIC
+            shapes = tuple({a: dim for a in g["axes"].get(n, {})} or None for n in g["inputs"])
+            program = torch.onnx.export(module, g["args"], dynamo=True, input_names=g["inputs"], output_names=g["outputs"],
+                                        dynamic_shapes=shapes if g["axes"] else None, opset_version=opset, verbose=False)
+            program.save(str(path), external_data=False)
+        else:
+            torch.onnx.export(module, g["args"], str(path), dynamo=False, input_names=g["inputs"], output_names=g["outputs"],
+                              dynamic_axes=g["axes"] or None, opset_version=opset)
+
+
+def _input_size(model: nn.Module, g: dict[str, Any], size: int, dynamic: bool) -> list[int] | None:
+    """The graph's fixed input side ``[H, W]``, or None where any size is taken."""
+    if (dynamic and model.task == "segment") or "image" in g["axes"]:
+        return None
+    return [size, size]
+
+
+def _metadata(model: nn.Module, g: dict[str, Any], size: int, dynamic: bool) -> dict[str, Any]:
+    return {
+        "convision_format": 1,
+        "task": model.task,
+        "model": model.spec,
+        "classes": list(model.classes),
+        "colors": [list(c) for c in model.colors],
+        "normalization": model.normalization,
+        "input_size": _input_size(model, g, size, dynamic),
+        "dynamic": bool(dynamic),
+        "preprocess": g["pre"],
+        "postprocess": g["post"],
+        "inputs": g["inputs"],
+        "outputs": g["outputs"],
+        "config": getattr(model, "train_config", None) or {},
+    }
+
+
+def _write_metadata(path: Path, meta: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    proto.producer_name, proto.producer_version = "convision", convision.__version__
+    proto.doc_string = f"convision {model_line(meta)}"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def model_line(meta: dict[str, Any]) -> str:
+    return f"{meta['task']} model {meta['model'].get('name')} ({len(meta['classes'])} classes)"
+
+
+def _check(g: dict[str, Any], path: Path) -> float:
+    """ONNX Runtime vs PyTorch on the example input: the largest absolute difference of the outputs
+    (detections: of the boxes and scores when both find the same number)."""
+    from convision.export.runtime import OnnxModel
+
+    runtime = OnnxModel(path, threads=1)
+    with torch.no_grad():
+        ref = g["module"](*g["args"])
+    ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
+    got = runtime.run(**{n: a.numpy() for n, a in zip(g["inputs"], g["args"])})
+    diffs = [float(np.abs(r.astype(np.float64) - o).max()) if r.size else 0.0 for r, o in zip(ref, got) if r.shape == o.shape]
+    if len(diffs) != len(ref):
+        shapes = ", ".join(f"{tuple(r.shape)} vs {tuple(o.shape)}" for r, o in zip(ref, got))
+        raise RuntimeError(f"export check: ONNX Runtime's outputs differ in shape from PyTorch's ({shapes})")
+    return max(diffs, default=0.0)
+
+
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, dynamic: bool = False, opset: int | None = None,
+                image_size: int | None = None) -> dict[str, Any]:
+    """Write ``model`` (from :func:`convision.load`) to ``out`` as ONNX with convision's metadata props.
+    Returns ``{"path", "task", "model", "inputs", "outputs", "input_size", "dynamic", "opset", "bytes",
+    "max_abs_diff"}``."""
+    if getattr(model, "task", None) is None or not hasattr(model, "spec"):
+        raise ConfigError("export: pass a model returned by convision.load()")
+    if getattr(model, "runtime", None) is not None:
+        raise ConfigError("export: this model is already an ONNX file")
+    size = int(image_size) if image_size else default_input_size(model)
+    if size < 16:
+        raise ConfigError(f"--image-size: expected at least 16 px, got {size}")
+    path = Path(out)
+    if path.is_dir():
+        raise ConfigError(f"--out: {path} is a folder; give a file name (model.onnx)")
+    g = _graph(model.cpu().eval(), size, dynamic)
+    opset = int(opset) if opset else (DENSE_OPSET if g["dynamo"] else DETECT_OPSET)
+    if not 11 <= opset <= 23:
+        raise ConfigError(f"--opset: expected 11..23, got {opset}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _export(g, path, opset)
+    except ConfigError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"export: {model.spec['name']} could not be exported at {size}x{size}, opset {opset}: {first}") from None
+    meta = _metadata(model, g, size, dynamic)
+    _write_metadata(path, meta)
+    return {"path": str(path), "task": model.task, "model": model.spec["name"], "inputs": g["inputs"],
+            "outputs": g["outputs"], "input_size": meta["input_size"], "dynamic": bool(dynamic), "opset": opset,
+            "bytes": path.stat().st_size, "max_abs_diff": _check(g, path)}
