@@ -15,8 +15,9 @@ LAYERS = {
     "data": 1,
     "nn": 2, "losses": 2, "models": 2,
     "engine": 3, "metrics": 3,
+    "export": 3,  # ONNX export (models) and ONNX Runtime (no torch); tasks load .onnx files through it
     "tasks": 4, "api": 4,
-    "cli": 5, "__main__": 5,
+    "cli": 5, "__main__": 5, "serve": 5,
 }
 # the former private name models.backbones._is_none, still imported by code another developer owns
 PRIVATE_ALLOWED = {("models/detection/faster_rcnn.py", "_is_none"), ("models/detection/yolo.py", "_is_none"),

@@ -59,7 +59,9 @@ def default_input_size(model: nn.Module) -> int:
     data = (getattr(model, "train_config", None) or {}).get("data") or {}
     if data.get("crop_size"):
         return int(data["crop_size"])
-    return int(data.get("image_size", 320)) if data.get("data", "synthetic") == "synthetic" else 320
+    if data.get("data", "synthetic") != "synthetic":
+        return 320
+    return int(data.get("scene_size") or data.get("image_size") or 320)  # image_size: checkpoints before the rename
 
 
 def _graph(model: nn.Module, size: int, dynamic: bool) -> dict[str, Any]:
