@@ -51,7 +51,7 @@ def segment_checkpoint(path: Path, name: str = "fcn8s", size: int = 64, **kwargs
 
     cfg = SegmentConfig()
     cfg.data.scene_size, cfg.data.num_classes, cfg.data.num_val, cfg.data.workers = size, NUM_CLASSES, 4, 0
-    kw = {"num_classes": NUM_CLASSES, "weights": None, **({"backbone": "mobilenet_v2"} if name != "unet" else {}), **kwargs}
+    kw = {"num_classes": NUM_CLASSES, "weights": None, **({"backbone": "resnet18"} if name != "unet" else {}), **kwargs}
     return random_checkpoint(path, "segment", name, kw, cfg)
 
 
@@ -62,7 +62,7 @@ def classify_checkpoint(path: Path, task: str = "classify", size: int = 64) -> P
     cfg = ClassifyConfig() if task == "classify" else LocalizeConfig()
     cfg.data.num_classes, cfg.data.num_val, cfg.data.image_size, cfg.data.scene_size, cfg.data.workers = NUM_CLASSES, 6, size, size, 0
     name = "classifier" if task == "classify" else "localizer"
-    kw = {"arch": "mobilenet_v2", "num_classes": NUM_CLASSES - 1, "weights": None}
+    kw = {"arch": "resnet18", "num_classes": NUM_CLASSES - 1, "weights": None}  # exports 3x faster than MobileNetV2
     return random_checkpoint(path, task, name, kw, cfg, image_size=size)
 
 

@@ -23,23 +23,16 @@ from starlette.testclient import TestClient
 
 import convision
 from convision.cli import main
-from convision.export import export_onnx
 from convision.serve.app import create_app
 from convision.serve.predictors import load_predictor
-from deploy_helpers import detect_checkpoint, segment_checkpoint
 from test_export import scenes
 
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("serve")
-    seg = segment_checkpoint(root / "seg.pt")
-    det = detect_checkpoint(root / "det.pt", "faster_rcnn")
-    export_onnx(convision.load(seg), root / "seg.onnx")
-    export_onnx(convision.load(det), root / "det.onnx")
-    return {"seg.pt": seg, "seg.onnx": root / "seg.onnx", "det.pt": det, "det.onnx": root / "det.onnx"}
+@pytest.fixture
+def models(fcn_files, detector_files) -> dict[str, Path]:
+    return {"seg.pt": fcn_files[0], "seg.onnx": fcn_files[1], "det.pt": detector_files[0], "det.onnx": detector_files[1]}
 
 
 def png(image: np.ndarray) -> bytes:

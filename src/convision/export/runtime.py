@@ -20,7 +20,7 @@ same; the PyTorch task code is the reference, :mod:`convision.tasks`):
 * detect (Faster / Fast R-CNN): the shorter side resized to ``min_size`` (the longer at most
   ``max_size``), ``x / 255``; the graph decodes the boxes and runs NMS; the runtime scales the boxes
   back to the original pixels. Fast R-CNN also takes selective-search proposals (computed here with
-  :func:`convision.data.proposals.selective_search`, which does import torch, or passed in);
+  :func:`convision.models.detection.proposals.selective_search`, which does import torch, or passed in);
 * detect (YOLOv1): as above, then resized to the model's ``S x S`` and the original size passed to
   the graph, which returns boxes in those pixels.
 
@@ -209,7 +209,7 @@ class OnnxModel:
             feeds = {"image": np.ascontiguousarray(resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)}
             if "proposals" in self.input_names:
                 if proposals is None:
-                    from convision.data.proposals import selective_search  # imports torch (see the docstring)
+                    from convision.models.detection.proposals import selective_search  # imports torch (see the docstring)
 
                     proposals = selective_search(image, **self.preprocess.get("proposals", {}))
                 scale = np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
