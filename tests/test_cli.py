@@ -13,31 +13,14 @@ import pytest
 from PIL import Image
 
 from convision.cli import main
+from tests.helpers import SEGMENT_TINY, assert_clean_error, run_cli
 
-TINY = ["--num-train", "8", "--num-val", "4", "--scene-size", "64", "--num-classes", "4", "--epochs", "1",
-        "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--workers", "0", "--no-progress"]
-
-
-def run_cli(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "convision", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+TINY = SEGMENT_TINY
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    assert main(["segment", "train", *TINY, "--out", str(out)]) == 0
-    return out
+def trained(segment_run) -> Path:
+    return segment_run
 
 
 def test_train_writes_a_self_describing_run(trained):

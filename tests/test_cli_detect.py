@@ -10,16 +10,14 @@ import torch
 from PIL import Image
 
 from convision.cli import main
+from tests.helpers import DETECT_TINY
 
-TINY = ["--num-train", "6", "--num-val", "4", "--scene-size", "64", "--num-classes", "3", "--workers", "0",
-        "--epochs", "1", "--batch-size", "2", "--weights", "none", "--device", "cpu", "--no-progress"]
+TINY = DETECT_TINY
 
 
 @pytest.fixture(scope="module")
-def faster_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("detect") / "run"
-    assert main(["detect", "train", *TINY, "--model", "faster_rcnn", "--out", str(out)]) == 0
-    return out
+def faster_run(detect_run) -> Path:
+    return detect_run
 
 
 def test_train_writes_checkpoints_and_a_validation_map(faster_run: Path) -> None:

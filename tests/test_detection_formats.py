@@ -263,8 +263,8 @@ def test_yolo_errors_name_file_and_line(tmp_path: Path) -> None:
     _expect(r"p\.txt line 2: class id 2 out of range \(0\.\.1\)", read_yolo, root)
     lab.write_text("0 0.5 0.5 0.1\n")
     _expect(r"p\.txt line 1: expected 'class cx cy w h'", read_yolo, root)
-    lab.write_text("0 0.5 0.5 0.1 -0.1\n")
-    _expect(r"p\.txt box 0: .* zero or negative", read_yolo, root)
+    lab.write_text("0 0.5 0.5 0.1 0.1\n\n0 0.5 0.5 0.1 -0.1\n")  # the bad box is the second, on line 3
+    _expect(r"p\.txt line 3: .* zero or negative", read_yolo, root)
     lab.write_text("")
     (root / "labels" / "ghost.txt").write_text("0 0.5 0.5 0.1 0.1\n")
     _expect(r"ghost\.txt: label file without an image", read_yolo, root)

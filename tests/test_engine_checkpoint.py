@@ -34,7 +34,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")  # ... then the write dies
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash_half_way)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"last.pt: could not write the checkpoint \(disk full\); the previous last.pt is intact"):
         save_checkpoint(path, _payload(2.0))
     monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left

@@ -12,6 +12,8 @@ import sys
 import traceback
 from typing import Sequence
 
+import warnings
+
 from convision import __version__
 from convision.cli import classify, common, demo, detect, localize, segment, serve, summary
 from convision.errors import ConvisionError
@@ -32,10 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """Warnings as one line, without the source line Python prints by default."""
+    return f"convision: warning: {_one_line(message) if isinstance(message, BaseException) else message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        warnings.formatwarning = _one_line_warning
     try:
         args = build_parser().parse_args(argv)
         common.check_runtime(args)
@@ -55,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if wrapped is not None:
             print(f"convision: error: {wrapped}", file=sys.stderr)
             return 2
-        print(f"convision: internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)", file=sys.stderr)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"convision: internal error: {type(e).__name__}: {_one_line(e)}{hint}", file=sys.stderr)
         return 1
 
 

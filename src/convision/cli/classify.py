@@ -19,9 +19,9 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     ev = common.add_eval(modes, "evaluate a checkpoint: accuracy, top-5, per-class P/R/F1, pictures", batch_size=32,
                          data_help="data set")
     ev.add_argument("--out", default=None, help="folder for metrics.json, confusion_matrix.png, misclassified.png (default: next to the checkpoint, eval_<split>/)")
-    ev.add_argument("--max-examples", type=int, default=24, help="misclassified examples in the grid")
+    ev.add_argument("--max-examples", type=common.count(0), default=24, help="misclassified examples in the grid")
     pr = common.add_predict(modes, "classify images: top-k classes with probabilities", out_help=None)
-    pr.add_argument("--topk", type=int, default=5, help="classes shown per image")
+    pr.add_argument("--topk", type=common.count(1), default=5, help="classes shown per image")
     pr.add_argument("--json", default=None, help="also write the predictions to this JSON file")
     common.add_export(modes, "a classifier")
     hm = modes.add_parser("heatmap", help="class-probability map over a large image (VGG/AlexNet, one forward pass)",

@@ -17,7 +17,24 @@ class Parser(argparse.ArgumentParser):
     """Usage errors are one line (exit 2 through ``main``), with ``--help`` as the pointer."""
 
     def error(self, message: str) -> None:
-        raise ConfigError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("convision").strip()  # main() prints "convision: error: "
+        raise ConfigError(f"{command + ': ' if command else ''}{message} (see --help)")
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
 
 
 def add_modes(tasks: argparse._SubParsersAction, name: str, help_text: str) -> argparse._SubParsersAction:
@@ -47,8 +64,8 @@ def add_eval(modes: argparse._SubParsersAction, help_text: str, *, batch_size: i
     add_runtime(ev)
     ev.add_argument("--data", default=None, help=f"{data_help} (default: what the model was trained on)")
     ev.add_argument("--split", default="val", help=splits)
-    ev.add_argument("--batch-size", type=int, default=batch_size, help="images per batch")
-    ev.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
+    ev.add_argument("--batch-size", type=count(1), default=batch_size, help="images per batch")
+    ev.add_argument("--workers", type=count(0), default=2, help="data-loading worker processes")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ev

@@ -16,7 +16,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     demo = tasks.add_parser("demo", help="train FCN-8s on the built-in scenes, evaluate, write pictures",
                             formatter_class=common.DEFAULTS)
     demo.add_argument("--out", default="runs/demo", help="output folder")
-    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
+    demo.add_argument("--epochs", type=common.count(1), default=None, help="override the demo's epoch count")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

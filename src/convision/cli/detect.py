@@ -37,10 +37,10 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     cv.add_argument("dst", help="output folder (VOC, YOLO) or .json file (COCO)")
     cv.add_argument("--to", required=True, help="voc | coco | yolo")
     cv.add_argument("--split", default=None, help="the source split to read (VOC: ImageSets/Main/<split>.txt; YOLO: images/<split>)")
-    cv.add_argument("--num-images", type=int, default=100, help="synthetic: images to export")
-    cv.add_argument("--scene-size", type=int, default=128, help="synthetic: image side")
+    cv.add_argument("--num-images", type=common.count(1), default=100, help="synthetic: images to export")
+    cv.add_argument("--scene-size", type=common.count(8), default=128, help="synthetic: image side")
     cv.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)  # deprecated name of --scene-size
-    cv.add_argument("--num-classes", type=int, default=6, help="synthetic: classes including background")
+    cv.add_argument("--num-classes", type=common.count(2), default=6, help="synthetic: classes including background")
     cv.add_argument("--seed", type=int, default=0, help="synthetic: generator seed")
 
 

@@ -26,12 +26,12 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="model name or checkpoint path")
     p.add_argument("--input-size", default=None,
                    help="input side S or HxW (default: 224; a classification checkpoint's own image size)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=common.count(1), default=None,
                    help="classes (default: the builder's own, e.g. 21 for FCN, 1000 for torchvision classifiers; 10 for classifier)")
     p.add_argument("--backbone", default=None, help="backbone network (default: the model's own, vgg16 for FCN; classifier / localizer: "
                                                    "needed, alexnet, vgg16, resnet18, ...)")
     p.add_argument("--arch", default=None, help=argparse.SUPPRESS)  # deprecated name of --backbone
-    p.add_argument("--rows", type=int, default=None, help="show at most this many rows (the first and last ones; default: all)")
+    p.add_argument("--rows", type=common.count(1), default=None, help="show at most this many rows (the first and last ones; default: all)")
     p.add_argument("--json", default=None, help="also write the summary to this JSON file")
 
 

@@ -50,7 +50,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from convision.data.images import to_image
-from convision.data.io import read_image
+from convision.data.io import is_header, read_image
 from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
 from convision.errors import ConfigError, DataError
 
@@ -231,7 +231,7 @@ class CSVClassification(FileClassification):
                 rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DataError(f"{path}: cannot be read as CSV ({' '.join(str(e).split())})") from None
-        if rows and [c.strip().lower() for c in rows[0][1]] == ["path", "label"]:
+        if rows and is_header(rows[0][1]):
             rows = rows[1:]
         if not rows:
             raise DataError(f"{path}: no rows (expected 'path,label' lines)")

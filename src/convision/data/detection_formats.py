@@ -152,27 +152,30 @@ def _number(text: Any, where: str, what: str) -> float:
     return v
 
 
-def check_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, what: str = "object") -> np.ndarray:
+def check_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, what: str = "object",
+                places: Sequence[str] | None = None) -> np.ndarray:
     """Check ``N x 4`` xyxy ``boxes`` against a ``width x height`` image; returns them clipped.
 
     Zero / negative size or sticking out by more than :func:`clip_tolerance` raise a DataError
-    ``"<file> <what> <k>: ..."``; smaller excursions are clipped with a warning.
+    ``"<file> <what> <k>: ..."`` (or ``"<file> <places[k]>: ..."``, e.g. a label file's line);
+    smaller excursions are clipped with a warning.
     """
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     tx, ty = clip_tolerance(width), clip_tolerance(height)
     clipped = 0
     for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
         shown = f"[{x1:g}, {y1:g}, {x2:g}, {y2:g}]"
+        at = places[k] if places is not None else f"{what} {k}"
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            raise DataError(f"{file} {what} {k}: box {shown} is not finite")
+            raise DataError(f"{file} {at}: box {shown} is not finite")
         if not (x2 > x1 and y2 > y1):
-            raise DataError(f"{file} {what} {k}: box {shown} has zero or negative width/height (expected x1 < x2, y1 < y2)")
+            raise DataError(f"{file} {at}: box {shown} has zero or negative width/height (expected x1 < x2, y1 < y2)")
         if x1 < -tx or y1 < -ty or x2 > width + tx or y2 > height + ty:
-            raise DataError(f"{file} {what} {k}: box {shown} is outside the {width}x{height} image")
+            raise DataError(f"{file} {at}: box {shown} is outside the {width}x{height} image")
         if x1 < -ROUNDOFF_PX or y1 < -ROUNDOFF_PX or x2 > width + ROUNDOFF_PX or y2 > height + ROUNDOFF_PX:
             cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
             if not (cx2 > cx1 and cy2 > cy1):
-                raise DataError(f"{file} {what} {k}: box {shown} lies outside the {width}x{height} image")
+                raise DataError(f"{file} {at}: box {shown} lies outside the {width}x{height} image")
             boxes[k] = (cx1, cy1, cx2, cy2)
             clipped += 1
     np.clip(boxes, 0.0, [width, height, width, height], out=boxes)  # round-off (< ROUNDOFF_PX): silently
@@ -289,7 +292,13 @@ def read_voc(root: str | Path, split: str | None = "train",
         names = list(classes)
     else:  # names found, plus those of VOC's per-class split lists (<class>_<split>.txt) for absent classes
         listed = {f.stem[: -len(split) - 1] for f in (root / "ImageSets" / "Main").glob(f"*_{split}.txt")} if split else set()
-        names = sorted({o[0] for p in parsed for o in p[5]} | listed)
+        found = {o[0] for p in parsed for o in p[5]}
+        unlisted = sorted(found - listed) if listed else []
+        if unlisted:
+            warnings.warn(f"{root}: class {unlisted[0]!r} ({len(unlisted)} class(es) in all) is in Annotations/ but has no "
+                          f"ImageSets/Main/{unlisted[0]}_{split}.txt list; it becomes a class of its own (list it, or "
+                          "fix the object names)", stacklevel=2)
+        names = sorted(found | listed)
     index = _class_index(names, str(root)) if names else {}
     records = []
     for xml, image, w, h, image_id, objects in parsed:
@@ -564,6 +573,7 @@ def read_yolo(root: str | Path, split: str | None = None) -> tuple[list[Detectio
         lab = label_dir / f"{file.stem}.txt"
         rows: list[list[float]] = []
         cls: list[int] = []
+        places: list[str] = []
         if lab.is_file():
             w, h = image_size(file, str(lab))
             for n, line in _read_lines(lab):
@@ -578,16 +588,17 @@ def read_yolo(root: str | Path, split: str | None = None) -> tuple[list[Detectio
                 cx, cy, bw, bh = (_number(v, where, t) for v, t in zip(parts[1:], ("cx", "cy", "w", "h")))
                 rows.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
                 cls.append(int(c))
+                places.append(f"line {n}")
         else:
             w, h = image_size(file, str(image_dir))
-        raw.append((file, lab, w, h, rows, cls, image_id))
+        raw.append((file, lab, w, h, rows, cls, image_id, places))
     if names is None:
         top = max((c for r in raw for c in r[5]), default=0)
         names = [str(k) for k in range(top + 1)]
         warnings.warn(f"{root}: no classes.txt, names.txt or data.yaml names; classes are the ids 0..{top}", stacklevel=2)
     records = []
-    for file, lab, w, h, rows, cls, image_id in raw:
-        boxes = check_boxes(np.array(rows, dtype=np.float32), w, h, lab, "box")
+    for file, lab, w, h, rows, cls, image_id, places in raw:
+        boxes = check_boxes(np.array(rows, dtype=np.float32), w, h, lab, places=places)
         records.append(DetectionRecord(file, w, h, boxes, cls, np.zeros(len(cls), bool), image_id))
     return records, names
 
@@ -692,6 +703,12 @@ def convert(src: str | Path, dst: str | Path, to: str, split: str | None = None,
     else:
         records, classes = read_detection(src, split)
     dst = Path(dst).expanduser()
+    folder = dst if not (to == "coco" and dst.suffix.lower() == ".json") else dst.parent
+    for p in (folder, *folder.parents):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"dst: {p} is a file, not a folder")
+    if to == "coco" and dst.suffix.lower() == ".json" and dst.is_dir():
+        raise ConfigError(f"dst: {dst} is a folder, not a .json file")
     if to == "voc":
         return write_voc(records, classes, dst, split or "train")
     if to == "yolo":

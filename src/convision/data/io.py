@@ -36,6 +36,13 @@ IGNORE_INDEX = 255
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
+def is_header(row: list[str]) -> bool:
+    """Whether a CSV row of ``path,...`` is a header (``filename,category``, ``path,label`` ...): its
+    first cell names no file (no extension)."""
+    first = row[0].strip() if row else ""
+    return bool(first) and not Path(first).suffix
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 

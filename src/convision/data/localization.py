@@ -48,7 +48,7 @@ from torchvision.transforms import v2
 
 from convision.data.classification import VAL_INDEX_OFFSET, check_synthetic_settings, holdout_split
 from convision.data.images import to_image
-from convision.data.io import read_image
+from convision.data.io import is_header, read_image
 from convision.data.synthetic import make_scene, synthetic_classes
 from convision.errors import ConfigError, DataError
 
@@ -247,7 +247,7 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, list[float]]]:
             rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot be read as CSV ({' '.join(str(e).split())})") from None
-    if rows and [c.strip().lower() for c in rows[0][1]] == CSV_HEADER:
+    if rows and is_header(rows[0][1]):
         rows = rows[1:]
     out = []
     for n, row in rows:

@@ -7,6 +7,7 @@ whatever ``transforms(image, mask)`` returns. Each has ``classes``, ``colors``, 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -302,12 +303,17 @@ class SegmentationFolder(_PairedFiles):
         return paths
 
     def _infer_num_classes(self, root: Path, by_stem: dict[str, Path], mask_dir: Path) -> int:
-        top = 0
+        first: dict[int, Path] = {}  # each mask value -> the first mask holding it
         for p in self._all_mask_paths(root, by_stem, mask_dir):
             m = read_mask(p)
-            values = m[m != IGNORE_INDEX]
-            if values.size:
-                top = max(top, int(values.max()))
+            for v in np.unique(m[m != IGNORE_INDEX]).tolist():
+                first.setdefault(int(v), p)
+        top = max(first, default=0)
+        absent = [v for v in range(top + 1) if v not in first]
+        if absent and top > 0:
+            warnings.warn(f"{mask_dir}: no classes.txt, so the classes are the mask values 0..{top} ({top + 1} classes), "
+                          f"but {len(absent)} of them never occur (first: {absent[0]}; value {top} first in {first[top]}); "
+                          "add a classes.txt if that is not meant", stacklevel=2)
         if top + 1 > IGNORE_INDEX:
             raise DataError(f"{mask_dir}: mask values reach {top}; at most 254 classes (255 means ignore)")
         if top == 0:

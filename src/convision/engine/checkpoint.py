@@ -21,7 +21,8 @@ FORMAT = 1
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically: ``path.tmp`` in the same folder, fsync, ``os.replace``.
 
-    A reader (or a crash at any moment) sees either the previous file or the complete new one.
+    A reader (or a crash at any moment) sees either the previous file or the complete new one. A
+    failed write (disk full, ...) is a one-line CheckpointError naming the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,13 +33,21 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, (OSError, RuntimeError)):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise CheckpointError(f"{path}: could not write the checkpoint ({_first_line(e)}); {kept}") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _fsync_dir(folder: Path) -> None:

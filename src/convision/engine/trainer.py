@@ -333,6 +333,9 @@ class Trainer:
 
     def _check_out(self) -> Path | None:
         """Apply the resume/overwrite rules; returns the checkpoint to resume from, if any."""
+        for folder in (self.out, *self.out.parents):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"out: {folder} is a file, not a folder")
         last = self.out / "last.pt"
         overwrite = getattr(self.cfg, "overwrite", False)
         if self.cfg.resume:
@@ -450,12 +453,15 @@ class Trainer:
                 drop_last=False,
             )
         )
+        # a last batch of one image would break batch norm on 1x1 maps ("Expected more than 1 value
+        # per channel"); every process holds the same shard length, so all drop it together
+        drop_single = len(sampler) % per_batch == 1 and len(sampler) > 1
         train_loader = DataLoader(
             _SeededSamples(self.train_set, cfg.seed),
             batch_size=per_batch,
             sampler=sampler,
             collate_fn=task.collate,
-            drop_last=False,
+            drop_last=drop_single,
             generator=torch.Generator().manual_seed(cfg.seed + info.rank),  # keeps the global RNG untouched
             **_loader_kwargs(self.workers, device),
         )

@@ -234,23 +234,21 @@ def read_inputs(images: Any) -> list[tuple[str, np.ndarray]]:
 # ---------------------------------------------------------------------------------------------- predict to a folder
 
 
-def output_folder(out: str | os.PathLike, flag: str = "--out") -> Path:
-    """``out`` as a folder, created; a file there is a one-line error."""
+def output_folder(out: str | os.PathLike, setting: str = "out") -> Path:
+    """``out`` as a folder, created; a file there (or above it) is a one-line ConfigError."""
     root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"{flag}: {root} is a file, not a folder")
-    for parent in root.parents:
-        if parent.exists() and not parent.is_dir():
-            raise ConfigError(f"{flag}: {parent} is a file, not a folder")
+    for folder in (root, *root.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{setting}: {folder} is a file, not a folder")
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
 def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
-                      predict_one: Callable[[np.ndarray], tuple[dict[str, Any], dict[str, np.ndarray]]], *,
+                      predict_one: Callable[[np.ndarray, str], tuple[Any, dict[str, Any]]], *,
                       strict: bool = False, progress: bool = True,
                       results_json: str | None = "predictions.json") -> FolderResults:
-    """Run ``predict_one(image) -> (result, pictures)`` on every input image. Each picture
+    """Run ``predict_one(image, path) -> (result, pictures)`` on every input image. Each picture
     (``{sub_folder: HxWx3 or palette image}``, ``""`` = ``out`` itself) is written as ``<stem>.png``;
     ``out/results_json`` maps each path to its result. ``out`` None writes nothing.
 
@@ -273,7 +271,7 @@ def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
             warnings.warn(f"skipped: {e}", stacklevel=2)
             results.skipped.append(str(f))
             continue
-        result, pictures = predict_one(array)
+        result, pictures = predict_one(array, str(f))
         stem = f.stem if f.stem not in used else f"{f.parent.name}_{f.stem}"
         while stem in used:
             stem += "_"

@@ -399,7 +399,7 @@ def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out: st
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
 
-    def predict_one(image: np.ndarray) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+    def predict_one(image: np.ndarray, name: str) -> tuple[list[tuple[str, float]], dict[str, Any]]:
         return predict(net, image, topk=topk, device=dev)[0], {}
 
     return base.predict_to_folder(inputs, out, predict_one, strict=strict, progress=progress)

@@ -503,6 +503,7 @@ def train(cfg: DetectConfig | None = None, *, progress: bool = True, validate_da
 def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_data: bool) -> dict[str, Any]:
     """R-CNN: proposals, CNN features, SVMs with hard-negative mining, box regressors; one pass."""
     out = Path(cfg.train.out)
+    base.output_folder(out)
     if (out / "best.pt").exists() and not cfg.train.overwrite:
         raise ConfigError(f"{out} already holds a run; pass --overwrite to start over")
     train_set, val_set = build_datasets(cfg, min_size, augment=False)
@@ -538,7 +539,6 @@ def _train_rcnn(cfg: DetectConfig, min_size: int, *, progress: bool, validate_da
     payload = {**meta, "format": FORMAT, "convision_version": convision.__version__, "state_dict": model.state_dict(), "epoch": 1, "best_metric": best, "best_epoch": 1,
                "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
                "fit_stats": {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str))}}
-    out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out / "last.pt", payload)
     save_checkpoint(out / "best.pt", payload)
     record = {"epoch": 1, "fit_seconds": fit_s, **payload["metrics"]}
@@ -681,6 +681,19 @@ def detect_image(net: nn.Module, array: np.ndarray, *, device: torch.device, til
     return _detect_array(net, array, tf, device, proposal_cache)
 
 
+MIN_SIDE = 32  # the smallest network input side every detector's pooling still handles
+
+
+def check_detectable(array: np.ndarray, min_size: int, max_size: int, name: str) -> None:
+    """A DataError when the evaluation resize (shorter side ``min_size``, longer at most
+    ``max_size``) would leave the image's shorter side below :data:`MIN_SIDE` pixels."""
+    h, w = array.shape[:2]
+    short = min(h, w) * min(min_size / min(h, w), max_size / max(h, w))
+    if short < MIN_SIDE:
+        raise DataError(f"{name}: image is {w}x{h} px; resized to at most {max_size} px long its shorter side is "
+                        f"{short:.0f} px, below the {MIN_SIDE} px a detector needs (try --tile)")
+
+
 def _check_tiling(tile: int, tile_overlap: int) -> None:
     if tile < 0 or (tile and tile < 32):
         raise ConfigError(f"tile: expected 0 (off) or a window side of at least 32 px, got {tile}")
@@ -701,7 +714,9 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
     out: list[dict[str, Any]] = []
-    for _, array in base.read_inputs(images):
+    for name, array in base.read_inputs(images):
+        if not tile:
+            check_detectable(array, net.min_size, net.max_size, name)
         res = detect_image(net, array, device=dev, tile=tile, tile_overlap=tile_overlap, proposal_cache=proposal_cache)
         keep = res["scores"] >= score_threshold
         labels = res["labels"][keep].tolist()
@@ -736,7 +751,9 @@ def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
 
-    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def predict_one(image: np.ndarray, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if not tile:
+            check_detectable(image, net.min_size, net.max_size, name)
         p = predict(net, image, device=dev, tile=tile, tile_overlap=tile_overlap)[0]
         return p, {"": draw_detections(image, p, score_threshold)}
 

@@ -261,7 +261,7 @@ def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
 
-    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def predict_one(image: np.ndarray, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         p = predict(net, image, device=dev)[0]
         return p, {"": draw_box(image, p["box"], f"{p['class']} {p['score']:.2f}")}
 

@@ -223,7 +223,7 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
         kwargs = dict(getattr(model, "spec", {}).get("kwargs", kwargs))
         if cfg.model.init_from and not cfg.train.resume:
             state = load_checkpoint(cfg.model.init_from)["state_dict"]
-            loaded, skipped = load_matching_state(model, state)
+            loaded, skipped = load_matching_state(model, state, source=cfg.model.init_from)
             if dist.is_main:
                 print(f"init-from {cfg.model.init_from}: {len(loaded)} tensors loaded, new: {', '.join(skipped) or 'none'}")
         meta = base.checkpoint_meta(NAME, name, kwargs, classes, cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -363,7 +363,7 @@ def predict_to_folder(
     colors = list(net.colors) or voc_palette(len(net.classes))
     palette = [v for c in (colors + voc_palette(256))[:256] for v in c]
 
-    def predict_one(image: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    def predict_one(image: np.ndarray, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         mask = predict(net, image, device=dev, crf=settings)[0]
         indexed = Image.fromarray(mask, mode="P")
         indexed.putpalette(palette)
