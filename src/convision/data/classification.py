@@ -45,7 +45,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 

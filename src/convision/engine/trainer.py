@@ -33,6 +33,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
@@ -254,6 +255,25 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 # ---------------------------------------------------------------- trainer
 
 
+@dataclass
+class _Progress:
+    """Where a run stands: the first epoch to train, the best main metric so far, the records."""
+
+    start_epoch: int = 1
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any], value: Any) -> bool:
+        """Append the epoch's record; True when ``value`` (the main metric) is a new best."""
+        self.history.append(record)
+        improved = isinstance(value, (int, float)) and math.isfinite(value) and (
+            self.best_metric is None or value > self.best_metric)
+        if improved:
+            self.best_metric, self.best_epoch = float(value), record["epoch"]
+        return improved
+
+
 class Trainer:
     """Trains ``model`` on ``train_set`` for ``cfg.epochs`` epochs, validating after each epoch.
 
@@ -414,45 +434,56 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train; returns {"best_epoch", "best_metric", "history": [per-epoch records]}."""
-        cfg, info, task = self.cfg, self.dist, self.task
-        device = info.device
         per_batch = self._check_config()
         self._check_meta()
         resume_from = self._check_out()
+        self._start_out(resume_from)
+        seed_everything(self.cfg.seed)
+        train_model = self._place_model()
+        sampler, train_loader, val_loader = self._loaders(per_batch)
+        self._build_optimisation(len(train_loader))
+        progress = self._resume(resume_from) if resume_from is not None else _Progress()
+        run_start = time.time()
+        for epoch in range(progress.start_epoch, self.cfg.epochs + 1):
+            sampler.set_epoch(epoch)
+            record, metrics = self._epoch(epoch, train_model, train_loader, val_loader, per_batch, len(sampler))
+            improved = progress.add(record, metrics.get(self.task.main_metric))
+            if self.dist.is_main:
+                self._save_epoch(record, metrics, progress, improved)
+                self.log(self._summary(record, self.cfg.epochs, run_start, epoch - progress.start_epoch + 1))
+        return {"best_epoch": progress.best_epoch, "best_metric": progress.best_metric, "history": progress.history}
 
+    def _start_out(self, resume_from: Path | None) -> None:
+        """Rank 0 creates the output folder (a fresh start clears this trainer's files) and writes run.json."""
+        info = self.dist
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if resume_from is None:  # fresh start (or --overwrite): clear this trainer's outputs
                 for name in OUTPUT_FILES:
                     (self.out / name).unlink(missing_ok=True)
-            run = {**self.meta, "world_size": info.world_size, "device": str(device), "torch": torch.__version__}
+            run = {**self.meta, "world_size": info.world_size, "device": str(info.device), "torch": torch.__version__}
             (self.out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
         dist_utils.barrier()
 
-        seed_everything(cfg.seed)
-
-        # model, DDP
+    def _place_model(self) -> nn.Module:
+        """The model on its device (synchronised batch norm under torchrun); returns the module to train
+        (DDP-wrapped under torchrun), keeping the plain one as ``self.model``."""
+        info, device = self.dist, self.dist.device
         model = self.model.to(device)
-        if info.distributed and cfg.sync_bn:
+        if info.distributed and self.cfg.sync_bn:
             # CUDA: torch's SyncBatchNorm; CPU (which torch's refuses): convision's CPUSyncBatchNorm
             model = dist_utils.convert_sync_batchnorm(model, device)
         self.model = model
-        train_model: nn.Module = model
-        if info.distributed:
-            train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                                  find_unused_parameters=self.find_unused_parameters)
+        if not info.distributed:
+            return model
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       find_unused_parameters=self.find_unused_parameters)
 
-        # data
-        sampler = _EpochSampler(
-            DistributedSampler(
-                self.train_set,
-                num_replicas=info.world_size,
-                rank=info.rank,
-                shuffle=True,
-                seed=cfg.seed,
-                drop_last=False,
-            )
-        )
+    def _loaders(self, per_batch: int) -> tuple[_EpochSampler, DataLoader, DataLoader | None]:
+        """The training sampler and loader (this process's shard) and the validation loader, if any."""
+        cfg, info, device = self.cfg, self.dist, self.dist.device
+        sampler = _EpochSampler(DistributedSampler(self.train_set, num_replicas=info.world_size, rank=info.rank,
+                                                   shuffle=True, seed=cfg.seed, drop_last=False))
         # a last batch of one image would break batch norm on 1x1 maps ("Expected more than 1 value
         # per channel"); every process holds the same shard length, so all drop it together
         drop_single = len(sampler) % per_batch == 1 and len(sampler) > 1
@@ -460,87 +491,78 @@ class Trainer:
             _SeededSamples(self.train_set, cfg.seed),
             batch_size=per_batch,
             sampler=sampler,
-            collate_fn=task.collate,
+            collate_fn=self.task.collate,
             drop_last=drop_single,
             generator=torch.Generator().manual_seed(cfg.seed + info.rank),  # keeps the global RNG untouched
             **_loader_kwargs(self.workers, device),
         )
         val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:  # type: ignore[arg-type]
-            val_loader = eval_loader(task, self.val_set, per_batch, self.workers, device)
+            val_loader = eval_loader(self.task, self.val_set, per_batch, self.workers, device)
+        return sampler, train_loader, val_loader
 
-        # optimisation
-        iters = len(train_loader)
-        self.optimizer = self._build_optimizer(model)
+    def _build_optimisation(self, iters: int) -> None:
+        """Optimizer, per-iteration schedule and (CUDA) mixed-precision scaler."""
+        cfg = self.cfg
+        self.iters = iters
+        self.optimizer = self._build_optimizer(self.model)
         lr_lambda = make_lr_lambda(cfg.schedule, cfg.epochs * iters, round(cfg.warmup_epochs * iters), cfg.poly_power)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
-        use_amp = bool(cfg.amp) and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        self.use_amp = bool(cfg.amp) and self.dist.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
 
-        # resume
-        start_epoch, best_metric, best_epoch = 1, None, None
-        history: list[dict] = []
-        if resume_from is not None:
-            ckpt = load_checkpoint(resume_from)
-            try:
-                model.load_state_dict(ckpt["state_dict"])
-            except RuntimeError as e:
-                lines = str(e).strip().splitlines()
-                detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
-                raise CheckpointError(f"{resume_from}: does not match the model ({detail})") from None
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None and ckpt.get("scaler"):
-                self.scaler.load_state_dict(ckpt["scaler"])
-            start_epoch = int(ckpt["epoch"]) + 1
-            best_metric, best_epoch = ckpt.get("best_metric"), ckpt.get("best_epoch")
-            history = self._read_history(int(ckpt["epoch"]))
-            if info.is_main:
-                self._write_history(history)
-            _set_rng_state(ckpt["rng"], device)
-            self.log(f"resuming from {resume_from} (epoch {ckpt['epoch']}), continuing at epoch {start_epoch}")
-            if start_epoch > cfg.epochs:
-                self.log(f"nothing to do: the run already finished {ckpt['epoch']} of {cfg.epochs} epochs")
+    def _resume(self, path: Path) -> _Progress:
+        """Model, optimizer, schedule, scaler and RNG states from ``path``; the history up to its epoch."""
+        ckpt = load_checkpoint(path)
+        try:
+            self.model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            lines = str(e).strip().splitlines()
+            detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
+            raise CheckpointError(f"{path}: does not match the model ({detail})") from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        done = int(ckpt["epoch"])
+        progress = _Progress(done + 1, ckpt.get("best_metric"), ckpt.get("best_epoch"), self._read_history(done))
+        if self.dist.is_main:
+            self._write_history(progress.history)
+        _set_rng_state(ckpt["rng"], self.dist.device)
+        self.log(f"resuming from {path} (epoch {done}), continuing at epoch {done + 1}")
+        if done + 1 > self.cfg.epochs:
+            self.log(f"nothing to do: the run already finished {done} of {self.cfg.epochs} epochs")
+        return progress
 
-        run_start = time.time()
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            t0 = time.time()
-            sampler.set_epoch(epoch)
-            loss_total, seen, lr = self._train_epoch(epoch, train_model, train_loader, per_batch, len(sampler), use_amp)
-            train_time = time.time() - t0
+    def _epoch(self, epoch: int, train_model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
+               per_batch: int, shard: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One epoch of training and validation; returns (the metrics.jsonl record, the full metrics)."""
+        t0 = time.time()
+        loss_total, seen, lr = self._train_epoch(epoch, train_model, train_loader, per_batch, shard, self.use_amp)
+        train_time = time.time() - t0
+        device = self.dist.device
+        metrics = _run_eval(self.task, self.model, val_loader, device, self.progress) if val_loader is not None else {}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": loss_total / self.iters,
+            "lr": lr,
+            "images_per_s": seen / max(train_time, 1e-9),
+            "time": time.time() - t0,
+        }
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                record[k] = v
+        return record, metrics
 
-            metrics = (
-                _run_eval(task, model, val_loader, device, self.progress) if val_loader is not None else {}
-            )
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "train_loss": loss_total / iters,
-                "lr": lr,
-                "images_per_s": seen / max(train_time, 1e-9),
-                "time": time.time() - t0,
-            }
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    record[k] = v
-            history.append(record)
-
-            value = metrics.get(task.main_metric)
-            improved = isinstance(value, (int, float)) and math.isfinite(value) and (
-                best_metric is None or value > best_metric
-            )
-            if improved:
-                best_metric, best_epoch = float(value), epoch
-            if info.is_main:
-                # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
-                self._append_history(record)
-                payload = self._payload(epoch, best_metric, best_epoch, {**metrics, **record})
-                if improved:
-                    save_checkpoint(self.out / "best.pt", payload)
-                save_checkpoint(self.out / "last.pt", payload)
-                self._plot()
-                self.log(self._summary(record, cfg.epochs, run_start, epoch - start_epoch + 1))
-
-        return {"best_epoch": best_epoch, "best_metric": best_metric, "history": history}
+    def _save_epoch(self, record: dict[str, Any], metrics: dict[str, Any], progress: _Progress, improved: bool) -> None:
+        """Rank 0: the record, then the checkpoints (last.pt; best.pt when improved), then the curves."""
+        # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
+        self._append_history(record)
+        payload = self._payload(record["epoch"], progress.best_metric, progress.best_epoch, {**metrics, **record})
+        if improved:
+            save_checkpoint(self.out / "best.pt", payload)
+        save_checkpoint(self.out / "last.pt", payload)
+        self._plot()
 
     def _train_epoch(
         self, epoch: int, model: nn.Module, loader: DataLoader, per_batch: int, shard: int, use_amp: bool

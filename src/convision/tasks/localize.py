@@ -23,7 +23,6 @@ Checkpoint extras (besides the engine's): ``"task": "localize"``, ``"model": {"n
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence

@@ -16,7 +16,7 @@ from convision.cli import main
 from convision.models.classification import build_classifier
 from convision import load
 from convision.tasks.classify import heatmap
-from test_classification_data import write_folder, write_idx_folder
+from tests.data.test_classification import write_folder, write_idx_folder
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-HELPERS = Path(__file__).resolve().parent / "engine_helpers"
+HELPERS = Path(__file__).resolve().parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 
 from engine_toy import make_cfg, make_trainer  # noqa: E402

@@ -3,9 +3,6 @@ bad-input contract (one line on stderr, exit 2, no traceback)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-HELPERS = Path(__file__).resolve().parent / "engine_helpers"
+HELPERS = Path(__file__).resolve().parent / "helpers"
 sys.path.insert(0, str(HELPERS))
 
 from engine_toy import Interrupt, ToySegmentation, ToyTask, make_cfg, make_trainer  # noqa: E402

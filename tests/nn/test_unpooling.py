@@ -1,8 +1,6 @@
 """Unpooling: nearest, bed of nails, max unpooling with the pooling switches; ONNX export of all three."""
 from __future__ import annotations
 
-import io
-import warnings
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convision.nn import MaxPoolWithIndices, MaxUnpool, bed_of_nails_unpool, nearest_unpool
+from tests.helpers import onnx_outputs
 
 X = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
 
@@ -68,16 +67,9 @@ class _AllUnpools(nn.Module):
 
 
 def test_onnx_export_and_onnxruntime():
-    import onnxruntime as ort  # dev extra (with onnx, onnxscript for the exporter)
     model = _AllUnpools().eval()
-    x = torch.randn(1, 2, 9, 7)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False)
-    sess = ort.InferenceSession(buf.getvalue())
     x2 = torch.randn(1, 2, 9, 7)
-    got = sess.run(None, {sess.get_inputs()[0].name: x2.numpy()})
+    got = onnx_outputs(model, (torch.randn(1, 2, 9, 7),), (x2,))
     for a, b in zip(got, model(x2)):
         assert a.shape == tuple(b.shape)
         assert torch.allclose(torch.from_numpy(a), b)

@@ -1,6 +1,6 @@
 """CUDA checks of the engine (run by hand on a machine with a GPU; CI has none).
 
-usage: PYTHONPATH=src python tests/engine_helpers/cuda_smoke.py OUT
+usage: PYTHONPATH=src python tests/engine/helpers/cuda_smoke.py OUT
 """
 from __future__ import annotations
 

@@ -2,18 +2,16 @@
 the engine (narrow fc6/fc7) + convision.load, ONNX export."""
 from __future__ import annotations
 
-import io
-import warnings
 
 import pytest
 import torch
 
 import convision
 import convision.tasks.segment
-from convision.cli import main
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
 from convision.models.segmentation.deconvnet import DECONV_WIDTHS, DeconvNet
+from tests.helpers import assert_onnx_matches, train_segment_tiny
 
 TINY = {"num_classes": 3, "weights": None, "fc_channels": 16}
 
@@ -22,18 +20,7 @@ TINY = {"num_classes": 3, "weights": None, "fc_channels": 16}
 def trained(tmp_path_factory):
     """`convision segment train --model deconvnet` for one step; the CLI has no width flag, so the
     builder arguments it chooses are swapped for narrow fc6/fc7 (fc_channels=16)."""
-    out = tmp_path_factory.mktemp("deconvnet")
-    args = ["segment", "train", "--model", "deconvnet", "--weights", "none", "--num-train", "2", "--num-val", "1",
-            "--scene-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
-            "--no-progress", "--out", str(out)]
-    mp = pytest.MonkeyPatch()
-    chosen = convision.tasks.segment.model_kwargs
-    mp.setattr(convision.tasks.segment, "model_kwargs", lambda cfg, n: {**chosen(cfg, n), "fc_channels": 16})
-    try:
-        torch.manual_seed(0)
-        assert main(args) == 0
-    finally:
-        mp.undo()
+    out = train_segment_tiny(tmp_path_factory.mktemp("deconvnet"), "deconvnet", fc_channels=16)
     return out, convision.load(out / "last.pt")
 
 
@@ -74,17 +61,4 @@ def test_cli_train_then_load(trained):
 
 
 def test_onnx_export_matches_pytorch(trained):
-    import onnxruntime as ort  # dev extra (with onnx, onnxscript for the exporter)
-
-    model = trained[1].eval()
-    x = torch.randn(1, 3, 40, 27)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False)
-    sess = ort.InferenceSession(buf.getvalue())
-    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
-    with torch.no_grad():
-        ref = model(x)
-    assert got.shape == ref.shape
-    assert torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item())
+    assert_onnx_matches(trained[1].eval(), torch.randn(1, 3, 40, 27))

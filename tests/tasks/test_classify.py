@@ -16,7 +16,7 @@ from convision.tasks.classify import (
     GroupedTrainer,
     compute_features,
 )
-from test_classification_data import write_folder
+from tests.data.test_classification import write_folder
 
 torch.set_num_threads(1)
 

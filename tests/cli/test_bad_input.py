@@ -16,7 +16,7 @@ from convision.cli import build_parser, main
 from convision.engine.checkpoint import save_checkpoint
 from convision.errors import CheckpointError
 from convision.tasks.base import WHAT
-from tests.helpers import SEGMENT_TINY, assert_clean_error, one_error_line, run_cli
+from tests.helpers import SEGMENT_TINY, one_error_line, run_cli
 
 TASKS = ("segment", "classify", "localize", "detect")
 

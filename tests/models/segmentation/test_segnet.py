@@ -2,29 +2,22 @@
 training + convision.load, ONNX export (checked with onnxruntime)."""
 from __future__ import annotations
 
-import io
-import warnings
 
 import pytest
 import torch
 import torchvision
 
 import convision
-from convision.cli import main
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
 from convision.models.segmentation.segnet import DECODER_WIDTHS, SegNet
+from tests.helpers import assert_onnx_matches, train_segment_tiny
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One tiny CLI training run (1 epoch, 1 step of batch 2 at 32x32), then convision.load."""
-    out = tmp_path_factory.mktemp("segnet")
-    args = ["segment", "train", "--model", "segnet", "--weights", "none", "--num-train", "2", "--num-val", "1",
-            "--scene-size", "32", "--num-classes", "3", "--epochs", "1", "--batch-size", "2", "--workers", "0",
-            "--no-progress", "--out", str(out)]
-    torch.manual_seed(0)
-    assert main(args) == 0
+    out = train_segment_tiny(tmp_path_factory.mktemp("segnet"), "segnet")
     return out, convision.load(out / "last.pt")
 
 
@@ -93,17 +86,4 @@ def test_cli_train_then_load(trained):
 
 
 def test_onnx_export_matches_pytorch(model):
-    import onnxruntime as ort  # dev extra (with onnx, onnxscript for the exporter)
-
-    model.eval()
-    x = torch.randn(1, 3, 45, 61)
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=True, verbose=False)
-    sess = ort.InferenceSession(buf.getvalue())
-    got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
-    with torch.no_grad():
-        ref = model(x)
-    assert got.shape == ref.shape
-    assert torch.allclose(got, ref, rtol=1e-3, atol=1e-4 * ref.abs().max().item())
+    assert_onnx_matches(model.eval(), torch.randn(1, 3, 45, 61))

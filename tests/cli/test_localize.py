@@ -15,7 +15,7 @@ from PIL import Image
 from convision.cli import main
 from convision import load
 from convision.tasks.localize import evaluate
-from test_localization_data import write_annotated
+from tests.data.test_localization import write_annotated
 
 torch.set_num_threads(1)
 
