@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import yaml
+
 from convision.errors import ConfigError
 
 
@@ -241,8 +243,6 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
 
 def _unique_key_loader() -> type:
     """A yaml SafeLoader whose mappings refuse a key given twice, naming it and its lines."""
-    import yaml
-
     class Loader(yaml.SafeLoader):
         pass
 
@@ -261,8 +261,7 @@ def _unique_key_loader() -> type:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
+    """The settings of a YAML file as one flat mapping (``data:`` / ``model:`` / ``train:`` sections accepted)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")

@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from tqdm import tqdm
 
 from convision.config import from_dict
 from convision.data.io import read_image
@@ -255,9 +257,6 @@ def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
     An image that cannot be read is skipped with a warning (``strict``: the first one stops the
     run) and listed in the returned dict's ``skipped``; the results of the others are written.
     """
-    from PIL import Image
-    from tqdm import tqdm
-
     files = expand_inputs(inputs)
     root = output_folder(out) if out is not None else None
     results = FolderResults()

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -355,8 +356,6 @@ def predict_to_folder(
     ``out/color`` (RGB colour masks), ``out/overlay`` (colour over the image) and
     ``out/predictions.json`` (``{path: {"classes": [present class names], "size": [H, W]}}``).
     ``crf``: as for :func:`predict`; ``strict`` and the returned dict: see :func:`base.predict_to_folder`."""
-    from PIL import Image
-
     settings = crf_settings(crf)
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
