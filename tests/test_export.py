@@ -17,7 +17,7 @@ import convision
 from convision.cli import main
 from convision.export import export_onnx
 from convision.data.segmentation import SyntheticSegmentation
-from deploy_helpers import classify_checkpoint, detect_checkpoint, segment_checkpoint
+from tests.deploy_helpers import classify_checkpoint, detect_checkpoint, segment_checkpoint
 
 torch.set_num_threads(1)
 EVAL = ["--workers", "0", "--device", "cpu", "--no-progress"]
@@ -143,7 +143,7 @@ def test_bad_exports_fail_with_one_line(fcn, tmp_path, capsys) -> None:
     ckpt, path = fcn
     rcnn = tmp_path / "rcnn.pt"
     from convision.tasks.detect import DetectConfig
-    from deploy_helpers import random_checkpoint
+    from tests.deploy_helpers import random_checkpoint
 
     random_checkpoint(rcnn, "detect", "rcnn", {"num_classes": 2, "backbone": "mobilenet_v2", "weights": None},
                       DetectConfig(), min_size=64, max_size=1000)

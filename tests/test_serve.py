@@ -25,7 +25,7 @@ import convision
 from convision.cli import main
 from convision.serve.app import create_app
 from convision.serve.predictors import load_predictor
-from test_export import scenes
+from tests.test_export import scenes
 
 torch.set_num_threads(1)
 
