@@ -90,6 +90,21 @@ def test_dynamic_unet_takes_any_batch_and_size(tmp_path) -> None:
     assert got.shape == ref.shape == (3, 3, 48, 80) and (got - ref).abs().max() < 1e-3
 
 
+def test_int8_export_is_quantized_and_calibrated_on_training_images(tmp_path, capsys) -> None:
+    ckpt = segment_checkpoint(tmp_path / "unet.pt", name="unet", base_channels=8)
+    assert main(["segment", "export", "--checkpoint", str(ckpt), "--quantize", "int8", "--calibration", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "% of arg-max outputs equal PyTorch's" in out
+    path = tmp_path / "unet.int8.onnx"
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert metadata(path)["quantization"]["calibration_images"] == 4
+    images = scenes(2, size=64)
+    a = convision.predict(convision.load(ckpt), images, device="cpu", return_probabilities=True)
+    b = convision.predict(convision.load(path), images, device="cpu", return_probabilities=True)
+    assert all(np.abs(p - q).mean() < 0.1 for p, q in zip(a, b))  # close, not equal: 8-bit activations
+
+
 @pytest.mark.parametrize("task", ["classify", "localize"])
 def test_classifier_and_localizer_onnx_equal_pytorch(task: str, tmp_path) -> None:
     ckpt = classify_checkpoint(tmp_path / "best.pt", task=task)
@@ -152,6 +167,7 @@ def test_bad_exports_fail_with_one_line(fcn, tmp_path, capsys) -> None:
         (["segment", "export", "--checkpoint", str(ckpt), "--format", "tflite"], "--format: expected onnx"),
         (["detect", "export", "--checkpoint", str(ckpt)], "not a detector"),
         (["segment", "export", "--checkpoint", str(ckpt), "--opset", "5"], "--opset: expected 11..23"),
+        (["detect", "export", "--checkpoint", str(rcnn), "--quantize", "int8"], "offered for segmentation models"),
         (["classify", "eval", "--checkpoint", str(path)], "a segment model, not a classifier"),
         (["segment", "eval", "--checkpoint", str(path), "--runtime", "torch"], "is an ONNX file"),
     ]

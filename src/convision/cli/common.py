@@ -120,6 +120,9 @@ def add_export(modes: argparse._SubParsersAction, what: str) -> argparse.Argumen
     ex.add_argument("--dynamic", action="store_true", help="free batch size (and image size for segmentation)")
     ex.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18; detection 17)")
     ex.add_argument("--image-size", type=int, default=None, help="side of the example image (default: the model's input or training size)")
+    ex.add_argument("--quantize", default=None, choices=["int8"],
+                    help="segmentation: int8 static quantization (ONNX Runtime), calibrated on training images")
+    ex.add_argument("--calibration", type=int, default=32, help="--quantize: training images used for calibration")
     return ex
 
 
@@ -131,14 +134,27 @@ def export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise ConfigError(f"--format: expected {' | '.join(FORMATS)}, got {args.format!r}")
-    out = args.out or str(Path(args.checkpoint).with_suffix(".onnx"))
-    info = export_onnx(load(args.checkpoint, task=args.task), out, dynamic=args.dynamic, opset=args.opset,
-                       image_size=args.image_size)
+    out = args.out or str(Path(args.checkpoint).with_suffix(".int8.onnx" if args.quantize else ".onnx"))
+    model = load(args.checkpoint, task=args.task)
+    calibration = None
+    if args.quantize:
+        if args.task != "segment":
+            raise ConfigError(f"--quantize: int8 export is offered for segmentation models, not {args.task}")
+        if args.calibration < 1:
+            raise ConfigError(f"--calibration: expected at least 1 image, got {args.calibration}")
+        from convision.export.onnx_export import default_input_size
+        from convision.tasks.segment import calibration_inputs
+
+        size = None if args.dynamic else (args.image_size or default_input_size(model))
+        calibration = calibration_inputs(model, args.calibration, size)
+    info = export_onnx(model, out, dynamic=args.dynamic, opset=args.opset, image_size=args.image_size,
+                       quantize=args.quantize, calibration=calibration)
     size = "any size" if info["input_size"] is None else "x".join(map(str, info["input_size"]))
     print(f"exported {info['task']} model {info['model']} to {info['path']} ({info['bytes'] / 1e6:.1f} MB, opset {info['opset']}; "
           f"inputs {', '.join(info['inputs'])} at {size}{', dynamic batch' if info['dynamic'] else ''}; "
           f"outputs {', '.join(info['outputs'])})")
-    print(f"checked with ONNX Runtime: max |ONNX - PyTorch| = {info['max_abs_diff']:.2e} on the example input")
+    print(f"checked with ONNX Runtime: max |ONNX - PyTorch| = {info['max_abs_diff']:.2e} on the example input"
+          + (f"; int8: {100 * info['agreement']:.2f} % of arg-max outputs equal PyTorch's" if "agreement" in info else ""))
     return 0
 
 

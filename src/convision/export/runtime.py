@@ -42,7 +42,7 @@ __all__ = ["OnnxModel", "METADATA_KEYS", "resize_rgb", "shortest_side_size"]
 
 #: Metadata props written by :func:`convision.export.onnx_export.export_onnx` (JSON values).
 METADATA_KEYS = ("convision_format", "task", "model", "classes", "colors", "normalization", "input_size", "dynamic",
-                 "preprocess", "postprocess", "inputs", "outputs", "config")
+                 "preprocess", "postprocess", "inputs", "outputs", "config", "quantization")
 
 
 def _error(message: str) -> Exception:

@@ -421,3 +421,18 @@ def save_prediction_grid(model: nn.Module, path: str | Path, count: int = 6, see
         pred = predict(model, image)[0]
         rows.append([image, colorize(mask, model.colors), colorize(pred, model.colors)])
     save_grid(rows, ["image", "ground truth", f"{model.spec['name']} prediction"], path)
+
+
+def calibration_inputs(model: nn.Module, count: int, size: int | None) -> list[np.ndarray]:
+    """``count`` training images of the data the model was trained on (evenly spaced over the split),
+    resized to ``size x size`` (None: their own size) and normalised as the network takes them: the
+    calibration set of int8 quantization (:func:`convision.export.export_onnx`)."""
+    dataset = build_segmentation_dataset(_data_config(model, None, "auto"), "train")
+    picks = np.linspace(0, len(dataset) - 1, num=max(1, min(int(count), len(dataset)))).round().astype(int)
+    out = []
+    for i in picks:
+        x = torch.as_tensor(dataset[int(i)][0])[None].float()
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).round().clamp(0, 255)
+        out.append(normalize(x, model.normalization["mean"], model.normalization["std"]).numpy())
+    return out
