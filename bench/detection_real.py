@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from torchvision.models.detection import FasterRCNN as TVFasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
+from torchvision.ops import MultiScaleRoIAlign, box_iou, roi_pool
 
 from convision.data.detection import detection_eval_transforms
 from convision.engine.trainer import make_lr_lambda
@@ -75,11 +75,12 @@ class _UserLabels(nn.Module):
         return [{**p, "labels": p["labels"] - 1} for p in self.net(images)]
 
 
-def torchvision_faster_rcnn(cfg: detect.DetectConfig, num_classes: int, min_size: int) -> nn.Module:
+def torchvision_faster_rcnn(cfg: detect.DetectConfig, num_classes: int, min_size: int, box_sides: Any = None) -> nn.Module:
     m = cfg.model
-    weights = None if m.weights.lower() in ("", "none") else m.weights
-    body, channels, _ = build_body(m.backbone, weights, fuse_frozen_bn=False)
-    sizes = tuple(detect.resolve_anchor_sizes(m.anchor_sizes, min_size))
+    kwargs = detect.model_kwargs(cfg, num_classes, min_size, box_sides)  # convision's resolution of the settings
+    body, channels, _ = build_body(m.backbone, kwargs["weights"], freeze_early=kwargs["freeze_early"],
+                                   freeze_bn=kwargs["freeze_bn"], fuse_frozen_bn=False)
+    sizes = tuple(kwargs["anchor_sizes"])
     anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
     net = TVFasterRCNN(_Body(body, channels), num_classes=None, rpn_anchor_generator=anchors,
                        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), box_head=TwoMLPHead(channels * 49, m.head_dim),
@@ -89,6 +90,23 @@ def torchvision_faster_rcnn(cfg: detect.DetectConfig, num_classes: int, min_size
         net.roi_heads.box_roi_pool = _RoIPool()
     # the data pipeline already resized the images (the same as convision's); torchvision's transform
     # would resize the jittered scales back to min_size, so it only normalises and batches here
+    net.transform.resize = lambda image, target=None: (image, target)
+    return _UserLabels(net)
+
+
+def torchvision_plain_faster_rcnn(cfg: detect.DetectConfig, num_classes: int, min_size: int, box_sides: Any = None) -> nn.Module:
+    """What a torchvision user writes: ``mobilenet_v2(weights=...).features[:14]`` (stride 16, 96 channels,
+    ordinary batch norms, nothing frozen) in ``FasterRCNN`` with the same anchors and RoI pooling."""
+    from torchvision.models import mobilenet_v2
+
+    m = cfg.model
+    kwargs = detect.model_kwargs(cfg, num_classes, min_size, box_sides)
+    body = mobilenet_v2(weights=kwargs["weights"]).features[:14]
+    anchors = AnchorGenerator(sizes=(tuple(kwargs["anchor_sizes"]),), aspect_ratios=((0.5, 1.0, 2.0),))
+    net = TVFasterRCNN(_Body(body, 96), num_classes=num_classes + 1, rpn_anchor_generator=anchors,
+                       box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2), min_size=min_size, max_size=cfg.data.max_size)
+    if m.pooling == "roi_pool":
+        net.roi_heads.box_roi_pool = _RoIPool()
     net.transform.resize = lambda image, target=None: (image, target)
     return _UserLabels(net)
 
@@ -122,6 +140,32 @@ def train_torchvision(net: nn.Module, cfg: detect.DetectConfig, train_set: Any, 
     return {"train_img_s": seen / spent}
 
 
+@torch.no_grad()
+def proposal_recall(net: nn.Module, dataset: Any, k: int = 300) -> float | None:
+    """Share of ground-truth boxes that one of the ``k`` best RPN proposals covers with IoU >= 0.5."""
+    found = total = 0
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        image = image.as_subclass(torch.Tensor)
+        if isinstance(net, _UserLabels):
+            tv = net.net
+            batch, _ = tv.transform([image])
+            props = tv.rpn(batch, {"0": tv.backbone(batch.tensors)})[0][0]
+        elif hasattr(net, "rpn"):
+            x, sizes = net.prepare([image])
+            post = net.rpn.post_nms[False]
+            net.rpn.post_nms[False] = max(post, k)
+            props = net.rpn(net.body(x), sizes)[0][0]
+            net.rpn.post_nms[False] = post
+        else:
+            return None
+        gt = target["boxes"].as_subclass(torch.Tensor)
+        if len(gt):
+            found += int((box_iou(gt, props[:k]).max(dim=1).values >= 0.5).sum()) if len(props) else 0
+            total += len(gt)
+    return found / max(1, total)
+
+
 def score(net: nn.Module, cfg: detect.DetectConfig, split: str, classes: list[str], min_size: int,
           proposals: Path | None = None) -> dict[str, Any]:
     """VOC and COCO metrics of ``net`` on ``split`` (original pixels) and its inference images/s.
@@ -139,9 +183,11 @@ def score(net: nn.Module, cfg: detect.DetectConfig, split: str, classes: list[st
             task.eval_step(net, batch, torch.device("cpu"), metric)
     infer = len(dataset) / (time.perf_counter() - t0)
     voc = metric.compute()
+    recall = proposal_recall(net, detect.split_dataset(cfg, split, detection_eval_transforms(min_size, cfg.data.max_size),
+                                                       classes=classes)) if proposals is None else None
     coco = coco_evaluate(metric.preds, metric.targets, classes)
     return {"mAP50": voc["mAP"], "coco_mAP": coco["mAP"], "AP_small": coco.get("AP_small"), "infer_img_s": infer,
-            "images": len(dataset), "detections_per_image": sum(len(p["scores"]) for p in metric.preds) / max(1, len(dataset))}
+            "rpn_recall300": recall, "images": len(dataset), "detections_per_image": sum(len(p["scores"]) for p in metric.preds) / max(1, len(dataset))}
 
 
 def config(args: argparse.Namespace, data: str, model: str, out: Path) -> detect.DetectConfig:
@@ -165,15 +211,18 @@ def run_set(args: argparse.Namespace, data: str) -> list[dict[str, Any]]:
     name = Path(data).name
     for model in args.models:
         out = Path(args.out) / name / model
-        cfg = config(args, data, "faster_rcnn" if model == "torchvision" else model, out)
+        cfg = config(args, data, "faster_rcnn" if model.startswith("torchvision") else model, out)
         min_size = detect.resolve_min_size(cfg.data)
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        if model == "torchvision":
+        if model.startswith("torchvision"):
             train_set, _ = detect.build_datasets(cfg, min_size)
             classes = list(train_set.classes)
-            net = torchvision_faster_rcnn(cfg, len(classes), min_size)
+            build = torchvision_plain_faster_rcnn if model == "torchvision_plain" else torchvision_faster_rcnn
+            net = build(cfg, len(classes), min_size, detect.box_sides_at(train_set, min_size, cfg.data.max_size))
             speed = train_torchvision(net, cfg, train_set, f"{torch.get_num_threads()} threads")
+            out.mkdir(parents=True, exist_ok=True)
+            torch.save(net.state_dict(), out / "torchvision.pt")
         else:
             run = detect.train(cfg, progress=args.progress)
             net = detect.load(run["last"])
@@ -212,10 +261,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [r for data in args.data for r in run_set(args, data)]
-    print(f"\n{'set':<12} {'model':<12} {'split':<5} {'mAP50':>6} {'COCO':>6} {'APs':>6} {'train/s':>8} {'infer/s':>8}")
+    print(f"\n{'set':<12} {'model':<12} {'split':<5} {'mAP50':>6} {'COCO':>6} {'APs':>6} {'RPN@300':>7} {'train/s':>8} {'infer/s':>8}")
     for r in rows:
         aps = "-" if r["AP_small"] is None else f"{r['AP_small']:.3f}"
-        print(f"{r['set']:<12} {r['model']:<12} {r['split']:<5} {r['mAP50']:6.3f} {r['coco_mAP']:6.3f} {aps:>6} "
+        rec = "-" if r.get("rpn_recall300") is None else f"{r['rpn_recall300']:.3f}"
+        print(f"{r['set']:<12} {r['model']:<12} {r['split']:<5} {r['mAP50']:6.3f} {r['coco_mAP']:6.3f} {aps:>6} {rec:>7} "
               f"{r['train_img_s']:8.2f} {r['infer_img_s']:8.2f}")
     by = {(r["set"], r["model"], r["split"]): r for r in rows}
     for (s, m, sp), r in by.items():

@@ -104,6 +104,7 @@ class DetectModelConfig(BackboneSection, ModelNameSection):
     detections_per_image: int = setting(100, "test-time detections kept per image", 1)
     freeze: str = setting("auto", "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none")
     freeze_bn: str = setting("auto", "batch norms of the conv body: auto (frozen when pretrained) | yes | no (trained with batch statistics)")
+    body_tail: str = setting("dilated", "Faster R-CNN on mobilenet_v2: dilated (features[0:18], the last blocks dilated at stride 16, 320 channels) | none (features[0:14], 96 channels)")
     image_size: int = setting(0, "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)", 0)
     proposal_mode: str = setting("fast", "selective search (fast_rcnn, rcnn): fast | quality")
     max_proposals: int = setting(2000, "selective search: proposals kept per image (the paper's ~2000)", 1)
@@ -238,6 +239,7 @@ def model_kwargs(cfg: DetectConfig, num_classes: int, min_size: int, box_sides: 
         # explicit, so that the checkpoint rebuilds the same modules without the pretrained weights
         wanted["freeze_bn"] = weights is not None if freeze_bn == "auto" else freeze_bn == "yes"
         wanted["freeze_early"] = freeze != "none"
+        wanted["dilated_tail"] = _flag(m.body_tail, "body_tail", ("dilated", "none")) == "dilated"
     if m.model == "faster_rcnn":
         wanted["anchor_sizes"] = resolve_anchor_sizes(m.anchor_sizes, min_size, box_sides)
         wanted["rpn_pre_nms_train"], wanted["rpn_post_nms_train"] = m.rpn_pre_nms_train, m.rpn_post_nms_train

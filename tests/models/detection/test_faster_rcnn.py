@@ -127,6 +127,14 @@ def test_mobilenet_v2_body_pretrained_stride16():
     assert len(out) == 1 and set(out[0]) == {"boxes", "labels", "scores"}
 
 
+def test_mobilenet_v2_body_without_the_dilated_tail_and_with_trainable_norms():
+    model = faster_rcnn(num_classes=2, dilated_tail=False, freeze_bn=False, freeze_early=False)
+    x = torch.rand(2, 3, 64, 96)
+    assert model.body(x).shape == (2, 96, 4, 6)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.body.modules())
+    assert all(p.requires_grad for p in model.body.parameters())
+
+
 def test_conv_frozen_bn_same_gradients_as_conv_then_norm():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)

@@ -101,9 +101,11 @@ def _freeze_bn(module: nn.Module, fuse: bool = True) -> nn.Module:
 
 
 def build_body(
-    backbone: str, weights: Any, *, freeze_early: bool = True, freeze_bn: bool | None = None, fuse_frozen_bn: bool = True
+    backbone: str, weights: Any, *, freeze_early: bool = True, freeze_bn: bool | None = None, fuse_frozen_bn: bool = True,
+    dilated_tail: bool = True,
 ) -> tuple[nn.Sequential, int, nn.Sequential | None]:
-    """The stride-16 conv body (module docstring): ``(body, out_channels, vgg_classifier_or_None)``."""
+    """The stride-16 conv body (module docstring): ``(body, out_channels, vgg_classifier_or_None)``.
+    ``dilated_tail=False`` (MobileNetV2 only) ends the body at ``features[13]`` (96 channels)."""
     if backbone not in BACKBONES:
         raise ConfigError(f"backbone: unknown backbone {backbone!r} for detection (known: {', '.join(BACKBONES)})")
     pretrained = not _no_weights(weights)
@@ -114,6 +116,9 @@ def build_body(
         body = nn.Sequential(bb.stride8, bb.stride16, bb.stride32[:-1])  # conv5_3, no pool5
         early: list[nn.Module] = list(bb.stride8[:10])  # conv1_1 .. pool2
         classifier = bb.take_classifier()
+    elif family == "mobilenet_v2" and not dilated_tail:
+        body = nn.Sequential(bb.stride8, bb.stride16)
+        early = list(bb.stride8[:4])
     elif family == "mobilenet_v2":
         tail = bb.stride32[:-1]  # features[14:18]; features[18] (1x1 to 1280) left out, see docstring
         first = True
@@ -255,6 +260,7 @@ def faster_rcnn(
     detections_per_image: int = 100,
     freeze_early: bool = True,
     freeze_bn: bool | None = None,
+    dilated_tail: bool = True,
 ) -> FasterRCNN:
     """Faster R-CNN (module docstring) for ``num_classes`` user classes.
 
@@ -263,7 +269,8 @@ def faster_rcnn(
     """
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    body, channels, classifier = build_body(backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn)
+    body, channels, classifier = build_body(backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn,
+                                            dilated_tail=dilated_tail)
     mid = int(rpn_channels) if rpn_channels is not None else (512 if backbone.startswith("vgg") else 256)
     rpn = RegionProposalNetwork(
         channels,
