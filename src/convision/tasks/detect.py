@@ -104,7 +104,7 @@ class DetectModelConfig(BackboneSection, ModelNameSection):
     detections_per_image: int = setting(100, "test-time detections kept per image", 1)
     freeze: str = setting("auto", "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none")
     freeze_bn: str = setting("auto", "batch norms of the conv body: auto (frozen when pretrained) | yes | no (trained with batch statistics)")
-    body_tail: str = setting("dilated", "Faster R-CNN on mobilenet_v2: dilated (features[0:18], the last blocks dilated at stride 16, 320 channels) | none (features[0:14], 96 channels)")
+    body_tail: str = setting("none", "Faster R-CNN on mobilenet_v2: none (features[0:14], stride 16, 96 channels; 6x the mAP of 'dilated' on real aerial photographs, BENCHMARKS.md) | dilated (features[0:18], the stride-32 blocks dilated, 320 channels)")
     image_size: int = setting(0, "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)", 0)
     proposal_mode: str = setting("fast", "selective search (fast_rcnn, rcnn): fast | quality")
     max_proposals: int = setting(2000, "selective search: proposals kept per image (the paper's ~2000)", 1)
