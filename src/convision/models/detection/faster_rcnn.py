@@ -11,12 +11,16 @@ Conv bodies (stride 16, ``backbone=``):
 * ``"vgg16"``: conv1_1 .. conv5_3 without pool5 (512 channels), as in the paper; the RoI head's
   fc6/fc7 are the ImageNet classifier's (with 7x7 pooling). ``freeze_early`` fixes conv1-conv2 (the
   paper fine-tunes conv3_1 and up).
-* ``"mobilenet_v2"``: ``features[0:14]`` (stride 16, 96 channels) then the inverted residual blocks
+* ``"mobilenet_v2"``: ``features[0:14]`` (stride 16, 96 channels) with ``dilated_tail=False`` (what
+  ``convision detect train`` builds by default), or, with ``dilated_tail=True`` (this builder's
+  default, so that older checkpoints rebuild), followed by the inverted residual blocks
   ``features[14:18]`` with the stride-2 depthwise convolution of ``features[14]`` set to stride 1 and
-  the later 3x3 convolutions dilated by 2 (the same taps as before, on the finer map), 320 channels.
-  Every pretrained weight is used except the final 1x1 expansion to 1280 channels (``features[18]``),
-  which belongs to the classifier's global pooling: with it fc6 would take 1280 * 49 inputs (64M
-  weights at width 1024). ``freeze_early`` fixes ``features[0:4]`` (stride <= 4).
+  the later 3x3 convolutions dilated by 2 (the same taps as before, on the finer map), 320 channels;
+  the final 1x1 expansion to 1280 channels (``features[18]``) belongs to the classifier's global
+  pooling and is never used. Measured on real aerial photographs (30 tiles of tree crowns, 10
+  epochs; BENCHMARKS.md), the dilated tail reached a sixth of the mAP@0.5 of ``features[0:14]``:
+  the deeper, wider stride-16 map fits slower on small data, and fc6 takes 320 * 49 inputs instead
+  of 96 * 49. ``freeze_early`` fixes ``features[0:4]`` (stride <= 4).
 * ``"resnet18"`` / ``"resnet50"`` (and the other ResNets): the stem and layer1..layer3 (C4, stride
   16), as in He et al.'s detection setup, but with the fc head below instead of conv5 on the RoIs.
   ``freeze_early`` fixes conv1 and layer1.
