@@ -79,7 +79,8 @@ def torchvision_faster_rcnn(cfg: detect.DetectConfig, num_classes: int, min_size
     m = cfg.model
     kwargs = detect.model_kwargs(cfg, num_classes, min_size, box_sides)  # convision's resolution of the settings
     body, channels, _ = build_body(m.backbone, kwargs["weights"], freeze_early=kwargs["freeze_early"],
-                                   freeze_bn=kwargs["freeze_bn"], fuse_frozen_bn=False)
+                                   freeze_bn=kwargs["freeze_bn"], fuse_frozen_bn=False,
+                                   dilated_tail=kwargs.get("dilated_tail", True))
     sizes = tuple(kwargs["anchor_sizes"])
     anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=((0.5, 1.0, 2.0),))
     net = TVFasterRCNN(_Body(body, channels), num_classes=None, rpn_anchor_generator=anchors,
