@@ -1,6 +1,6 @@
 # convision: two commands on a fresh machine.
 #   make demo   create .venv, install, train FCN-8s on the built-in scenes, evaluate, write pictures
-#   make test   create .venv, install, run the whole test suite
+#   make test   create .venv, install, lint and format-check (ruff), run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -29,6 +29,8 @@ demo: install
 	$(PY) -m convision demo --out $(DEMO_DIR)
 
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 bench: install

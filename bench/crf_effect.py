@@ -39,9 +39,8 @@ from pathlib import Path
 import torch
 
 from convision import load
-from convision.tasks.segment import evaluate, train
-from convision.tasks.segment import demo_config
 from convision.nn.crf import CRF_DEFAULTS
+from convision.tasks.segment import demo_config, evaluate, train
 
 # name -> settings different from the defaults
 SETTINGS: dict[str, dict[str, float]] = {

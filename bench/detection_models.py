@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convision.data.detection import SyntheticDetection
 from convision import load
+from convision.data.detection import SyntheticDetection
 from convision.tasks.detect import DetectConfig, evaluate, predict, train
 
 RECIPES: dict[str, dict] = {

@@ -15,8 +15,13 @@ import time
 from pathlib import Path
 
 from convision import load
-from convision.tasks.segment import evaluate, predict, train
-from convision.tasks.segment import demo_config, validation_samples
+from convision.tasks.segment import (
+    demo_config,
+    evaluate,
+    predict,
+    train,
+    validation_samples,
+)
 from convision.viz import colorize, save_grid
 
 

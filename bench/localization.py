@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from convision import load
 from convision.data.localization import SyntheticLocalization
 from convision.metrics.localization import LocalizationMetric, format_table
-from convision import load
 from convision.tasks.localize import LocalizeConfig, evaluate, train
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from onnx_speed import median_ms  # bench/ is the script's folder
 from PIL import Image
 
 import convision
@@ -30,7 +31,6 @@ from convision.export import export_onnx
 from convision.export.runtime import OnnxModel
 from convision.models import build_model
 from convision.tasks.segment import calibration_inputs
-from onnx_speed import median_ms  # bench/ is the script's folder
 
 EXTRA = {"unet": ("unet", {"backbone": "mobilenet_v2", "weights": "IMAGENET1K_V1"}),
          "fcn8s_vgg16": ("fcn8s", {"backbone": "vgg16", "weights": None})}

@@ -22,8 +22,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from convision import load
-from convision.tasks.segment import evaluate, predict, train
-from convision.tasks.segment import demo_config, validation_samples
+from convision.tasks.segment import (
+    demo_config,
+    evaluate,
+    predict,
+    train,
+    validation_samples,
+)
 from convision.viz import colorize, save_grid
 
 # label -> (model, backbone, weights); backbone "" = the architecture's own encoder

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,7 +35,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from convision.data.segmentation import SegmentationFolder
-from convision.data.transforms import pad_collate, segmentation_eval_transforms, segmentation_train_transforms
+from convision.data.transforms import (
+    pad_collate,
+    segmentation_eval_transforms,
+    segmentation_train_transforms,
+)
 from convision.metrics.segmentation import ConfusionMatrix
 
 DEFAULT_DATA = Path.home() / ".cache" / "convision-bench" / "camvid-96x128"

@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from convision.nn import MaxPoolWithIndices, MaxUnpool, bed_of_nails_unpool, conv_matrix, nearest_unpool
+from convision.nn import (
+    MaxPoolWithIndices,
+    MaxUnpool,
+    bed_of_nails_unpool,
+    conv_matrix,
+    nearest_unpool,
+)
 
 
 def show(name: str, t: torch.Tensor) -> None:

@@ -15,9 +15,13 @@ import torch
 
 import convision
 from convision.cli import main
-from convision.export import export_onnx
 from convision.data.segmentation import SyntheticSegmentation
-from tests.deploy_helpers import classify_checkpoint, detect_checkpoint, segment_checkpoint
+from convision.export import export_onnx
+from tests.deploy_helpers import (
+    classify_checkpoint,
+    detect_checkpoint,
+    segment_checkpoint,
+)
 
 torch.set_num_threads(1)
 EVAL = ["--workers", "0", "--device", "cpu", "--no-progress"]

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from convision.tasks.base import expand_inputs, load
-from convision.tasks.segment import build_datasets, evaluate, model_kwargs, predict, predict_to_folder, train
+from convision.tasks.segment import (
+    build_datasets,
+    evaluate,
+    model_kwargs,
+    predict,
+    predict_to_folder,
+    train,
+)
 
 __all__ = ["build_datasets", "evaluate", "expand_inputs", "load", "model_kwargs", "predict", "predict_to_folder", "train"]

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+
 # Pascal VOC's colour map (bit-interleaved), also used for any data set without colours.
 def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
     def bit(v: int, i: int) -> int:

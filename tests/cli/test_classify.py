@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from convision import load
 from convision.cli import main
 from convision.models.classification import build_classifier
-from convision import load
 from convision.tasks.classify import heatmap
 from tests.data.test_classification import write_folder, write_idx_folder
 

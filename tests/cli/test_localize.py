@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from convision.cli import main
 from convision import load
+from convision.cli import main
 from convision.tasks.localize import evaluate
 from tests.data.test_localization import write_annotated
 

@@ -19,7 +19,13 @@ from convision.data.detection import (
     detection_eval_transforms,
     detection_train_transforms,
 )
-from convision.data.detection_formats import DetectionRecord, read_voc, write_coco, write_voc, write_yolo
+from convision.data.detection_formats import (
+    DetectionRecord,
+    read_voc,
+    write_coco,
+    write_voc,
+    write_yolo,
+)
 from convision.data.synthetic import make_scene
 from convision.errors import ConfigError, DataError
 

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from convision.tasks.segment import SegmentDataConfig
 from convision.data import (
     IGNORE_INDEX,
     VOC_CLASSES,
@@ -22,6 +21,7 @@ from convision.data import (
     read_mask,
 )
 from convision.errors import ConfigError, DataError
+from convision.tasks.segment import SegmentDataConfig
 from convision.viz import voc_palette
 
 

@@ -18,7 +18,13 @@ sys.path.insert(0, str(HELPERS))
 
 from engine_toy import make_cfg, make_trainer  # noqa: E402
 
-from convision.engine import DistInfo, all_reduce_sum_, broadcast_object, init_distributed, resolve_device  # noqa: E402
+from convision.engine import (  # noqa: E402
+    DistInfo,
+    all_reduce_sum_,
+    broadcast_object,
+    init_distributed,
+    resolve_device,
+)
 from convision.engine.distributed import CPUSyncBatchNorm, convert_sync_batchnorm  # noqa: E402
 from convision.errors import ConfigError  # noqa: E402
 

@@ -13,8 +13,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from convision.errors import ConfigError, DataError
-from convision.metrics.detection import (COCO_STAT_NAMES, DetectionMetric, coco_evaluate, format_table, plot_pr_curves,
-                                         to_coco_results, voc_ap, write_coco_results)
+from convision.metrics.detection import (
+    COCO_STAT_NAMES,
+    DetectionMetric,
+    coco_evaluate,
+    format_table,
+    plot_pr_curves,
+    to_coco_results,
+    voc_ap,
+    write_coco_results,
+)
 
 A = [0.0, 0.0, 10.0, 10.0]
 B = [20.0, 20.0, 40.0, 30.0]

@@ -10,7 +10,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from convision.metrics.localization import LocalizationMetric, format_table, localization_correct, paired_iou
+from convision.metrics.localization import (
+    LocalizationMetric,
+    format_table,
+    localization_correct,
+    paired_iou,
+)
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,12 @@ from torch import nn
 
 from convision.errors import CheckpointError, ConfigError
 from convision.models import MODELS, build_model
-from convision.models.classification import ARCHS, Classifier, build_classifier, preprocessing
+from convision.models.classification import (
+    ARCHS,
+    Classifier,
+    build_classifier,
+    preprocessing,
+)
 from convision.tasks.classify import GroupedTrainer  # noqa: F401  (import check)
 
 torch.set_num_threads(1)

@@ -8,7 +8,11 @@ import torchvision
 from torch import nn
 
 from convision.models.classification import build_classifier
-from convision.nn.convolutionalize import ConvolutionalClassifier, convolutionalize, total_stride
+from convision.nn.convolutionalize import (
+    ConvolutionalClassifier,
+    convolutionalize,
+    total_stride,
+)
 
 torch.set_num_threads(1)
 

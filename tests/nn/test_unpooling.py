@@ -1,13 +1,17 @@
 """Unpooling: nearest, bed of nails, max unpooling with the pooling switches; ONNX export of all three."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convision.nn import MaxPoolWithIndices, MaxUnpool, bed_of_nails_unpool, nearest_unpool
+from convision.nn import (
+    MaxPoolWithIndices,
+    MaxUnpool,
+    bed_of_nails_unpool,
+    nearest_unpool,
+)
 from tests.helpers import onnx_outputs
 
 X = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)

@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
-from convision.data.classification import ImageFolderClassification, classification_eval_transforms
+from convision.data.classification import (
+    ImageFolderClassification,
+    classification_eval_transforms,
+)
 from convision.metrics.classification import ClassificationMetric, format_table
 from convision.models.classification import build_classifier
 from convision.tasks.classify import (

@@ -10,12 +10,20 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
-import warnings
-
 from convision import __version__
-from convision.cli import classify, common, demo, detect, localize, segment, serve, summary
+from convision.cli import (
+    classify,
+    common,
+    demo,
+    detect,
+    localize,
+    segment,
+    serve,
+    summary,
+)
 from convision.errors import ConvisionError
 
 COMMANDS = {"segment": segment, "classify": classify, "localize": localize, "detect": detect, "summary": summary,

@@ -11,7 +11,12 @@ from convision.data.segmentation import (
     build_segmentation_dataset,
     detect_format,
 )
-from convision.data.synthetic import SYNTHETIC_CLASS_NAMES, SYNTHETIC_COLORS, Scene, make_scene
+from convision.data.synthetic import (
+    SYNTHETIC_CLASS_NAMES,
+    SYNTHETIC_COLORS,
+    Scene,
+    make_scene,
+)
 from convision.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

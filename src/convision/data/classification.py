@@ -50,7 +50,12 @@ from torchvision.transforms import v2
 
 from convision.data.images import to_image
 from convision.data.io import is_header, read_image
-from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
+from convision.data.synthetic import (
+    MAX_SYNTHETIC_CLASSES,
+    image_hw,
+    make_scene,
+    synthetic_classes,
+)
 from convision.errors import ConfigError, DataError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (

@@ -27,15 +27,20 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from convision.data.images import to_image
 from convision.data.detection_formats import (
     DetectionRecord,
     detect_format,
     load_record_image,
     read_detection,
 )
+from convision.data.images import to_image
 from convision.data.segmentation import VAL_INDEX_OFFSET
-from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes
+from convision.data.synthetic import (
+    MAX_SYNTHETIC_CLASSES,
+    image_hw,
+    make_scene,
+    synthetic_classes,
+)
 from convision.errors import ConfigError, DataError
 
 SPLITS = ("train", "val")

@@ -46,7 +46,11 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from convision.data.classification import VAL_INDEX_OFFSET, check_synthetic_settings, holdout_split
+from convision.data.classification import (
+    VAL_INDEX_OFFSET,
+    check_synthetic_settings,
+    holdout_split,
+)
 from convision.data.images import to_image
 from convision.data.io import is_header, read_image
 from convision.data.synthetic import make_scene, synthetic_classes

@@ -17,7 +17,13 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from convision.data.io import IGNORE_INDEX, read_image, read_mask
-from convision.data.synthetic import MAX_SYNTHETIC_CLASSES, image_hw, make_scene, synthetic_classes, synthetic_colors
+from convision.data.synthetic import (
+    MAX_SYNTHETIC_CLASSES,
+    image_hw,
+    make_scene,
+    synthetic_classes,
+    synthetic_colors,
+)
 from convision.errors import ConfigError, DataError
 from convision.viz import voc_palette
 

@@ -1,7 +1,11 @@
 """Training engine: the one training loop, checkpoints, torchrun helpers."""
 from __future__ import annotations
 
-from convision.engine.checkpoint import load_checkpoint, load_matching_state, save_checkpoint
+from convision.engine.checkpoint import (
+    load_checkpoint,
+    load_matching_state,
+    save_checkpoint,
+)
 from convision.engine.distributed import (
     DistInfo,
     all_reduce_sum_,
@@ -11,7 +15,14 @@ from convision.engine.distributed import (
     init_distributed,
     resolve_device,
 )
-from convision.engine.trainer import Metric, Task, Trainer, evaluate, make_lr_lambda, seed_everything
+from convision.engine.trainer import (
+    Metric,
+    Task,
+    Trainer,
+    evaluate,
+    make_lr_lambda,
+    seed_everything,
+)
 
 __all__ = [
     "DistInfo",

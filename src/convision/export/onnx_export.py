@@ -244,8 +244,14 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, dynamic: bool = Fal
 def _quantize(path: Path, calibration: Sequence[np.ndarray]) -> None:
     """Replace the float graph at ``path`` by its int8 static quantization (ONNX Runtime's tools)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quant_pre_process, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str) -> None:

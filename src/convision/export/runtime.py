@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +209,9 @@ class OnnxModel:
             feeds = {"image": np.ascontiguousarray(resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)}
             if "proposals" in self.input_names:
                 if proposals is None:
-                    from convision.models.detection.proposals import selective_search  # imports torch (see the docstring)
+                    from convision.models.detection.proposals import (
+                        selective_search,  # imports torch (see the docstring)
+                    )
 
                     proposals = selective_search(image, **self.preprocess.get("proposals", {}))
                 scale = np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)

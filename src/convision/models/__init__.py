@@ -19,9 +19,9 @@ from convision.models.detection.faster_rcnn import FasterRCNN, faster_rcnn
 from convision.models.detection.rcnn import RCNN, rcnn
 from convision.models.detection.yolo import YOLOv1, yolov1
 from convision.models.localization import Localizer, build_localizer
-from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.deconvnet import DeconvNet, deconvnet
 from convision.models.segmentation.dilated import DilatedNet, dilated
+from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.segnet import SegNet, segnet
 from convision.models.segmentation.unet import UNet, unet
 

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 
 from convision.data.images import IMAGENET_MEAN, IMAGENET_STD
 from convision.errors import CheckpointError, ConfigError
-from convision.models.backbones import first_line, is_none, looks_like_path, read_state_dict, check_state_dict
+from convision.models.backbones import (
+    check_state_dict,
+    first_line,
+    is_none,
+    looks_like_path,
+    read_state_dict,
+)
 
 __all__ = ["ARCHS", "STAGES", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
 

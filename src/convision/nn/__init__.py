@@ -1,8 +1,18 @@
 """Reusable layers."""
 from __future__ import annotations
 
-from convision.nn.conv_matrix import conv_matrix, conv_output_size, conv_transpose_matrix, conv_transpose_output_size
-from convision.nn.receptive_field import LayerInfo, Summary, gradient_receptive_field, summarize
+from convision.nn.conv_matrix import (
+    conv_matrix,
+    conv_output_size,
+    conv_transpose_matrix,
+    conv_transpose_output_size,
+)
+from convision.nn.receptive_field import (
+    LayerInfo,
+    Summary,
+    gradient_receptive_field,
+    summarize,
+)
 from convision.nn.upsampling import (
     BilinearUpsample,
     MaxPoolWithIndices,

@@ -33,6 +33,7 @@ point.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import Tensor, nn
 from torchvision.models import VGG, AlexNet

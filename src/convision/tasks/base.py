@@ -26,7 +26,12 @@ from tqdm import tqdm
 from convision.config import from_dict
 from convision.data.io import read_image
 from convision.engine.checkpoint import load_checkpoint
-from convision.engine.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from convision.engine.distributed import (
+    DistInfo,
+    cleanup,
+    init_distributed,
+    resolve_device,
+)
 from convision.engine.trainer import Trainer
 from convision.errors import CheckpointError, ConfigError, DataError
 from convision.models import MODELS, build_model

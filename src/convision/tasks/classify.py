@@ -68,7 +68,12 @@ from convision.engine.trainer import evaluate as run_evaluation
 from convision.errors import ConfigError, DataError
 from convision.metrics.classification import ClassificationMetric
 from convision.models import build_model
-from convision.models.classification import ARCHS, STRATEGIES, default_head_lr_mult, preprocessing
+from convision.models.classification import (
+    ARCHS,
+    STRATEGIES,
+    default_head_lr_mult,
+    preprocessing,
+)
 from convision.nn.convolutionalize import convolutionalize
 from convision.tasks import base
 from convision.viz import plot_confusion_matrix, save_captioned_grid, save_heatmap

@@ -58,7 +58,6 @@ from convision.data.detection import (
     detection_eval_transforms,
     detection_train_transforms,
 )
-from convision.models.detection.proposals import ProposalCache, proposals_for, selective_search
 from convision.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from convision.engine import distributed as dist_utils
 from convision.engine.checkpoint import FORMAT, save_checkpoint
@@ -68,6 +67,11 @@ from convision.engine.trainer import evaluate as run_evaluation
 from convision.errors import ConfigError, DataError
 from convision.metrics.detection import DetectionMetric, coco_evaluate, plot_pr_curves
 from convision.models import build_model
+from convision.models.detection.proposals import (
+    ProposalCache,
+    proposals_for,
+    selective_search,
+)
 from convision.models.detection.tiling import detect_tiled
 from convision.tasks import base
 

@@ -36,7 +36,11 @@ from convision.config import (
     setting,
 )
 from convision.data import IGNORE_INDEX
-from convision.data.segmentation import SyntheticSegmentation, build_segmentation_dataset, default_crop_size
+from convision.data.segmentation import (
+    SyntheticSegmentation,
+    build_segmentation_dataset,
+    default_crop_size,
+)
 from convision.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

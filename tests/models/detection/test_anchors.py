@@ -1,6 +1,10 @@
 import torch
 
-from convision.models.detection.anchors import AnchorGrid, base_anchors, generate_anchors
+from convision.models.detection.anchors import (
+    AnchorGrid,
+    base_anchors,
+    generate_anchors,
+)
 
 # py-faster-rcnn's 9 base anchors (base size 16, ratios 0.5/1/2, scales 8/16/32), computed by hand,
 # first pixel 1 (its docstring's convention): reference window [1, 1, 16, 16], w = h = 16, centre 8.5.

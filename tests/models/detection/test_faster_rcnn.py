@@ -4,7 +4,13 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from convision.models.detection.fast_rcnn import fast_rcnn
-from convision.models.detection.faster_rcnn import ConvFrozenBN, FasterRCNN, build_body, build_roi_heads, faster_rcnn
+from convision.models.detection.faster_rcnn import (
+    ConvFrozenBN,
+    FasterRCNN,
+    build_body,
+    build_roi_heads,
+    faster_rcnn,
+)
 from convision.models.detection.rpn import RegionProposalNetwork
 
 SMALL = dict(head_dim=32, rpn_channels=16, rpn_pre_nms_train=200, rpn_post_nms_train=64, rpn_pre_nms_test=200, rpn_post_nms_test=32, roi_batch_size=32, rpn_batch_size=64)

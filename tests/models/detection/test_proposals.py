@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from convision.models.detection import proposals as P
 from convision.data.synthetic import make_scene
 from convision.errors import ConfigError
+from convision.models.detection import proposals as P
 
 
 @pytest.fixture(scope="module")

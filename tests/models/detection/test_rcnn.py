@@ -10,10 +10,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
-from convision.models.detection.proposals import proposal_recall, selective_search
 from convision.data.synthetic import make_scene
 from convision.errors import ConfigError, DataError
-from convision.models.detection.rcnn import RCNN, dilate_boxes, rcnn, train_svm_hard_negatives, warp_regions
+from convision.models.detection.proposals import proposal_recall, selective_search
+from convision.models.detection.rcnn import (
+    RCNN,
+    dilate_boxes,
+    rcnn,
+    train_svm_hard_negatives,
+    warp_regions,
+)
 
 NUM_CLASSES = 3  # user classes 0..2 (make_scene's num_classes=4 counts the background)
 

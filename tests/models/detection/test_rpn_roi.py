@@ -2,7 +2,12 @@ import torch
 from torchvision.ops import box_iou
 
 from convision.models.detection.box_coder import ROI_WEIGHTS, decode
-from convision.models.detection.roi_heads import RoIBoxHead, RoIHeads, RoIPooler, mlp_body
+from convision.models.detection.roi_heads import (
+    RoIBoxHead,
+    RoIHeads,
+    RoIPooler,
+    mlp_body,
+)
 from convision.models.detection.rpn import RegionProposalNetwork
 from convision.models.detection.spp import SpatialPyramidPooling
 

@@ -2,7 +2,6 @@
 the engine (narrow fc6/fc7) + convision.load, ONNX export."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 

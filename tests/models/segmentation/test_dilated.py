@@ -2,7 +2,6 @@
 receptive field, any input size, CLI training + convision.load, ONNX export."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
@@ -11,7 +10,11 @@ import convision
 import convision.tasks.segment
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
-from convision.models.segmentation.dilated import CONTEXT_DILATIONS, ContextModule, DilatedNet
+from convision.models.segmentation.dilated import (
+    CONTEXT_DILATIONS,
+    ContextModule,
+    DilatedNet,
+)
 from tests.helpers import assert_onnx_matches, train_segment_tiny
 
 TINY = {"num_classes": 3, "weights": None, "context": "large", "fc_channels": 16, "backbone": "vgg16"}

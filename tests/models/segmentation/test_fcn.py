@@ -10,7 +10,14 @@ from torch.nn import functional as F
 
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
-from convision.models.segmentation.fcn import CAFFE_CROP_OFFSETS, FCN, fc_to_conv, fcn8s, fcn16s, fcn32s
+from convision.models.segmentation.fcn import (
+    CAFFE_CROP_OFFSETS,
+    FCN,
+    fc_to_conv,
+    fcn8s,
+    fcn16s,
+    fcn32s,
+)
 from convision.nn import BilinearUpsample
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s"]

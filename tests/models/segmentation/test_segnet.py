@@ -2,7 +2,6 @@
 training + convision.load, ONNX export (checked with onnxruntime)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torchvision

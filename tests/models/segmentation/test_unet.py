@@ -3,7 +3,6 @@ the padded form at any size, torchvision encoders with skips at strides 16..1, C
 convision.load, ONNX export."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
@@ -12,7 +11,11 @@ import convision
 import convision.tasks.segment
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
-from convision.models.segmentation.unet import UNet, unet_valid_input_size, unet_valid_output_size
+from convision.models.segmentation.unet import (
+    UNet,
+    unet_valid_input_size,
+    unet_valid_output_size,
+)
 from tests.helpers import assert_onnx_matches, train_segment_tiny
 
 

@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from convision.errors import ConfigError
-from convision.models.detection.faster_rcnn import TwoStageDetector, build_body, build_roi_heads
+from convision.models.detection.faster_rcnn import (
+    TwoStageDetector,
+    build_body,
+    build_roi_heads,
+)
 from convision.models.detection.roi_heads import RoIHeads
 
 __all__ = ["FastRCNN", "fast_rcnn"]

@@ -49,7 +49,12 @@ from torchvision.ops import FrozenBatchNorm2d
 from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, build_backbone
 from convision.models.backbones import _is_none as _no_weights
-from convision.models.detection.roi_heads import RoIBoxHead, RoIHeads, RoIPooler, mlp_body
+from convision.models.detection.roi_heads import (
+    RoIBoxHead,
+    RoIHeads,
+    RoIPooler,
+    mlp_body,
+)
 from convision.models.detection.rpn import RegionProposalNetwork
 
 __all__ = ["FasterRCNN", "faster_rcnn", "build_body", "build_roi_heads", "TwoStageDetector", "ConvFrozenBN"]

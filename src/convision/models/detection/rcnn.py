@@ -66,7 +66,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes, roi_align
+from torchvision.ops import (
+    batched_nms,
+    box_iou,
+    clip_boxes_to_image,
+    remove_small_boxes,
+    roi_align,
+)
 
 from convision.errors import ConfigError, DataError
 from convision.models.detection.box_coder import ROI_WEIGHTS, decode, encode

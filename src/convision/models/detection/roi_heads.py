@@ -29,7 +29,13 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, remove_small_boxes, roi_align, roi_pool
+from torchvision.ops import (
+    batched_nms,
+    box_iou,
+    remove_small_boxes,
+    roi_align,
+    roi_pool,
+)
 
 from convision.errors import ConfigError
 from convision.models.detection import to_internal, to_user

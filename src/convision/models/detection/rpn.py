@@ -31,7 +31,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import (
+    batched_nms,
+    box_iou,
+    clip_boxes_to_image,
+    remove_small_boxes,
+)
 
 from convision.models.detection.anchors import AnchorGrid
 from convision.models.detection.box_coder import RPN_WEIGHTS, decode, encode

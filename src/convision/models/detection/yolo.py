@@ -82,7 +82,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, box_convert, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import (
+    batched_nms,
+    box_convert,
+    box_iou,
+    clip_boxes_to_image,
+    remove_small_boxes,
+)
 
 from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, _is_none, build_backbone

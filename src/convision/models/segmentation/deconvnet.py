@@ -50,7 +50,11 @@ from torch.nn import functional as F
 from convision.errors import ConfigError
 from convision.models.backbones import is_none, load_torchvision_classifier
 from convision.models.segmentation.fcn import fc_to_conv
-from convision.models.segmentation.segnet import check_num_classes, conv_bn_relu, vgg_stages
+from convision.models.segmentation.segnet import (
+    check_num_classes,
+    conv_bn_relu,
+    vgg_stages,
+)
 from convision.nn.upsampling import MaxPoolWithIndices, MaxUnpool
 
 __all__ = ["DeconvNet", "deconvnet", "DECONV_WIDTHS"]
