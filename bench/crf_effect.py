@@ -29,6 +29,7 @@ class has its own hue in the built-in scenes, so a kernel spanning the whole 128
 labels between same-coloured pixels anywhere in the image. Natural images do not reward that as
 much; do not read these gains as what a CRF gives on VOC.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,11 @@ SETTINGS: dict[str, dict[str, float]] = {
     "defaults (sxy_b 80, srgb 13, w_b 10)": {},
     "sxy_b 20, srgb 13, w_b 10": {"sxy_bilateral": 20},
     "sxy_b 10, srgb 13, w_b 5": {"sxy_bilateral": 10, "compat_bilateral": 5},
-    "sxy_b 30, srgb 5, w_b 4": {"sxy_bilateral": 30, "srgb_bilateral": 5, "compat_bilateral": 4},
+    "sxy_b 30, srgb 5, w_b 4": {
+        "sxy_bilateral": 30,
+        "srgb_bilateral": 5,
+        "compat_bilateral": 4,
+    },
 }
 
 
@@ -56,17 +61,31 @@ def parse_setting(text: str) -> tuple[str, dict[str, float]]:
     values = {}
     for item in filter(None, body.split(",")):
         key, _, value = item.partition("=")
-        values[key.strip()] = int(value) if key.strip() == "iterations" else float(value)
+        values[key.strip()] = (
+            int(value) if key.strip() == "iterations" else float(value)
+        )
     return name, values
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=None, help="an FCN-32s checkpoint (skips training)")
-    ap.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's)")
-    ap.add_argument("--out", default="runs/crf_effect", help="training run folder and results.json")
-    ap.add_argument("--setting", action="append", default=None,
-                    help="NAME:key=value,... (repeatable; replaces the built-in list)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--checkpoint", default=None, help="an FCN-32s checkpoint (skips training)"
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=None, help="training epochs (default: the demo's)"
+    )
+    ap.add_argument(
+        "--out", default="runs/crf_effect", help="training run folder and results.json"
+    )
+    ap.add_argument(
+        "--setting",
+        action="append",
+        default=None,
+        help="NAME:key=value,... (repeatable; replaces the built-in list)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,33 +101,59 @@ def main() -> None:
     model = load(checkpoint)
     if model.spec["name"] != "fcn32s":
         print(f"note: {checkpoint} is a {model.spec['name']}, not an fcn32s")
-    settings = dict(parse_setting(s) for s in args.setting) if args.setting else SETTINGS
+    settings = (
+        dict(parse_setting(s) for s in args.setting) if args.setting else SETTINGS
+    )
 
     t = time.time()
     base = evaluate(model, workers=0, progress=False, device="cpu")
     rows = [("no CRF", None, base, time.time() - t)]
-    print(f"no CRF: mIoU {base['miou']:.4f}  boundary F {base['boundary_f']:.4f}", flush=True)
+    print(
+        f"no CRF: mIoU {base['miou']:.4f}  boundary F {base['boundary_f']:.4f}",
+        flush=True,
+    )
     for name, values in settings.items():
         t = time.time()
         m = evaluate(model, workers=0, progress=False, device="cpu", crf=values or True)
         rows.append((name, m["crf"], m, time.time() - t))
-        print(f"{name}: mIoU {m['miou']:.4f}  boundary F {m['boundary_f']:.4f}", flush=True)
+        print(
+            f"{name}: mIoU {m['miou']:.4f}  boundary F {m['boundary_f']:.4f}",
+            flush=True,
+        )
 
-    print(f"\n{model.spec['name']} ({model.spec['kwargs'].get('backbone')}), {base['num_images']} validation "
-          f"images, CRF {CRF_DEFAULTS['iterations']} iterations unless set; boundary F tolerance 2 px")
-    print(f"{'setting':40s} {'mIoU':>7s} {'dmIoU':>7s} {'BF':>7s} {'dBF':>7s} {'pix acc':>7s} {'s':>5s}")
+    print(
+        f"\n{model.spec['name']} ({model.spec['kwargs'].get('backbone')}), {base['num_images']} validation "
+        f"images, CRF {CRF_DEFAULTS['iterations']} iterations unless set; boundary F tolerance 2 px"
+    )
+    print(
+        f"{'setting':40s} {'mIoU':>7s} {'dmIoU':>7s} {'BF':>7s} {'dBF':>7s} {'pix acc':>7s} {'s':>5s}"
+    )
     results = []
     for name, crf, m, seconds in rows:
         d_miou, d_bf = m["miou"] - base["miou"], m["boundary_f"] - base["boundary_f"]
-        print(f"{name:40s} {m['miou']:7.4f} {d_miou:+7.4f} {m['boundary_f']:7.4f} {d_bf:+7.4f} "
-              f"{m['pixel_accuracy']:7.4f} {seconds:5.1f}")
-        results.append({"setting": name, "crf": crf, "miou": m["miou"], "boundary_f": m["boundary_f"],
-                        "pixel_accuracy": m["pixel_accuracy"], "per_class_iou": m["per_class_iou"],
-                        "per_class_boundary_f": m["per_class_boundary_f"], "delta_miou": d_miou,
-                        "delta_boundary_f": d_bf, "seconds": round(seconds, 1)})
+        print(
+            f"{name:40s} {m['miou']:7.4f} {d_miou:+7.4f} {m['boundary_f']:7.4f} {d_bf:+7.4f} "
+            f"{m['pixel_accuracy']:7.4f} {seconds:5.1f}"
+        )
+        results.append(
+            {
+                "setting": name,
+                "crf": crf,
+                "miou": m["miou"],
+                "boundary_f": m["boundary_f"],
+                "pixel_accuracy": m["pixel_accuracy"],
+                "per_class_iou": m["per_class_iou"],
+                "per_class_boundary_f": m["per_class_boundary_f"],
+                "delta_miou": d_miou,
+                "delta_boundary_f": d_bf,
+                "seconds": round(seconds, 1),
+            }
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2))
+    (out / "results.json").write_text(
+        json.dumps({"checkpoint": str(checkpoint), "results": results}, indent=2)
+    )
     print(f"results: {out / 'results.json'}")
 
 

@@ -20,6 +20,7 @@ truncated SVD of fc6/fc7 (``convision.models.detection.svd``), which changes the
 
     python bench/faster_rcnn_vs_torchvision.py [--device cpu|cuda] [--batch 4] [--size 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,15 @@ class RoIPool7(nn.Module):
 
 
 def build_pair(size: int):
-    ours = faster_rcnn(num_classes=NUM_CLASSES, backbone="mobilenet_v2", weights="IMAGENET1K_V1", anchor_sizes=SIZES, anchor_ratios=RATIOS, rpn_channels=320, rpn_min_size=1e-3)
+    ours = faster_rcnn(
+        num_classes=NUM_CLASSES,
+        backbone="mobilenet_v2",
+        weights="IMAGENET1K_V1",
+        anchor_sizes=SIZES,
+        anchor_ratios=RATIOS,
+        rpn_channels=320,
+        rpn_min_size=1e-3,
+    )
     channels = 320
     anchor_gen = AnchorGenerator(sizes=(SIZES,), aspect_ratios=(RATIOS,))
     rpn_head = RPNHead(channels, anchor_gen.num_anchors_per_location()[0])
@@ -68,7 +77,9 @@ def build_pair(size: int):
     tv_body, _, _ = build_body("mobilenet_v2", "IMAGENET1K_V1", fuse_frozen_bn=False)
     with torch.no_grad():
         x = torch.rand(2, 3, size, size)
-        assert torch.allclose(ours.body(x), tv_body(x), atol=1e-4, rtol=1e-4), "bodies differ"
+        assert torch.allclose(ours.body(x), tv_body(x), atol=1e-4, rtol=1e-4), (
+            "bodies differ"
+        )
     tv = TVFasterRCNN(
         BodyWrapper(tv_body, channels),
         num_classes=None,
@@ -87,7 +98,9 @@ def build_pair(size: int):
         rpn_bg_iou_thresh=0.3,
         rpn_batch_size_per_image=256,
         rpn_positive_fraction=0.5,
-        box_roi_pool=MultiScaleRoIAlign(["0"], 7, 2),  # replaced below (the constructor checks the type)
+        box_roi_pool=MultiScaleRoIAlign(
+            ["0"], 7, 2
+        ),  # replaced below (the constructor checks the type)
         box_head=box_head,
         box_predictor=predictor,
         box_score_thresh=0.05,
@@ -112,7 +125,9 @@ def build_pair(size: int):
         mlp = ours.roi_heads.box_head.body
         mlp[0].load_state_dict(box_head.fc6.state_dict())
         mlp[2].load_state_dict(box_head.fc7.state_dict())
-        ours.roi_heads.box_head.cls_score.load_state_dict(predictor.cls_score.state_dict())
+        ours.roi_heads.box_head.cls_score.load_state_dict(
+            predictor.cls_score.state_dict()
+        )
         ours.roi_heads.box_head.bbox_pred.weight.copy_(predictor.bbox_pred.weight[4:])
         ours.roi_heads.box_head.bbox_pred.bias.copy_(predictor.bbox_pred.bias[4:])
     return ours, tv
@@ -145,19 +160,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--svd-ranks", type=int, nargs="+", default=[256, 128], help="truncated SVD ranks of fc6, fc7")
+    parser.add_argument(
+        "--svd-ranks",
+        type=int,
+        nargs="+",
+        default=[256, 128],
+        help="truncated SVD ranks of fc6, fc7",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
     ours, tv = build_pair(args.size)
     ours.to(device)
     tv.to(device)
-    images = [torch.rand(3, args.size, args.size, device=device) for _ in range(args.batch)]
+    images = [
+        torch.rand(3, args.size, args.size, device=device) for _ in range(args.batch)
+    ]
     targets = []
     for _ in range(args.batch):
         xy = torch.rand(2, device=device) * args.size * 0.5
         wh = 16 + torch.rand(2, device=device) * args.size * 0.4
-        targets.append({"boxes": torch.cat((xy, xy + wh))[None], "labels": torch.randint(0, NUM_CLASSES, (1,), device=device)})
+        targets.append(
+            {
+                "boxes": torch.cat((xy, xy + wh))[None],
+                "labels": torch.randint(0, NUM_CLASSES, (1,), device=device),
+            }
+        )
 
     def infer(model):
         model.eval()
@@ -165,19 +193,38 @@ def main() -> None:
             return model(images)
 
     out_ours, out_tv = infer(ours), infer(tv)
-    print(f"device {device}, batch {args.batch} x {args.size}x{args.size}, threads {torch.get_num_threads()}")
-    print(f"detections per image: ours {[len(o['boxes']) for o in out_ours]}, torchvision {[len(o['boxes']) for o in out_tv]}")
-    t_ours, t_tv = timeit([lambda: infer(ours), lambda: infer(tv)], device, args.repeats)
-    print(f"inference: ours {t_ours * 1000:.1f} ms, torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_ours:.2f}")
+    print(
+        f"device {device}, batch {args.batch} x {args.size}x{args.size}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"detections per image: ours {[len(o['boxes']) for o in out_ours]}, torchvision {[len(o['boxes']) for o in out_tv]}"
+    )
+    t_ours, t_tv = timeit(
+        [lambda: infer(ours), lambda: infer(tv)], device, args.repeats
+    )
+    print(
+        f"inference: ours {t_ours * 1000:.1f} ms, torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_ours:.2f}"
+    )
 
     def train_step(model, tv_targets: bool):
         model.train()
         model.zero_grad(set_to_none=True)
-        losses = model(images, [dict(t) for t in targets] if not tv_targets else [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets])
+        losses = model(
+            images,
+            [dict(t) for t in targets]
+            if not tv_targets
+            else [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets],
+        )
         sum(losses.values()).backward()
 
-    t_ours, t_tv = timeit([lambda: train_step(ours, False), lambda: train_step(tv, True)], device, args.repeats)
-    print(f"training step: ours {t_ours * 1000:.1f} ms, torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_ours:.2f}")
+    t_ours, t_tv = timeit(
+        [lambda: train_step(ours, False), lambda: train_step(tv, True)],
+        device,
+        args.repeats,
+    )
+    print(
+        f"training step: ours {t_ours * 1000:.1f} ms, torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_ours:.2f}"
+    )
 
     # Fast R-CNN's truncated SVD of fc6/fc7 (section 3.1): an approximation, so reported on its own line
     import copy
@@ -186,8 +233,10 @@ def main() -> None:
 
     svd = truncated_svd_(copy.deepcopy(ours), tuple(args.svd_ranks)).eval()
     t_svd, t_tv = timeit([lambda: infer(svd), lambda: infer(tv)], device, args.repeats)
-    print(f"inference with truncated SVD ranks {tuple(args.svd_ranks)} (approximate): ours {t_svd * 1000:.1f} ms, "
-          f"torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_svd:.2f}")
+    print(
+        f"inference with truncated SVD ranks {tuple(args.svd_ranks)} (approximate): ours {t_svd * 1000:.1f} ms, "
+        f"torchvision {t_tv * 1000:.1f} ms, ratio tv/ours {t_tv / t_svd:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ validation images.
 
     .venv/bin/python bench/fcn_variants.py [--epochs 12] [--out runs/fcn_variants]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,9 @@ from convision.viz import colorize, save_grid
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--epochs", type=int, default=None, help="default: the demo's")
     ap.add_argument("--out", default="runs/fcn_variants")
     ap.add_argument("--backbone", default="mobilenet_v2")
@@ -43,14 +46,20 @@ def main() -> None:
         seconds = time.time() - t
         models[name] = load(run["best"])
         m = evaluate(models[name], progress=False)
-        results[name] = {k: m[k] for k in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")}
+        results[name] = {
+            k: m[k] for k in ("pixel_accuracy", "mean_accuracy", "miou", "fwiou")
+        }
         results[name]["train_seconds"] = round(seconds, 1)
         print(f"{name}: {json.dumps(results[name])}", flush=True)
 
     print(f"\nbackbone {args.backbone}, epochs {cfg.train.epochs}, same seed and data")
-    print(f"{'model':8s} {'pixel acc':>9s} {'mean acc':>9s} {'mIoU':>7s} {'fwIoU':>7s} {'train s':>8s}")
+    print(
+        f"{'model':8s} {'pixel acc':>9s} {'mean acc':>9s} {'mIoU':>7s} {'fwIoU':>7s} {'train s':>8s}"
+    )
     for name, r in results.items():
-        print(f"{name:8s} {r['pixel_accuracy']:9.4f} {r['mean_accuracy']:9.4f} {r['miou']:7.4f} {r['fwiou']:7.4f} {r['train_seconds']:8.0f}")
+        print(
+            f"{name:8s} {r['pixel_accuracy']:9.4f} {r['mean_accuracy']:9.4f} {r['miou']:7.4f} {r['fwiou']:7.4f} {r['train_seconds']:8.0f}"
+        )
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "results.json").write_text(json.dumps(results, indent=2))
 
@@ -58,7 +67,9 @@ def main() -> None:
     rows = []
     for image, mask in validation_samples(args.images, model=any_model):
         row = [image, colorize(mask, any_model.colors)]
-        row += [colorize(predict(models[n], image)[0], any_model.colors) for n in models]
+        row += [
+            colorize(predict(models[n], image)[0], any_model.colors) for n in models
+        ]
         rows.append(row)
     picture = Path(args.out, "fcn_32s_16s_8s.png")
     save_grid(rows, ["image", "ground truth", "FCN-32s", "FCN-16s", "FCN-8s"], picture)

@@ -5,6 +5,7 @@ the same mean IoU and prints the time ratio (torchmetrics time / convision time)
 
     .venv/bin/python bench/metrics_speed.py [--classes 21] [--batches 50] [--size 512]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,9 @@ from convision.metrics.segmentation import ConfusionMatrix
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--classes", type=int, default=21)
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -43,7 +46,9 @@ def main() -> None:
         return float(cm.compute()["miou"])
 
     def run_torchmetrics() -> float:
-        jac = MulticlassJaccardIndex(num_classes=args.classes, average="macro", ignore_index=255)
+        jac = MulticlassJaccardIndex(
+            num_classes=args.classes, average="macro", ignore_index=255
+        )
         for pred, target in batches:
             jac.update(pred, target)
         return float(jac.compute())
@@ -58,12 +63,18 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         times[name] = best
     pixels = args.batches * args.batch_size * args.size * args.size
-    print(f"{args.batches} batches of {args.batch_size}x{args.size}x{args.size}, {args.classes} classes "
-          f"({pixels / 1e6:.0f} Mpixels), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.batches} batches of {args.batch_size}x{args.size}x{args.size}, {args.classes} classes "
+        f"({pixels / 1e6:.0f} Mpixels), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     for name in times:
-        print(f"  {name:13s} mIoU {values[name]:.6f}  {times[name]:.3f} s  ({pixels / times[name] / 1e6:.0f} Mpixel/s)")
+        print(
+            f"  {name:13s} mIoU {values[name]:.6f}  {times[name]:.3f} s  ({pixels / times[name] / 1e6:.0f} Mpixel/s)"
+        )
     same = abs(values["convision"] - values["torchmetrics"]) < 1e-5
-    print(f"  same value: {same}; speed ratio torchmetrics/convision = {times['torchmetrics'] / times['convision']:.2f}x")
+    print(
+        f"  same value: {same}; speed ratio torchmetrics/convision = {times['torchmetrics'] / times['convision']:.2f}x"
+    )
     if not same:
         raise SystemExit("values differ")
 

@@ -11,6 +11,7 @@ downloaded on the development machine: their rows say so.
     # cost: parameters, multiply-adds and CPU latency (weights do not matter: random init)
     .venv/bin/python bench/segmentation_models.py cost [--size 320]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,13 @@ MODELS: dict[str, tuple[str, str, str]] = {
 
 
 def slug(label: str) -> str:
-    return label.split(" (")[0].lower().replace("-", "").replace(" + ", "_").replace(" ", "_")
+    return (
+        label.split(" (")[0]
+        .lower()
+        .replace("-", "")
+        .replace(" + ", "_")
+        .replace(" ", "_")
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -64,8 +71,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         seconds = time.time() - t
         net = load(run["best"], device=args.device)
         m = evaluate(net, device=args.device, progress=False, workers=args.workers)
-        row = {"model": label, "miou": m["miou"], "boundary_f": m.get("boundary_f"), "pixel_accuracy": m["pixel_accuracy"],
-               "best_epoch": run["best_epoch"], "train_seconds": round(seconds, 1), "device": str(next(net.parameters()).device)}
+        row = {
+            "model": label,
+            "miou": m["miou"],
+            "boundary_f": m.get("boundary_f"),
+            "pixel_accuracy": m["pixel_accuracy"],
+            "best_epoch": run["best_epoch"],
+            "train_seconds": round(seconds, 1),
+            "device": str(next(net.parameters()).device),
+        }
         results.append(row)
         models[label] = net.cpu()
         print(json.dumps(row), flush=True)
@@ -82,8 +96,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         first = next(iter(models.values()))
         grid = []
         for image, mask in validation_samples(args.images, model=first):
-            grid.append([image, colorize(mask, first.colors)]
-                        + [colorize(predict(m, image, device="cpu")[0], first.colors) for m in models.values()])
+            grid.append(
+                [image, colorize(mask, first.colors)]
+                + [
+                    colorize(predict(m, image, device="cpu")[0], first.colors)
+                    for m in models.values()
+                ]
+            )
         titles = ["image", "ground truth"] + [label.split(" (")[0] for label in models]
         save_grid(grid, titles, Path(args.out, "all_models.png"))
         print(f"picture: {Path(args.out, 'all_models.png')}")
@@ -111,8 +130,10 @@ def multiply_adds(model: torch.nn.Module, size: int) -> float:
 def cmd_cost(args: argparse.Namespace) -> None:
     from convision.models import build_model
 
-    print(f"parameters, multiply-adds and CPU latency at {args.size}x{args.size}, batch 1, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, 6 classes")
+    print(
+        f"parameters, multiply-adds and CPU latency at {args.size}x{args.size}, batch 1, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, 6 classes"
+    )
     print(f"{'model':40s} {'params M':>9s} {'GMACs':>7s} {'CPU ms':>8s}")
     rows = []
     for label, (name, backbone, _) in MODELS.items():
@@ -120,25 +141,44 @@ def cmd_cost(args: argparse.Namespace) -> None:
         if backbone:
             kwargs["backbone"] = backbone
         model = build_model(name, **kwargs).eval()
-        row = {"model": label, "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-               "gmacs": multiply_adds(model, args.size) / 1e9, "latency_ms": cpu_latency_ms(model, args.size)}
+        row = {
+            "model": label,
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gmacs": multiply_adds(model, args.size) / 1e9,
+            "latency_ms": cpu_latency_ms(model, args.size),
+        }
         rows.append(row)
-        print(f"{label:40s} {row['params_m']:9.1f} {row['gmacs']:7.1f} {row['latency_ms']:8.0f}", flush=True)
+        print(
+            f"{label:40s} {row['params_m']:9.1f} {row['gmacs']:7.1f} {row['latency_ms']:8.0f}",
+            flush=True,
+        )
         del model
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "cost.json").write_text(json.dumps(rows, indent=2))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("phase", choices=["train", "cost"])
     ap.add_argument("--out", default="runs/seg_models")
     ap.add_argument("--epochs", type=int, default=None, help="default: the demo's")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--only", nargs="*", help="train only these: fcn32s fcn16s fcn8s unet segnet deconvnet dilated_context")
-    ap.add_argument("--delete-checkpoints", action="store_true", help="remove each model's checkpoints once evaluated")
-    ap.add_argument("--size", type=int, default=320, help="latency / multiply-adds input size")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        help="train only these: fcn32s fcn16s fcn8s unet segnet deconvnet dilated_context",
+    )
+    ap.add_argument(
+        "--delete-checkpoints",
+        action="store_true",
+        help="remove each model's checkpoints once evaluated",
+    )
+    ap.add_argument(
+        "--size", type=int, default=320, help="latency / multiply-adds input size"
+    )
     ap.add_argument("--images", type=int, default=4)
     args = ap.parse_args()
     cmd_train(args) if args.phase == "train" else cmd_cost(args)

@@ -21,6 +21,7 @@ training epochs only, data loading included (``--workers`` 0: one process).
     OMP_NUM_THREADS=1 python bench/segmentation_real.py --data ~/.cache/convision-bench/camvid-96x128 \\
         --epochs 10 --batch-size 8 [--only unet,smp_unet] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,7 +68,9 @@ def smp_model(name: str, num_classes: int) -> nn.Module:
     cls = {"smp_unet": smp.Unet, "smp_fpn": smp.FPN}[name]
     net = cls(encoder_name="mobilenet_v2", encoder_weights=None, classes=num_classes)
     state = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1").state_dict()
-    net.encoder.load_state_dict(state)  # strict; smp's encoder drops the classifier keys itself
+    net.encoder.load_state_dict(
+        state
+    )  # strict; smp's encoder drops the classifier keys itself
     return PadTo32(net)
 
 
@@ -76,19 +79,40 @@ def convision_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
 
     if name in ("segnet", "deconvnet", "dilated"):
         return build_model(name, num_classes=num_classes, **kwargs)
-    return build_model(name, num_classes=num_classes, backbone="mobilenet_v2", weights="IMAGENET1K_V1", **kwargs)
+    return build_model(
+        name,
+        num_classes=num_classes,
+        backbone="mobilenet_v2",
+        weights="IMAGENET1K_V1",
+        **kwargs,
+    )
 
 
-def plain_loop(model: nn.Module, data: Path, epochs: int, batch_size: int, workers: int, seed: int) -> float:
+def plain_loop(
+    model: nn.Module, data: Path, epochs: int, batch_size: int, workers: int, seed: int
+) -> float:
     """smp-style training: AdamW 1e-3 / wd 1e-4, one-cycle, flips only. Returns train images/s."""
     torch.manual_seed(seed)
     train_set = SegmentationFolder(data, "train")
     h, w = train_set[0][0].shape[-2:]
-    train_set.transforms = segmentation_train_transforms(crop_size=(h, w), scale_range=(1.0, 1.0), hflip=True, color_jitter=0.0)
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                        collate_fn=pad_collate, generator=torch.Generator().manual_seed(seed))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=epochs * len(loader))
+    train_set.transforms = segmentation_train_transforms(
+        crop_size=(h, w), scale_range=(1.0, 1.0), hflip=True, color_jitter=0.0
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=pad_collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-4
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1e-3, total_steps=epochs * len(loader)
+    )
     seen, spent = 0, 0.0
     for epoch in range(epochs):
         model.train()
@@ -102,27 +126,55 @@ def plain_loop(model: nn.Module, data: Path, epochs: int, batch_size: int, worke
             total += loss.item()
             seen += images.shape[0]
         spent += time.time() - t0
-        print(f"    epoch {epoch + 1}/{epochs} loss {total / len(loader):.4f} ({time.time() - t0:.0f}s)", flush=True)
+        print(
+            f"    epoch {epoch + 1}/{epochs} loss {total / len(loader):.4f} ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
     return seen / spent
 
 
-def convision_train(name: str, data: Path, epochs: int, batch_size: int, workers: int, seed: int, out: Path,
-                    overrides: dict[str, Any]) -> tuple[nn.Module, float]:
+def convision_train(
+    name: str,
+    data: Path,
+    epochs: int,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    out: Path,
+    overrides: dict[str, Any],
+) -> tuple[nn.Module, float]:
     """``convision segment train`` with the model's defaults; returns (last-epoch model, train images/s)."""
     from convision.api import load, train
     from convision.config import SegmentConfig, apply
 
     cfg = SegmentConfig()
-    values = {"data": str(data), "model": name, "epochs": epochs, "batch_size": batch_size, "workers": workers,
-              "seed": seed, "device": "cpu", "out": str(out / name), "overwrite": True, **overrides}
+    values = {
+        "data": str(data),
+        "model": name,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "workers": workers,
+        "seed": seed,
+        "device": "cpu",
+        "out": str(out / name),
+        "overwrite": True,
+        **overrides,
+    }
     if name in ("segnet", "deconvnet", "dilated"):
-        values.setdefault("weights", "none")  # VGG weights are not available offline here
+        values.setdefault(
+            "weights", "none"
+        )  # VGG weights are not available offline here
     apply(cfg, values, where="bench")
     run = train(cfg, progress=False)
     hist = run["history"]
-    ips = len(hist) / sum(1.0 / r["images_per_s"] for r in hist)  # same images every epoch: harmonic mean
+    ips = len(hist) / sum(
+        1.0 / r["images_per_s"] for r in hist
+    )  # same images every epoch: harmonic mean
     for r in hist:
-        print(f"    epoch {r['epoch']} loss {r['train_loss']:.4f} val mIoU {r.get('miou', float('nan')):.3f}", flush=True)
+        print(
+            f"    epoch {r['epoch']} loss {r['train_loss']:.4f} val mIoU {r.get('miou', float('nan')):.3f}",
+            flush=True,
+        )
     return load(run["last"]), ips
 
 
@@ -131,7 +183,11 @@ def miou(model: nn.Module, data: Path, split: str, num_classes: int) -> float:
     model.eval()
     ds = SegmentationFolder(data, "val")
     if split != "val":
-        stems = [line.strip() for line in (data / f"{split}.txt").read_text().splitlines() if line.strip()]
+        stems = [
+            line.strip()
+            for line in (data / f"{split}.txt").read_text().splitlines()
+            if line.strip()
+        ]
         ds.images = [ds.root / "images" / f"{s}.png" for s in stems]
         ds.masks = [ds.root / "masks" / f"{s}.png" for s in stems]
     ds.transforms = segmentation_eval_transforms()
@@ -142,26 +198,45 @@ def miou(model: nn.Module, data: Path, split: str, num_classes: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CONVISION + SMP)}")
-    p.add_argument("--loop", choices=("convision", "plain"), default="convision",
-                   help="convision: convision's trainer and default recipe; plain: smp's loop and recipe for every model")
-    p.add_argument("--set", default="{}", help="JSON: extra convision settings (convision loop) or model kwargs (plain loop)")
+    p.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated subset of {','.join(CONVISION + SMP)}",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("convision", "plain"),
+        default="convision",
+        help="convision: convision's trainer and default recipe; plain: smp's loop and recipe for every model",
+    )
+    p.add_argument(
+        "--set",
+        default="{}",
+        help="JSON: extra convision settings (convision loop) or model kwargs (plain loop)",
+    )
     p.add_argument("--out", default="runs/segmentation_real")
-    p.add_argument("--json", default=None, help="append the results (one JSON line) here")
+    p.add_argument(
+        "--json", default=None, help="append the results (one JSON line) here"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = Path(args.data).expanduser()
     if not (data / "images").is_dir():
         raise SystemExit(f"{data}: not found; run bench/segmentation_data.py first")
     num_classes = SegmentationFolder(data, "train").num_classes
-    names = [n for n in (*CONVISION, *SMP) if not args.only or n in args.only.split(",")]
+    names = [
+        n for n in (*CONVISION, *SMP) if not args.only or n in args.only.split(",")
+    ]
     extra = json.loads(args.set)
     results: dict[str, dict[str, float]] = {}
     for name in names:
@@ -169,16 +244,41 @@ def main() -> None:
         t0 = time.time()
         if name in SMP or args.loop == "plain":
             torch.manual_seed(args.seed)
-            model = smp_model(name, num_classes) if name in SMP else convision_model(name, num_classes, **extra)
-            ips = plain_loop(model, data, args.epochs, args.batch_size, args.workers, args.seed)
+            model = (
+                smp_model(name, num_classes)
+                if name in SMP
+                else convision_model(name, num_classes, **extra)
+            )
+            ips = plain_loop(
+                model, data, args.epochs, args.batch_size, args.workers, args.seed
+            )
         else:
-            model, ips = convision_train(name, data, args.epochs, args.batch_size, args.workers, args.seed, Path(args.out), extra)
-        results[name] = {"val_miou": miou(model, data, "val", num_classes), "test_miou": miou(model, data, "test", num_classes),
-                         "train_img_s": ips, "minutes": (time.time() - t0) / 60}
+            model, ips = convision_train(
+                name,
+                data,
+                args.epochs,
+                args.batch_size,
+                args.workers,
+                args.seed,
+                Path(args.out),
+                extra,
+            )
+        results[name] = {
+            "val_miou": miou(model, data, "val", num_classes),
+            "test_miou": miou(model, data, "test", num_classes),
+            "train_img_s": ips,
+            "minutes": (time.time() - t0) / 60,
+        }
         r = results[name]
-        print(f"   {name}: val mIoU {r['val_miou']:.3f}  test mIoU {r['test_miou']:.3f}  train {ips:.1f} img/s", flush=True)
+        print(
+            f"   {name}: val mIoU {r['val_miou']:.3f}  test mIoU {r['test_miou']:.3f}  train {ips:.1f} img/s",
+            flush=True,
+        )
     ref = results.get("smp_unet")
-    print(f"\n{'model':<12} {'val mIoU':>9} {'test mIoU':>10} {'train img/s':>12}" + ("  vs smp Unet: val  test  speed" if ref else ""))
+    print(
+        f"\n{'model':<12} {'val mIoU':>9} {'test mIoU':>10} {'train img/s':>12}"
+        + ("  vs smp Unet: val  test  speed" if ref else "")
+    )
     for name, r in results.items():
         line = f"{name:<12} {r['val_miou']:>9.3f} {r['test_miou']:>10.3f} {r['train_img_s']:>12.1f}"
         if ref:

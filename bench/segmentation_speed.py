@@ -8,6 +8,7 @@ with the paper's skip architecture. Ratios > 1 mean convision is faster.
 
     .venv/bin/python bench/segmentation_speed.py [--size 320] [--batch 4] [--steps 5] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,17 @@ import torchvision
 from convision.models import build_model
 
 
-def train_images_per_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, out_key: str | None) -> float:
+def train_images_per_s(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    out_key: str | None,
+) -> float:
     model.train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9
+    )
 
     def step() -> None:
         out = model(x)
@@ -42,7 +51,9 @@ def train_images_per_s(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 @torch.no_grad()
-def latency_ms(model: torch.nn.Module, x: torch.Tensor, steps: int, out_key: str | None) -> float:
+def latency_ms(
+    model: torch.nn.Module, x: torch.Tensor, steps: int, out_key: str | None
+) -> float:
     model.eval()
     model(x[:1])
     _sync(x)
@@ -63,7 +74,9 @@ def _sync(x: torch.Tensor) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5)
@@ -76,22 +89,37 @@ def main() -> None:
     y = torch.randint(0, args.classes, (args.batch, args.size, args.size), device=dev)
 
     rows = []
-    peer = torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=args.classes, aux_loss=False).to(dev)
+    peer = torchvision.models.segmentation.fcn_resnet50(
+        weights=None, weights_backbone=None, num_classes=args.classes, aux_loss=False
+    ).to(dev)
     peer_train = train_images_per_s(peer, x, y, args.steps, "out")
     peer_lat = latency_ms(peer, x, args.steps, "out")
     rows.append(("torchvision fcn_resnet50", peer_train, peer_lat))
     del peer
     for name in ("fcn32s", "fcn16s", "fcn8s"):
         for backbone in ("resnet50", "mobilenet_v2", "vgg16"):
-            model = build_model(name, num_classes=args.classes, backbone=backbone, weights=None).to(dev)
-            rows.append((f"convision {name} {backbone}", train_images_per_s(model, x, y, args.steps, None),
-                         latency_ms(model, x, args.steps, None)))
+            model = build_model(
+                name, num_classes=args.classes, backbone=backbone, weights=None
+            ).to(dev)
+            rows.append(
+                (
+                    f"convision {name} {backbone}",
+                    train_images_per_s(model, x, y, args.steps, None),
+                    latency_ms(model, x, args.steps, None),
+                )
+            )
             del model
-    print(f"input {args.size}x{args.size}, train batch {args.batch}, {args.classes} classes, device {dev}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'model':34s} {'train img/s':>11s} {'vs peer':>8s} {'latency ms':>11s} {'vs peer':>8s}")
+    print(
+        f"input {args.size}x{args.size}, train batch {args.batch}, {args.classes} classes, device {dev}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'model':34s} {'train img/s':>11s} {'vs peer':>8s} {'latency ms':>11s} {'vs peer':>8s}"
+    )
     for label, ips, lat in rows:
-        print(f"{label:34s} {ips:11.2f} {ips / peer_train:7.2f}x {lat:11.1f} {peer_lat / lat:7.2f}x")
+        print(
+            f"{label:34s} {ips:11.2f} {ips / peer_train:7.2f}x {lat:11.1f} {peer_lat / lat:7.2f}x"
+        )
 
 
 if __name__ == "__main__":

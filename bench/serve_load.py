@@ -8,6 +8,7 @@ end (upload, decode, inference, mask PNG, JSON). Client and server share the mac
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/serve_load.py [--requests 200] [--concurrency 4] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,18 @@ def checkpoint(path: Path, size: int) -> Path:
     model = build_model("fcn8s", **kwargs)
     cfg = SegmentConfig()
     cfg.data.scene_size = size
-    meta = checkpoint_meta("segment", "fcn8s", kwargs, [f"class{i}" for i in range(21)], cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    save_checkpoint(path, {**meta, "format": FORMAT, "state_dict": model.state_dict(), "epoch": 1})
+    meta = checkpoint_meta(
+        "segment",
+        "fcn8s",
+        kwargs,
+        [f"class{i}" for i in range(21)],
+        cfg,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
+    save_checkpoint(
+        path, {**meta, "format": FORMAT, "state_dict": model.state_dict(), "epoch": 1}
+    )
     return path
 
 
@@ -53,11 +64,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_test(model: Path, images: list[bytes], requests: int, concurrency: int, threads: int) -> dict[str, float]:
+def load_test(
+    model: Path, images: list[bytes], requests: int, concurrency: int, threads: int
+) -> dict[str, float]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    server = subprocess.Popen([sys.executable, "-m", "convision.serve", str(model), "--port", str(port), "--threads", str(threads)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convision.serve",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -67,9 +94,13 @@ def load_test(model: Path, images: list[bytes], requests: int, concurrency: int,
             except httpx.HTTPError:
                 time.sleep(0.1)
         with httpx.Client(timeout=60) as client:
+
             def ask(i: int) -> float:
                 t = time.perf_counter()
-                r = client.post(f"{url}/predict", files={"image": ("x.png", images[i % len(images)], "image/png")})
+                r = client.post(
+                    f"{url}/predict",
+                    files={"image": ("x.png", images[i % len(images)], "image/png")},
+                )
                 r.raise_for_status()
                 return (time.perf_counter() - t) * 1000
 
@@ -82,15 +113,23 @@ def load_test(model: Path, images: list[bytes], requests: int, concurrency: int,
     finally:
         server.terminate()
         server.wait(10)
-    return {"rps": requests / wall, "p50": statistics.median(latencies), "p95": latencies[int(0.95 * (len(latencies) - 1))],
-            "max": latencies[-1]}
+    return {
+        "rps": requests / wall,
+        "p50": statistics.median(latencies),
+        "p95": latencies[int(0.95 * (len(latencies) - 1))],
+        "max": latencies[-1],
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1, help="inference threads of the server")
+    p.add_argument(
+        "--threads", type=int, default=1, help="inference threads of the server"
+    )
     p.add_argument("--size", type=int, default=320)
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -100,14 +139,21 @@ def main() -> None:
     images = []
     for _ in range(8):
         buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)).save(buf, format="PNG")
+        Image.fromarray(
+            rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+        ).save(buf, format="PNG")
         images.append(buf.getvalue())
-    print(f"FCN-8s MobileNetV2 {args.size}x{args.size}, {args.requests} requests from {args.concurrency} client threads, "
-          f"server inference threads {args.threads}, torch {torch.__version__}")
+    print(
+        f"FCN-8s MobileNetV2 {args.size}x{args.size}, {args.requests} requests from {args.concurrency} client threads, "
+        f"server inference threads {args.threads}, torch {torch.__version__}"
+    )
     print(f"{'runtime':<12} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
     for name, model in (("onnxruntime", tmp / "fcn8s.onnx"), ("pytorch", ckpt)):
         r = load_test(model, images, args.requests, args.concurrency, args.threads)
-        print(f"{name:<12} {r['rps']:>7.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['max']:>8.1f}", flush=True)
+        print(
+            f"{name:<12} {r['rps']:>7.1f} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['max']:>8.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ close to but not equal to the crops; see convision.nn.convolutionalize).
 
     .venv/bin/python bench/sliding_windows.py [--small-image 256] [--vgg-image 448]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,19 @@ from convision.nn.convolutionalize import convolutionalize
 def padding_free_net(num_classes: int = 10) -> nn.Sequential:
     """64x64 input: 64 -conv3-> 62 -pool-> 31 -conv3-> 29 -pool-> 14 -conv3-> 12 -pool-> 6."""
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 6 * 6, 128), nn.ReLU(), nn.Linear(128, num_classes),
+        nn.Conv2d(3, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 6 * 6, 128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
     ).eval()
 
 
@@ -42,17 +52,21 @@ def compare(name: str, model: nn.Module, window: int, image_side: int) -> None:
     for i in range(n):
         for j in range(n):
             y, x = i * conv.stride, j * conv.stride
-            crops[:, i, j] = model(image[:, :, y:y + window, x:x + window])[0]
+            crops[:, i, j] = model(image[:, :, y : y + window, x : x + window])[0]
     t_crops = time.perf_counter() - t
     diff = (scores - crops).abs().max().item()
     scale = crops.abs().max().item()
-    print(f"{name:34s} {n}x{n}={n * n:4d} windows of {window}px on {image_side}px, stride {conv.stride}: "
-          f"one pass {t_conv * 1e3:8.1f} ms, crop by crop {t_crops * 1e3:9.1f} ms, "
-          f"speed-up {t_crops / t_conv:6.1f}x, max |diff| {diff:.2e} (scores up to {scale:.2e})")
+    print(
+        f"{name:34s} {n}x{n}={n * n:4d} windows of {window}px on {image_side}px, stride {conv.stride}: "
+        f"one pass {t_conv * 1e3:8.1f} ms, crop by crop {t_crops * 1e3:9.1f} ms, "
+        f"speed-up {t_crops / t_conv:6.1f}x, max |diff| {diff:.2e} (scores up to {scale:.2e})"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--small-image", type=int, default=256)
     ap.add_argument("--vgg-image", type=int, default=448)
     args = ap.parse_args()

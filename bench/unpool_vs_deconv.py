@@ -11,6 +11,7 @@ C channels it is what a decoder of the same width would learn).
 
     .venv/bin/python bench/unpool_vs_deconv.py [--channels 512] [--size 32] [--batch 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,16 @@ def timed(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--channels", type=int, default=512)
-    ap.add_argument("--size", type=int, default=32, help="side of the map before pooling (the upsampled output)")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=32,
+        help="side of the map before pooling (the upsampled output)",
+    )
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
@@ -67,15 +75,28 @@ def main() -> None:
     def run_deconv() -> None:
         deconv(pooled).sum().backward()
 
-    t_unpool, t_deconv = timed(run_unpool, args.repeats), timed(run_deconv, args.repeats)
-    mem_unpool = memory_bytes(lambda: unpool(pooled, indices, output_size=encoder_map.shape[-2:]), indices)
+    t_unpool, t_deconv = (
+        timed(run_unpool, args.repeats),
+        timed(run_deconv, args.repeats),
+    )
+    mem_unpool = memory_bytes(
+        lambda: unpool(pooled, indices, output_size=encoder_map.shape[-2:]), indices
+    )
     mem_deconv = memory_bytes(lambda: deconv(pooled), deconv.weight)
-    print(f"2x upsampling of {args.batch}x{c}x{s // 2}x{s // 2} -> {s}x{s}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"2x upsampling of {args.batch}x{c}x{s // 2}x{s // 2} -> {s}x{s}, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"{'operator':34s} {'fwd+bwd ms':>10s} {'memory MB':>10s} {'params':>10s}")
-    print(f"{'SegNet MaxUnpool2d (indices)':34s} {t_unpool * 1e3:10.2f} {mem_unpool / 2**20:10.2f} {0:10d}")
-    print(f"{'FCN-style ConvTranspose2d 4x4/2':34s} {t_deconv * 1e3:10.2f} {mem_deconv / 2**20:10.2f} {deconv.weight.numel():10d}")
-    print(f"ratios deconvolution / unpooling: time {t_deconv / t_unpool:.1f}x, memory {mem_deconv / mem_unpool:.2f}x "
-          f"(memory = indices or weights + tensors saved for backward)")
+    print(
+        f"{'SegNet MaxUnpool2d (indices)':34s} {t_unpool * 1e3:10.2f} {mem_unpool / 2**20:10.2f} {0:10d}"
+    )
+    print(
+        f"{'FCN-style ConvTranspose2d 4x4/2':34s} {t_deconv * 1e3:10.2f} {mem_deconv / 2**20:10.2f} {deconv.weight.numel():10d}"
+    )
+    print(
+        f"ratios deconvolution / unpooling: time {t_deconv / t_unpool:.1f}x, memory {mem_deconv / mem_unpool:.2f}x "
+        f"(memory = indices or weights + tensors saved for backward)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Run: ``python examples/upsampling_and_conv_matrix.py``
 3. Three fixed ways to undo a 2x2 pooling, each 2x2 -> 4x4: nearest neighbour, "bed of nails" and
    max unpooling with the positions ("switches") the max pooling recorded.
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,21 +48,38 @@ def main() -> None:
     up = (c.t() @ z.flatten()).view(4, 4)
     show("2x2 map z", z)
     show("C^T @ z  (= conv_transpose2d(z, w), 4x4)", up)
-    assert torch.equal(up, F.conv_transpose2d(z.view(1, 1, 2, 2), kernel.view(1, 1, 3, 3))[0, 0])
+    assert torch.equal(
+        up, F.conv_transpose2d(z.view(1, 1, 2, 2), kernel.view(1, 1, 3, 3))[0, 0]
+    )
     ctc = c.t() @ c
-    print(f"C^T C is 16x16 of rank {int(torch.linalg.matrix_rank(ctc))}, identity: {torch.allclose(ctc, torch.eye(16))}")
+    print(
+        f"C^T C is 16x16 of rank {int(torch.linalg.matrix_rank(ctc))}, identity: {torch.allclose(ctc, torch.eye(16))}"
+    )
     show("C @ (C^T @ z): not z again", (c @ up.flatten()).view(2, 2))
 
     print()
     small = z.view(1, 1, 2, 2)
     show("nearest unpooling 2x2 -> 4x4", nearest_unpool(small)[0, 0])
-    show("bed of nails unpooling (top-left of each cell)", bed_of_nails_unpool(small)[0, 0])
-    before = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 2.0, 1.0, 7.0], [0.0, 0.0, 4.0, 1.0], [9.0, 1.0, 2.0, 3.0]])
+    show(
+        "bed of nails unpooling (top-left of each cell)",
+        bed_of_nails_unpool(small)[0, 0],
+    )
+    before = torch.tensor(
+        [
+            [1.0, 5.0, 2.0, 0.0],
+            [3.0, 2.0, 1.0, 7.0],
+            [0.0, 0.0, 4.0, 1.0],
+            [9.0, 1.0, 2.0, 3.0],
+        ]
+    )
     pooled, switches = MaxPoolWithIndices(2)(before.view(1, 1, 4, 4))
     show("4x4 map before max pooling", before)
     show("max pooled 2x2", pooled[0, 0])
     show("switches (flat index of each maximum)", switches[0, 0])
-    show("max unpooling 2x2 -> 4x4 (values back at the maxima)", MaxUnpool(2)(pooled, switches, output_size=(4, 4))[0, 0])
+    show(
+        "max unpooling 2x2 -> 4x4 (values back at the maxima)",
+        MaxUnpool(2)(pooled, switches, output_size=(4, 4))[0, 0],
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Fixtures shared across the test packages: tiny training runs through the command line and random-weight
 checkpoints with their ONNX exports, each made once per session (helpers.py holds the shared settings and
 assertions, deploy_helpers.py the random-weight checkpoints)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,20 @@ def segment_run(tmp_path_factory) -> Path:
 def detect_run(tmp_path_factory) -> Path:
     """A 1-epoch Faster R-CNN (MobileNetV2, random init) on 6 built-in scenes."""
     out = tmp_path_factory.mktemp("detect") / "run"
-    assert main(["detect", "train", *DETECT_TINY, "--model", "faster_rcnn", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "train",
+                *DETECT_TINY,
+                "--model",
+                "faster_rcnn",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -44,6 +58,8 @@ def detector_files(tmp_path_factory) -> tuple[Path, Path]:
     from convision.export import export_onnx
     from tests.deploy_helpers import detect_checkpoint
 
-    ckpt = detect_checkpoint(tmp_path_factory.mktemp("detector") / "best.pt", "faster_rcnn")
+    ckpt = detect_checkpoint(
+        tmp_path_factory.mktemp("detector") / "best.pt", "faster_rcnn"
+    )
     export_onnx(convision.load(ckpt), ckpt.with_suffix(".onnx"))
     return ckpt, ckpt.with_suffix(".onnx")

@@ -25,10 +25,12 @@ CONFIGS = (SegmentConfig, ClassifyConfig, LocalizeConfig, DetectConfig)
 def test_yaml_then_flags_override(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("lr: 0.05\nepochs: 3\nmodel:\n  backbone: resnet18\n")
-    args = build_parser().parse_args(["segment", "train", "--config", str(cfg_file), "--epochs", "7", "--no-amp"])
+    args = build_parser().parse_args(
+        ["segment", "train", "--config", str(cfg_file), "--epochs", "7", "--no-amp"]
+    )
     cfg = from_args(args, SegmentConfig())
-    assert cfg.train.lr == 0.05          # from YAML
-    assert cfg.train.epochs == 7         # flag beats YAML
+    assert cfg.train.lr == 0.05  # from YAML
+    assert cfg.train.epochs == 7  # flag beats YAML
     assert cfg.model.backbone == "resnet18"  # sectioned YAML accepted
     assert cfg.train.amp is False
     assert cfg.train.batch_size == SegmentConfig().train.batch_size  # default untouched
@@ -37,7 +39,9 @@ def test_yaml_then_flags_override(tmp_path):
 def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("lrr: 0.1\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown setting 'lrr' \(did you mean 'lr'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: unknown setting 'lrr' \(did you mean 'lr'\?\)"
+    ):
         apply(SegmentConfig(), load_yaml(cfg_file), where=str(cfg_file))
 
 
@@ -59,7 +63,12 @@ def test_invalid_yaml_names_the_file(tmp_path):
 
 def test_help_lists_every_setting_with_its_default():
     parser = build_parser()
-    sub = parser._subparsers._group_actions[0].choices["segment"]._subparsers._group_actions[0].choices["train"]
+    sub = (
+        parser._subparsers._group_actions[0]
+        .choices["segment"]
+        ._subparsers._group_actions[0]
+        .choices["train"]
+    )
     text = " ".join(sub.format_help().split())
     cfg = SegmentConfig()
     for section in cfg.to_dict().values():
@@ -88,7 +97,9 @@ def test_one_name_per_concept():
     the network's input side."""
     for cls in CONFIGS:
         names = {k for section in cls().to_dict().values() for k in section}
-        assert "arch" not in names and "backbone" in names and "scene_size" in names, cls.__name__
+        assert "arch" not in names and "backbone" in names and "scene_size" in names, (
+            cls.__name__
+        )
     assert "image_size" not in SegmentConfig().to_dict()["data"]
 
 
@@ -96,10 +107,15 @@ def test_renamed_settings_still_work_with_a_one_line_note(tmp_path, capsys):
     args = build_parser().parse_args(["classify", "train", "--arch", "resnet18"])
     assert from_args(args, ClassifyConfig()).model.backbone == "resnet18"
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["convision: note: command line: '--arch' is deprecated, use '--backbone'"]
+    assert err == [
+        "convision: note: command line: '--arch' is deprecated, use '--backbone'"
+    ]
     cfg_file = tmp_path / "old.yaml"
     cfg_file.write_text("image_size: 48\n")
-    assert apply(SegmentConfig(), load_yaml(cfg_file), where=str(cfg_file)).data.scene_size == 48
+    assert (
+        apply(SegmentConfig(), load_yaml(cfg_file), where=str(cfg_file)).data.scene_size
+        == 48
+    )
     assert "'image_size' is deprecated, use 'scene_size'" in capsys.readouterr().err
     model = ClassifyModelConfig()
     model.arch = "vgg16"  # Python code written against the old name
@@ -117,7 +133,9 @@ def test_a_misspelt_attribute_is_an_error_not_ignored():
 def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
     dup = tmp_path / "dup.yaml"
     dup.write_text("lr: 0.1\nepochs: 2\nlr: 0.2\n")
-    with pytest.raises(ConfigError, match=r"dup.yaml: line 3: 'lr' is given twice \(first on line 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"dup.yaml: line 3: 'lr' is given twice \(first on line 1\)"
+    ):
         load_yaml(dup)
     both = tmp_path / "both.yaml"
     both.write_text("epochs: 2\ntrain:\n  epochs: 3\n")
@@ -125,15 +143,26 @@ def test_duplicate_yaml_keys_are_refused_with_the_line(tmp_path):
         load_yaml(both)
 
 
-@pytest.mark.parametrize("flags, needle", [
-    (["segment", "train", "--workers", "-1"], "workers: must be >= 0, got -1"),
-    (["segment", "train", "--crop-size", "-5"], "crop_size: must be >= 0, got -5"),
-    (["segment", "train", "--scale-min", "3", "--scale-max", "1"], "scale_min/scale_max: need scale_min <= scale_max"),
-    (["classify", "train", "--workers", "-1"], "workers: must be >= 0"),
-    (["localize", "train", "--hidden", "-2"], "hidden: must be >= 0"),
-    (["detect", "train", "--scale-min", "2", "--scale-max", "1"], "scale_min/scale_max"),
-])
-def test_settings_out_of_range_fail_before_anything_runs(flags, needle, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["segment", "train", "--workers", "-1"], "workers: must be >= 0, got -1"),
+        (["segment", "train", "--crop-size", "-5"], "crop_size: must be >= 0, got -5"),
+        (
+            ["segment", "train", "--scale-min", "3", "--scale-max", "1"],
+            "scale_min/scale_max: need scale_min <= scale_max",
+        ),
+        (["classify", "train", "--workers", "-1"], "workers: must be >= 0"),
+        (["localize", "train", "--hidden", "-2"], "hidden: must be >= 0"),
+        (
+            ["detect", "train", "--scale-min", "2", "--scale-max", "1"],
+            "scale_min/scale_max",
+        ),
+    ],
+)
+def test_settings_out_of_range_fail_before_anything_runs(
+    flags, needle, tmp_path, capsys
+):
     assert main([*flags, "--out", str(tmp_path / "never")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err

@@ -1,5 +1,6 @@
 """The package's import rules (docs/architecture.md): no module imports from a layer above its own
 (data -> models -> engine -> tasks -> cli), and no module imports another module's private names."""
+
 from __future__ import annotations
 
 import ast
@@ -11,23 +12,40 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "convision"
 
 # lower number = lower layer; a module may import its own layer and those below
 LAYERS = {
-    "errors": 0, "config": 0, "viz": 0,
+    "errors": 0,
+    "config": 0,
+    "viz": 0,
     "data": 1,
-    "nn": 2, "losses": 2, "models": 2,
-    "engine": 3, "metrics": 3,
+    "nn": 2,
+    "losses": 2,
+    "models": 2,
+    "engine": 3,
+    "metrics": 3,
     "export": 3,  # ONNX export (models) and ONNX Runtime (no torch); tasks load .onnx files through it
-    "tasks": 4, "api": 4,
-    "cli": 5, "__main__": 5, "serve": 5,
+    "tasks": 4,
+    "api": 4,
+    "cli": 5,
+    "__main__": 5,
+    "serve": 5,
 }
 # the former private name models.backbones._is_none, still imported by code another developer owns
-PRIVATE_ALLOWED = {("models/detection/faster_rcnn.py", "_is_none"), ("models/detection/yolo.py", "_is_none"),
-                   ("models/segmentation/unet.py", "_is_none")}
+PRIVATE_ALLOWED = {
+    ("models/detection/faster_rcnn.py", "_is_none"),
+    ("models/detection/yolo.py", "_is_none"),
+    ("models/segmentation/unet.py", "_is_none"),
+}
 
 
 def layer(module: str) -> int:
     parts = module.split(".")
     assert parts[0] == "convision"
-    if len(parts) == 1 or parts[1] in ("__version__", "ConvisionError", "DataError", "ConfigError", "CheckpointError"):
+    if len(parts) == 1 or parts[1] in (
+        "__version__",
+        "ConvisionError",
+        "DataError",
+        "ConfigError",
+        "CheckpointError",
+    ):
         return 0  # the package root without its API
     if parts[1] in convision.__all__ and parts[1] not in LAYERS:
         return LAYERS["tasks"]  # convision.train, load, ... come from tasks/
@@ -38,10 +56,18 @@ def imports(path: Path) -> list[tuple[int, str, list[str]]]:
     """``(line, module, names)`` of every ``convision`` import in ``path``, function-local ones included."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "convision":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "convision"
+        ):
             found.append((node.lineno, node.module, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name, []) for a in node.names if a.name.split(".")[0] == "convision"]
+            found += [
+                (node.lineno, a.name, [])
+                for a in node.names
+                if a.name.split(".")[0] == "convision"
+            ]
     return found
 
 
@@ -65,7 +91,9 @@ def test_no_import_points_up_the_layers():
     for rel, path in modules():
         own = LAYERS[rel.split("/")[0].removesuffix(".py")]
         for line, module, names in imports(path):
-            targets = [f"{module}.{n}" for n in names] if module == "convision" else [module]
+            targets = (
+                [f"{module}.{n}" for n in names] if module == "convision" else [module]
+            )
             wrong += [f"{rel}:{line} imports {t}" for t in targets if layer(t) > own]
     assert not wrong, "\n".join(wrong)
 
@@ -74,13 +102,23 @@ def test_no_private_names_cross_modules():
     wrong = []
     for rel, path in modules():
         for line, module, names in imports(path):
-            wrong += [f"{rel}:{line} imports {module}.{n}" for n in names
-                      if n.startswith("_") and not n.startswith("__") and (rel, n) not in PRIVATE_ALLOWED]
+            wrong += [
+                f"{rel}:{line} imports {module}.{n}"
+                for n in names
+                if n.startswith("_")
+                and not n.startswith("__")
+                and (rel, n) not in PRIVATE_ALLOWED
+            ]
     assert not wrong, "\n".join(wrong)
 
 
 def test_models_never_import_data():
     """Models take tensors; selective search is a model component (models/detection/proposals.py)."""
-    wrong = [f"{rel}:{line} imports {module}" for rel, path in modules() if rel.startswith("models/")
-             for line, module, _ in imports(path) if module.startswith("convision.data") and module != "convision.data.images"]
+    wrong = [
+        f"{rel}:{line} imports {module}"
+        for rel, path in modules()
+        if rel.startswith("models/")
+        for line, module, _ in imports(path)
+        if module.startswith("convision.data") and module != "convision.data.images"
+    ]
     assert not wrong, "\n".join(wrong)

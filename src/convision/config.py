@@ -7,6 +7,7 @@ name means one thing in every task: ``model`` / ``backbone`` / ``weights`` the n
 Unknown keys and duplicate YAML keys are errors; values outside a field's ``min`` are errors
 naming the setting; renamed settings (a section's ``aliases``) still work, with a one-line note.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def deprecated(old: str, new: str, where: str) -> None:
     _NOTED.add((old, where))
     if where == "command line":
         old, new = "--" + old.replace("_", "-"), "--" + new.replace("_", "-")
-    print(f"convision: note: {where}: '{old}' is deprecated, use '{new}'", file=sys.stderr)
+    print(
+        f"convision: note: {where}: '{old}' is deprecated, use '{new}'", file=sys.stderr
+    )
 
 
 class Section:
@@ -56,7 +59,9 @@ class Section:
             raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
         object.__setattr__(self, name, value)
 
-    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+    def __getattr__(
+        self, name: str
+    ) -> Any:  # only called for names that are not attributes
         if name in type(self).aliases:
             deprecated(name, type(self).aliases[name], "Python")
             return getattr(self, type(self).aliases[name])
@@ -82,15 +87,21 @@ class ScenesSection(Section):
     num_train: int = setting(400, "synthetic scenes: training images", 1)
     num_val: int = setting(100, "synthetic scenes: validation images", 0)
     scene_size: int = setting(128, "synthetic scenes: image side in pixels", 8)
-    data_seed: int = setting(0, "synthetic scenes: generator seed (also of hold-out splits)")
+    data_seed: int = setting(
+        0, "synthetic scenes: generator seed (also of hold-out splits)"
+    )
 
 
 @dataclass
 class HoldOutSection(Section):
     """A validation split taken from the training data when it has none."""
 
-    val_data: str = setting("", "validation data (empty: the data set's own val split, or a hold-out)")
-    val_fraction: float = setting(0.2, "hold-out share of each class for validation when there is no val split", 0)
+    val_data: str = setting(
+        "", "validation data (empty: the data set's own val split, or a hold-out)"
+    )
+    val_fraction: float = setting(
+        0.2, "hold-out share of each class for validation when there is no val split", 0
+    )
 
 
 @dataclass
@@ -98,7 +109,9 @@ class AugmentSection(Section):
     """Photometric and flip augmentation shared by every task."""
 
     hflip: bool = setting(True, "random horizontal flip")
-    color_jitter: float = setting(0.2, "brightness/contrast/saturation jitter strength (0 = off)", 0)
+    color_jitter: float = setting(
+        0.2, "brightness/contrast/saturation jitter strength (0 = off)", 0
+    )
 
 
 @dataclass
@@ -113,13 +126,18 @@ class BackboneSection(Section):
     """The pretrained network under the task's head."""
 
     backbone: str = setting("mobilenet_v2", "torchvision network under the task's head")
-    weights: str = setting("IMAGENET1K_V1", "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'")
+    weights: str = setting(
+        "IMAGENET1K_V1",
+        "backbone weights: a torchvision name (IMAGENET1K_V1, DEFAULT), a .pth file, or 'none'",
+    )
 
 
 @dataclass
 class TrainConfig(Section):
     epochs: int = setting(20, "training epochs", 1)
-    batch_size: int = setting(8, "global batch size (split across processes under torchrun)", 1)
+    batch_size: int = setting(
+        8, "global batch size (split across processes under torchrun)", 1
+    )
     optimizer: str = setting("sgd", "sgd (with momentum) | adamw")
     lr: float = setting(0.01, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum", 0)
@@ -129,11 +147,17 @@ class TrainConfig(Section):
     warmup_epochs: float = setting(0.0, "linear warm-up length in epochs", 0)
     grad_clip: float = setting(0.0, "clip the gradient norm to this (0 = off)", 0)
     amp: bool = setting(True, "mixed precision on CUDA (ignored on CPU)")
-    class_weights: str = setting("", "comma-separated cross-entropy class weights (empty = none)")
-    sync_bn: bool = setting(True, "synchronise batch-norm statistics across processes under torchrun")
+    class_weights: str = setting(
+        "", "comma-separated cross-entropy class weights (empty = none)"
+    )
+    sync_bn: bool = setting(
+        True, "synchronise batch-norm statistics across processes under torchrun"
+    )
     seed: int = setting(0, "random seed")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
-    out: str = setting("runs/segment", "output folder for checkpoints, metrics and pictures")
+    out: str = setting(
+        "runs/segment", "output folder for checkpoints, metrics and pictures"
+    )
     resume: bool = setting(False, "continue from OUT/last.pt")
     overwrite: bool = setting(False, "start over even if OUT already holds a run")
 
@@ -148,7 +172,10 @@ class Settings:
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {s.name: dataclasses.asdict(getattr(self, s.name)) for s in dataclasses.fields(self)}
+        return {
+            s.name: dataclasses.asdict(getattr(self, s.name))
+            for s in dataclasses.fields(self)
+        }
 
     def check(self) -> None:
         """Every value within its field's ``min`` and every ``ordered`` pair in order; raises ConfigError."""
@@ -159,9 +186,14 @@ class Settings:
             if low is not None and value < low:
                 raise ConfigError(f"{name}: must be >= {low:g}, got {value}")
         for low_name, high_name in self.ordered:
-            low, high = getattr(fields[low_name][0], low_name), getattr(fields[high_name][0], high_name)
+            low, high = (
+                getattr(fields[low_name][0], low_name),
+                getattr(fields[high_name][0], high_name),
+            )
             if low > high:
-                raise ConfigError(f"{low_name}/{high_name}: need {low_name} <= {high_name}, got {low:g} > {high:g}")
+                raise ConfigError(
+                    f"{low_name}/{high_name}: need {low_name} <= {high_name}, got {low:g} > {high:g}"
+                )
 
 
 def _sections(cfg: Any) -> list[Any]:
@@ -190,7 +222,9 @@ def _coerce(name: str, value: Any, typ: Any, where: str) -> Any:
                 return False
             raise ValueError
         if typ is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, bool) or (
+                isinstance(value, float) and not value.is_integer()
+            ):
                 raise ValueError
             return int(value)
         if typ is float:
@@ -214,7 +248,11 @@ def _unknown(name: str, known: list[str], where: str) -> ConfigError:
 
 def aliases(cfg: Any) -> dict[str, str]:
     """Deprecated name -> current name, over the sections of ``cfg``."""
-    return {old: new for section in _sections(cfg) for old, new in getattr(section, "aliases", {}).items()}
+    return {
+        old: new
+        for section in _sections(cfg)
+        for old, new in getattr(section, "aliases", {}).items()
+    }
 
 
 def apply(cfg: Any, values: dict[str, Any], where: str) -> Any:
@@ -237,12 +275,15 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
     """``cls`` (a settings section) from a checkpoint's stored dict: renamed keys mapped, unknown ones dropped."""
     names = {f.name for f in dataclasses.fields(cls)}
     renamed = getattr(cls, "aliases", {})
-    kept = {renamed.get(k, k): v for k, v in values.items() if renamed.get(k, k) in names}
+    kept = {
+        renamed.get(k, k): v for k, v in values.items() if renamed.get(k, k) in names
+    }
     return cls(**kept)
 
 
 def _unique_key_loader() -> type:
     """A yaml SafeLoader whose mappings refuse a key given twice, naming it and its lines."""
+
     class Loader(yaml.SafeLoader):
         pass
 
@@ -252,11 +293,15 @@ def _unique_key_loader() -> type:
             key = loader.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise ConfigError(f"{loader.name}: line {line}: '{key}' is given twice (first on line {seen[key]})")
+                raise ConfigError(
+                    f"{loader.name}: line {line}: '{key}' is given twice (first on line {seen[key]})"
+                )
             seen[key] = line
         return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    Loader.add_constructor(
+        yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
+    )
     return Loader
 
 
@@ -300,11 +345,25 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any) -> None:
             default = getattr(section, f.name)
             help_text = f"{f.metadata.get('help', '')} (default: {default!r})"
             if hints[f.name] is bool:
-                group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+                group.add_argument(
+                    flag,
+                    dest=f.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=help_text,
+                )
             else:
-                group.add_argument(flag, dest=f.name, default=None, metavar=hints[f.name].__name__.upper(), help=help_text)
+                group.add_argument(
+                    flag,
+                    dest=f.name,
+                    default=None,
+                    metavar=hints[f.name].__name__.upper(),
+                    help=help_text,
+                )
     for old in aliases(cfg):
-        parser.add_argument("--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS
+        )
 
 
 def from_args(args: argparse.Namespace, cfg: Any) -> Any:
@@ -312,7 +371,11 @@ def from_args(args: argparse.Namespace, cfg: Any) -> Any:
     if getattr(args, "config", None):
         apply(cfg, load_yaml(args.config), where=str(args.config))
     names = [*_flat_fields(cfg), *aliases(cfg)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    given = {
+        name: getattr(args, name)
+        for name in names
+        if getattr(args, name, None) is not None
+    }
     apply(cfg, given, where="command line")
     return cfg
 
@@ -323,4 +386,6 @@ def parse_class_weights(text: str) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",")]
     except ValueError:
-        raise ConfigError(f"class_weights: expected comma-separated numbers, got {text!r}") from None
+        raise ConfigError(
+            f"class_weights: expected comma-separated numbers, got {text!r}"
+        ) from None

@@ -3,6 +3,7 @@
 Anything else that escapes is a bug in convision: the CLI exits with code 1 and ``--debug``
 shows the traceback.
 """
+
 from __future__ import annotations
 
 

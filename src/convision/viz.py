@@ -1,4 +1,5 @@
 """Pictures: palettes, colour masks, overlays and training curves."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
     return colors
 
 
-def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int = 255) -> np.ndarray:
+def colorize(
+    mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: int = 255
+) -> np.ndarray:
     """Index mask [H,W] -> RGB uint8 [H,W,3]; ignored pixels are white."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[: len(colors)] = np.asarray(colors, dtype=np.uint8)[:256]
@@ -34,7 +37,12 @@ def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_index: in
     return lut[np.asarray(mask, dtype=np.uint8)]
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, colors: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    colors: Sequence[Sequence[int]],
+    alpha: float = 0.5,
+) -> np.ndarray:
     """Blend a colour mask over an RGB uint8 image; background (class 0) is left clear."""
     color = colorize(mask, colors).astype(np.float32)
     out = image.astype(np.float32)
@@ -50,12 +58,22 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    records = [
+        json.loads(line)
+        for line in Path(metrics_jsonl).read_text().splitlines()
+        if line.strip()
+    ]
     if not records:
         return
-    keys = [k for k, v in records[-1].items() if isinstance(v, (int, float)) and k != "epoch"]
+    keys = [
+        k
+        for k, v in records[-1].items()
+        if isinstance(v, (int, float)) and k != "epoch"
+    ]
     losses = [k for k in keys if "loss" in k]
-    others = [k for k in keys if k not in losses and k not in ("lr", "time", "images_per_s")]
+    others = [
+        k for k in keys if k not in losses and k not in ("lr", "time", "images_per_s")
+    ]
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for k in losses:
@@ -74,7 +92,9 @@ def plot_curves(metrics_jsonl: str | Path, out_png: str | Path) -> None:
     plt.close(fig)
 
 
-def save_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], out_png: str | Path) -> None:
+def save_grid(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], out_png: str | Path
+) -> None:
     """A table of RGB images, one column per title, written as a PNG."""
     import matplotlib
 
@@ -82,7 +102,9 @@ def save_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], out_p
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), len(titles)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(2.4 * n_cols, 2.4 * n_rows), squeeze=False
+    )
     for r, row in enumerate(rows):
         for c, img in enumerate(row):
             ax = axes[r][c]
@@ -97,7 +119,12 @@ def save_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], out_p
     plt.close(fig)
 
 
-def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], out_png: str | Path, normalize: bool = True) -> None:
+def plot_confusion_matrix(
+    matrix: np.ndarray,
+    classes: Sequence[str],
+    out_png: str | Path,
+    normalize: bool = True,
+) -> None:
     """Confusion matrix (rows: true class, columns: predicted) as a PNG; with ``normalize`` the
     colours are row shares (recall) and each cell shows its count."""
     import matplotlib
@@ -120,8 +147,17 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], out_png: s
     if n <= 30:
         for t in range(n):
             for p in range(n):
-                ax.text(p, t, f"{int(mat[t, p])}", ha="center", va="center", fontsize=7,
-                        color="white" if shown[t, p] > 0.5 * (shown.max() or 1) else "black")
+                ax.text(
+                    p,
+                    t,
+                    f"{int(mat[t, p])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white"
+                    if shown[t, p] > 0.5 * (shown.max() or 1)
+                    else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
     fig.tight_layout()
@@ -130,8 +166,13 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: Sequence[str], out_png: s
     plt.close(fig)
 
 
-def save_captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], out_png: str | Path, cols: int = 6,
-                        title: str = "") -> None:
+def save_captioned_grid(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    out_png: str | Path,
+    cols: int = 6,
+    title: str = "",
+) -> None:
     """RGB (or grey) images with a caption each, ``cols`` per row, as a PNG (e.g. misclassified examples)."""
     import matplotlib
 
@@ -141,13 +182,17 @@ def save_captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], o
     n = len(images)
     cols = max(1, min(cols, n)) if n else 1
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.2 * cols, 2.5 * rows), squeeze=False
+    )
     for k, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])
         if k < n:
             img = np.asarray(images[k])
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+            ax.imshow(
+                img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest"
+            )
             ax.set_title(captions[k], fontsize=7)
         else:
             ax.axis("off")
@@ -161,8 +206,16 @@ def save_captioned_grid(images: Sequence[np.ndarray], captions: Sequence[str], o
     plt.close(fig)
 
 
-def save_heatmap(image: np.ndarray, prob_map: np.ndarray, box: Sequence[float], out_png: str | Path, *, stride: float,
-                 window: float, title: str = "") -> None:
+def save_heatmap(
+    image: np.ndarray,
+    prob_map: np.ndarray,
+    box: Sequence[float],
+    out_png: str | Path,
+    *,
+    stride: float,
+    window: float,
+    title: str = "",
+) -> None:
     """A class-probability map over an image: cell (i, j) is drawn over the centre of its window
     (``j*stride .. +window``), the best window's ``box`` (x1, y1, x2, y2) as a rectangle."""
     import matplotlib
@@ -177,9 +230,21 @@ def save_heatmap(image: np.ndarray, prob_map: np.ndarray, box: Sequence[float], 
     extent = (off, off + mw * stride, off + mh * stride, off)
     fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.4))
     ax.imshow(image)
-    im = ax.imshow(prob_map, cmap="jet", alpha=0.45, vmin=0, vmax=1, extent=extent, interpolation="bilinear")
+    im = ax.imshow(
+        prob_map,
+        cmap="jet",
+        alpha=0.45,
+        vmin=0,
+        vmax=1,
+        extent=extent,
+        interpolation="bilinear",
+    )
     x1, y1, x2, y2 = box
-    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2))
+    ax.add_patch(
+        Rectangle(
+            (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="white", linewidth=2
+        )
+    )
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_xticks([])
@@ -193,8 +258,13 @@ def save_heatmap(image: np.ndarray, prob_map: np.ndarray, box: Sequence[float], 
     plt.close(fig)
 
 
-def draw_box(image: np.ndarray, box: Sequence[float], caption: str = "", color: tuple[int, int, int] = (255, 40, 40),
-             width: int = 0) -> np.ndarray:
+def draw_box(
+    image: np.ndarray,
+    box: Sequence[float],
+    caption: str = "",
+    color: tuple[int, int, int] = (255, 40, 40),
+    width: int = 0,
+) -> np.ndarray:
     """``image`` (HxWx3 or HxW uint8) with the xyxy pixel ``box`` and a ``caption`` drawn
     (``torchvision.utils.draw_bounding_boxes``); returns a new HxWx3 uint8 array."""
     import torch
@@ -209,5 +279,11 @@ def draw_box(image: np.ndarray, box: Sequence[float], caption: str = "", color: 
     b[:, 1::2] = b[:, 1::2].clamp(0, h - 1)
     width = width or max(1, round(min(h, w) / 100))
     img = torch.from_numpy(np.ascontiguousarray(a[:, :, :3].transpose(2, 0, 1)))
-    drawn = draw_bounding_boxes(img, b, labels=[caption] if caption else None, colors=[tuple(color)], width=width)
+    drawn = draw_bounding_boxes(
+        img,
+        b,
+        labels=[caption] if caption else None,
+        colors=[tuple(color)],
+        width=width,
+    )
     return drawn.permute(1, 2, 0).numpy().copy()

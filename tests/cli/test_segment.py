@@ -1,5 +1,6 @@
 """End to end through the command line: train, eval, predict on tiny generated data, and the
 bad-input contract (one line on stderr, exit 2, no traceback)."""
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,33 @@ def test_train_writes_a_self_describing_run(trained):
 
 def test_eval_prints_metrics_and_writes_json(trained, capsys):
     out_json = trained / "e.json"
-    assert main(["segment", "eval", "--checkpoint", str(trained / "best.pt"), "--workers", "0", "--no-progress",
-                 "--json", str(out_json)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "eval",
+                "--checkpoint",
+                str(trained / "best.pt"),
+                "--workers",
+                "0",
+                "--no-progress",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     for word in ("pixel", "mean", "IoU", "background"):
         assert word.lower() in printed.lower()
     metrics = json.loads(out_json.read_text())
-    assert set(metrics) >= {"pixel_accuracy", "mean_accuracy", "miou", "fwiou", "per_class_iou"}
+    assert set(metrics) >= {
+        "pixel_accuracy",
+        "mean_accuracy",
+        "miou",
+        "fwiou",
+        "per_class_iou",
+    }
     assert metrics["num_images"] == 4
 
 
@@ -43,10 +64,27 @@ def test_predict_writes_masks_colour_masks_and_overlays(trained, tmp_path):
     images = tmp_path / "in"
     images.mkdir()
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(images / "a.png")
-    Image.fromarray(rng.integers(0, 255, (33, 41), dtype=np.uint8)).save(images / "b.jpg")  # grayscale JPEG
+    Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(
+        images / "a.png"
+    )
+    Image.fromarray(rng.integers(0, 255, (33, 41), dtype=np.uint8)).save(
+        images / "b.jpg"
+    )  # grayscale JPEG
     out = tmp_path / "pred"
-    assert main(["segment", "predict", str(images), "--checkpoint", str(trained / "best.pt"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                str(images),
+                "--checkpoint",
+                str(trained / "best.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mask = np.array(Image.open(out / "masks" / "a.png"))
     assert mask.shape == (50, 70) and mask.max() < 4
     assert np.array(Image.open(out / "masks" / "b.png")).shape == (33, 41)
@@ -55,7 +93,17 @@ def test_predict_writes_masks_colour_masks_and_overlays(trained, tmp_path):
 
 
 def test_missing_data_folder(tmp_path):
-    proc = run_cli(["segment", "train", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        [
+            "segment",
+            "train",
+            *TINY,
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert_clean_error(proc, "nope")
 
 
@@ -71,11 +119,15 @@ def test_mask_of_the_wrong_size(tmp_path):
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(5):
-        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(
+            root / "images" / f"im{i}.png"
+        )
         mask = np.zeros((32, 32) if i != 3 else (30, 32), np.uint8)
         mask[4:12, 4:12] = 1
         Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        ["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")]
+    )
     assert_clean_error(proc, "im3.png")
 
 
@@ -87,14 +139,36 @@ def test_corrupt_checkpoint(tmp_path):
 
 
 def test_predict_missing_input(trained, tmp_path):
-    proc = run_cli(["segment", "predict", str(tmp_path / "missing.png"), "--checkpoint", str(trained / "best.pt"),
-                    "--out", str(tmp_path / "p")])
+    proc = run_cli(
+        [
+            "segment",
+            "predict",
+            str(tmp_path / "missing.png"),
+            "--checkpoint",
+            str(trained / "best.pt"),
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
     assert_clean_error(proc, "missing.png")
 
 
 def test_bad_flag_value_and_unknown_model(tmp_path):
     assert_clean_error(run_cli(["segment", "train", "--epochs", "two"]), "epochs")
-    assert_clean_error(run_cli(["segment", "train", *TINY, "--model", "fcn4s", "--out", str(tmp_path / "o")]), "fcn4s")
+    assert_clean_error(
+        run_cli(
+            [
+                "segment",
+                "train",
+                *TINY,
+                "--model",
+                "fcn4s",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        "fcn4s",
+    )
 
 
 def test_existing_run_is_not_overwritten_without_asking(trained):
@@ -106,7 +180,9 @@ def _folder(root: Path, n: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(n):
-        Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(np.full((*size, 3), 40 * i, np.uint8)).save(
+            root / "images" / f"im{i}.png"
+        )
         mask = np.zeros(size, np.uint8)
         mask[4:12, 4:12] = 1
         Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
@@ -115,11 +191,15 @@ def _folder(root: Path, n: int = 5, size: tuple[int, int] = (32, 32)) -> Path:
 
 def test_truncated_image(tmp_path):
     root = _folder(tmp_path / "ds")
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / "im2.jpg")
+    Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    ).save(root / "images" / "im2.jpg")
     (root / "images" / "im2.png").unlink()
     data = (root / "images" / "im2.jpg").read_bytes()
     (root / "images" / "im2.jpg").write_bytes(data[: len(data) // 2])
-    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        ["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")]
+    )
     assert_clean_error(proc, "im2.jpg")
 
 
@@ -129,7 +209,9 @@ def test_mask_value_beyond_the_classes(tmp_path):
     bad = np.zeros((32, 32), np.uint8)
     bad[0, 0] = 7
     Image.fromarray(bad).save(root / "masks" / "im4.png")
-    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        ["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")]
+    )
     assert_clean_error(proc, "im4.png", "7")
 
 
@@ -137,21 +219,51 @@ def test_empty_data_set(tmp_path):
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    proc = run_cli(["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        ["segment", "train", *TINY, "--data", str(root), "--out", str(tmp_path / "o")]
+    )
     assert_clean_error(proc, "ds")
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    proc = run_cli(["--debug", "segment", "train", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        [
+            "--debug",
+            "segment",
+            "train",
+            *TINY,
+            "--data",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
 
 
 def test_staged_training_init_from(tmp_path, capsys):
     s32, s16 = tmp_path / "s32", tmp_path / "s16"
-    assert main(["segment", "train", *TINY, "--model", "fcn32s", "--out", str(s32)]) == 0
+    assert (
+        main(["segment", "train", *TINY, "--model", "fcn32s", "--out", str(s32)]) == 0
+    )
     capsys.readouterr()
-    assert main(["segment", "train", *TINY, "--model", "fcn16s", "--init-from", str(s32 / "best.pt"), "--out", str(s16)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "train",
+                *TINY,
+                "--model",
+                "fcn16s",
+                "--init-from",
+                str(s32 / "best.pt"),
+                "--out",
+                str(s16),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "init-from" in printed and "score_pool4" in printed
     import torch
@@ -165,5 +277,15 @@ def test_staged_training_init_from(tmp_path, capsys):
 def test_init_from_an_unrelated_file(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"junk")
-    proc = run_cli(["segment", "train", *TINY, "--init-from", str(bad), "--out", str(tmp_path / "o")])
+    proc = run_cli(
+        [
+            "segment",
+            "train",
+            *TINY,
+            "--init-from",
+            str(bad),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert_clean_error(proc, "x.pt")

@@ -1,4 +1,5 @@
 """Classification data: ImageFolder / CSV / IDX / synthetic, fraction, hold-out, grayscale, errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -31,18 +32,28 @@ from convision.tasks.classify import ClassifyDataConfig
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def write_folder(root: Path, classes=("cat", "dog", "fox", "owl"), per_class=5, size=(20, 24), gray=False) -> Path:
+def write_folder(
+    root: Path,
+    classes=("cat", "dog", "fox", "owl"),
+    per_class=5,
+    size=(20, 24),
+    gray=False,
+) -> Path:
     rng = np.random.default_rng(0)
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
         for k in range(per_class):
             shape = size if gray else (*size, 3)
-            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / c / f"{k}.png")
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(
+                root / c / f"{k}.png"
+            )
     return root
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        struct.pack(">I", d) for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -51,7 +62,9 @@ def write_idx_folder(root: Path, n_train=40, n_val=10) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(1)
     for prefix, n in (("train", n_train), ("t10k", n_val)):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)))
+        write_idx(
+            root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28))
+        )
         write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return root
 
@@ -78,7 +91,12 @@ def test_idx_parsing_and_fashion_names(tmp_path):
     assert detect_format(str(root)) == "idx"
     train = IDXClassification(root, "train")
     val = IDXClassification(root, "val")
-    assert len(train) == 40 and len(val) == 10 and train.classes[0] == "T-shirt/top" and len(train.classes) == 10
+    assert (
+        len(train) == 40
+        and len(val) == 10
+        and train.classes[0] == "T-shirt/top"
+        and len(train.classes) == 10
+    )
     image, label = train[13]
     assert image.shape == (3, 28, 28) and label == 3
     assert np.array_equal(image[1].numpy(), arr[13])
@@ -87,7 +105,9 @@ def test_idx_parsing_and_fashion_names(tmp_path):
     bad.parent.mkdir()
     with gzip.open(bad, "wb") as f:
         f.write(bytes([0, 0, 8, 1]) + struct.pack(">I", 100) + bytes(10))
-    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: IDX header says 100"):
+    with pytest.raises(
+        DataError, match="train-labels-idx1-ubyte.gz: IDX header says 100"
+    ):
         read_idx(bad)
     with gzip.open(bad, "wb") as f:
         f.write(b"PK\x03\x04hello")
@@ -114,23 +134,38 @@ def test_build_from_config_folder_holdout_idx_fraction(tmp_path):
     cfg = ClassifyDataConfig(data=str(root), val_fraction=0.2)
     tr = build_classification_dataset(cfg, "train")
     va = build_classification_dataset(cfg, "val", classes=tr.classes)
-    assert len(tr) == 16 and len(va) == 4 and not {tr.name(i) for i in range(16)} & {va.name(i) for i in range(4)}
+    assert (
+        len(tr) == 16
+        and len(va) == 4
+        and not {tr.name(i) for i in range(16)} & {va.name(i) for i in range(4)}
+    )
     split_root = tmp_path / "s"
     write_folder(split_root / "train")
     write_folder(split_root / "val", per_class=2)
     cfg = ClassifyDataConfig(data=str(split_root))
-    assert len(build_classification_dataset(cfg, "train")) == 20 and len(build_classification_dataset(cfg, "val")) == 8
-    cfg = ClassifyDataConfig(data=str(write_idx_folder(tmp_path / "fm", n_train=100)), fraction=0.1)
+    assert (
+        len(build_classification_dataset(cfg, "train")) == 20
+        and len(build_classification_dataset(cfg, "val")) == 8
+    )
+    cfg = ClassifyDataConfig(
+        data=str(write_idx_folder(tmp_path / "fm", n_train=100)), fraction=0.1
+    )
     tr = build_classification_dataset(cfg, "train")
     assert len(tr) == 10 and sorted(tr.targets) == list(range(10))
 
 
 def test_csv(tmp_path):
     root = write_folder(tmp_path / "d", per_class=2)
-    rows = ["path,label"] + [f"d/{c}/{k}.png,{c}" for c in ("owl", "cat") for k in range(2)]
+    rows = ["path,label"] + [
+        f"d/{c}/{k}.png,{c}" for c in ("owl", "cat") for k in range(2)
+    ]
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     ds = CSVClassification(tmp_path / "list.csv")
-    assert ds.classes == ["cat", "owl"] and ds.targets == [1, 1, 0, 0] and ds[0][0].shape == (3, 20, 24)
+    assert (
+        ds.classes == ["cat", "owl"]
+        and ds.targets == [1, 1, 0, 0]
+        and ds[0][0].shape == (3, 20, 24)
+    )
     assert root.is_dir()
     (tmp_path / "bad.csv").write_text("d/cat/0.png,cat\nd/cat/missing.png,cat\n")
     with pytest.raises(DataError) as e:
@@ -146,7 +181,9 @@ def test_folder_errors_are_one_line(tmp_path):
     (root / "empty").mkdir()
     with pytest.raises(DataError) as e:
         ImageFolderClassification(root)
-    assert "empty: class folder holds no images" in str(e.value) and "\n" not in str(e.value)
+    assert "empty: class folder holds no images" in str(e.value) and "\n" not in str(
+        e.value
+    )
     (tmp_path / "flat").mkdir()
     with pytest.raises(DataError, match="no class folders"):
         ImageFolderClassification(tmp_path / "flat")
@@ -155,17 +192,30 @@ def test_folder_errors_are_one_line(tmp_path):
 
 
 def test_synthetic_labels_are_shapes():
-    ds = SyntheticClassification("train", num_images=12, image_size=32, num_classes=4, seed=0)
+    ds = SyntheticClassification(
+        "train", num_images=12, image_size=32, num_classes=4, seed=0
+    )
     assert ds.classes == ["disc", "square", "triangle"]
     from convision.data.synthetic import make_scene
 
     for i in range(12):
         image, label = ds[i]
         assert image.shape == (3, 32, 32)
-        assert label == make_scene(i, seed=0, image_size=32, num_classes=4, max_objects=1).label - 1
+        assert (
+            label
+            == make_scene(i, seed=0, image_size=32, num_classes=4, max_objects=1).label
+            - 1
+        )
     val = SyntheticClassification("val", num_images=3, image_size=32, num_classes=4)
     assert not torch.equal(val[0][0], ds[0][0])
     sub = ds.select([3, 5])
     assert len(sub) == 2 and sub.targets == [ds.targets[3], ds.targets[5]]
-    cfg = SimpleNamespace(**{**ClassifyDataConfig().__dict__, "num_train": 30, "scene_size": 32, "fraction": 0.5})
+    cfg = SimpleNamespace(
+        **{
+            **ClassifyDataConfig().__dict__,
+            "num_train": 30,
+            "scene_size": 32,
+            "fraction": 0.5,
+        }
+    )
     assert len(build_classification_dataset(cfg, "train")) < 30

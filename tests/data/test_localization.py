@@ -1,4 +1,5 @@
 """Localization data: one-shape scenes, annotation files (CSV/JSON) and their errors, box-aware transforms."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ torch.set_num_threads(1)
 MEAN, STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
 
 
-def write_annotated(root: Path, n_per_class: int = 3, size: tuple[int, int] = (40, 60), fmt: str = "csv",
-                    classes: tuple[str, ...] = ("cat", "dog")) -> Path:
+def write_annotated(
+    root: Path,
+    n_per_class: int = 3,
+    size: tuple[int, int] = (40, 60),
+    fmt: str = "csv",
+    classes: tuple[str, ...] = ("cat", "dog"),
+) -> Path:
     """Images (h, w = size) each holding one filled rectangle; returns the annotation file."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "img").mkdir(exist_ok=True)
@@ -39,17 +45,25 @@ def write_annotated(root: Path, n_per_class: int = 3, size: tuple[int, int] = (4
         for k in range(n_per_class):
             a = np.full((h, w, 3), 30, np.uint8)
             x1, y1 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
-            x2, y2 = x1 + int(rng.integers(6, w // 2)), y1 + int(rng.integers(6, h // 2))
+            x2, y2 = (
+                x1 + int(rng.integers(6, w // 2)),
+                y1 + int(rng.integers(6, h // 2)),
+            )
             a[y1:y2, x1:x2] = (220, 40, 40) if c == 0 else (40, 40, 220)
             name = f"img/{cls}_{k}.png"
             Image.fromarray(a).save(root / name)
             rows.append((name, cls, [x1, y1, x2, y2]))
     if fmt == "csv":
         path = root / "ann.csv"
-        path.write_text("path,class,x1,y1,x2,y2\n" + "".join(f"{p},{c},{b[0]},{b[1]},{b[2]},{b[3]}\n" for p, c, b in rows))
+        path.write_text(
+            "path,class,x1,y1,x2,y2\n"
+            + "".join(f"{p},{c},{b[0]},{b[1]},{b[2]},{b[3]}\n" for p, c, b in rows)
+        )
     else:
         path = root / "ann.json"
-        path.write_text(json.dumps([{"image": p, "class": c, "box": b} for p, c, b in rows]))
+        path.write_text(
+            json.dumps([{"image": p, "class": c, "box": b} for p, c, b in rows])
+        )
     return path
 
 
@@ -63,7 +77,11 @@ def test_synthetic_scenes_have_exactly_one_object_whose_box_is_the_shape():
         box = target["box"][0].tolist()
         ys, xs = np.nonzero(s.mask)
         assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-        assert target["label"] == int(s.labels[0]) - 1 and tuple(image.shape) == (3, 48, 48)
+        assert target["label"] == int(s.labels[0]) - 1 and tuple(image.shape) == (
+            3,
+            48,
+            48,
+        )
     val = SyntheticLocalization("val", 3, 48, 6, seed=3)
     assert not np.array_equal(val.load(0), ds.load(0))
 
@@ -76,12 +94,18 @@ def test_annotation_file_reads_boxes_classes_and_holds_out(tmp_path, fmt):
     image, target = ds[0]
     x1, y1, x2, y2 = (int(v) for v in target["box"][0].tolist())
     a = image.permute(1, 2, 0).numpy()
-    assert (a[y1:y2, x1:x2] == (220, 40, 40)).all() and tuple(target["box"].canvas_size) == (40, 60)
+    assert (a[y1:y2, x1:x2] == (220, 40, 40)).all() and tuple(
+        target["box"].canvas_size
+    ) == (40, 60)
     cfg = SimpleNamespace(data=str(path), val_data="", val_fraction=0.34, data_seed=0)
     train = build_localization_dataset(cfg, "train")
     val = build_localization_dataset(cfg, "val", classes=train.classes)
-    assert len(train) + len(val) == 6 and len(val) == 2 and sorted(val.targets) == [0, 1]
-    assert not set(train.name(i) for i in range(len(train))) & set(val.name(i) for i in range(len(val)))
+    assert (
+        len(train) + len(val) == 6 and len(val) == 2 and sorted(val.targets) == [0, 1]
+    )
+    assert not set(train.name(i) for i in range(len(train))) & set(
+        val.name(i) for i in range(len(val))
+    )
 
 
 def _expect_error(path: Path, where: str, words: str, classes=None) -> None:
@@ -121,19 +145,27 @@ def test_bad_json_annotations_name_file_and_entry(tmp_path):
     _expect_error(path, "entry 0", "unknown class 'owl'", classes=["cat", "dog"])
 
 
-def _painted(h: int, w: int, box: tuple[int, int, int, int]) -> tuple[tv_tensors.Image, dict]:
+def _painted(
+    h: int, w: int, box: tuple[int, int, int, int]
+) -> tuple[tv_tensors.Image, dict]:
     a = torch.zeros(3, h, w, dtype=torch.uint8)
     x1, y1, x2, y2 = box
     a[0, y1:y2, x1:x2] = 255
-    target = {"box": tv_tensors.BoundingBoxes(torch.tensor([box], dtype=torch.float32), format="XYXY", canvas_size=(h, w)),
-              "label": 1}
+    target = {
+        "box": tv_tensors.BoundingBoxes(
+            torch.tensor([box], dtype=torch.float32), format="XYXY", canvas_size=(h, w)
+        ),
+        "label": 1,
+    }
     return tv_tensors.Image(a), target
 
 
 @pytest.mark.parametrize("flip", [False, True])
 def test_resize_and_flip_keep_the_box_on_the_painted_object(flip):
     image, target = _painted(30, 80, (50, 6, 70, 21))  # non-square, right-hand side
-    steps = [v2.Resize((32, 32), antialias=True)] + ([v2.RandomHorizontalFlip(1.0)] if flip else [])
+    steps = [v2.Resize((32, 32), antialias=True)] + (
+        [v2.RandomHorizontalFlip(1.0)] if flip else []
+    )
     tf = LocalizationTransform(steps + [v2.ToDtype(torch.float32, scale=True)])
     img, box, label = tf(image, target)
     assert label == 1 and tuple(img.shape) == (3, 32, 32)
@@ -141,7 +173,12 @@ def test_resize_and_flip_keep_the_box_on_the_painted_object(flip):
     red = img[0] > 0.5
     ys, xs = torch.nonzero(red, as_tuple=True)
     # the red region and the box agree to a pixel (antialiasing blurs one pixel at the edges)
-    assert abs(xs.min() - x1) <= 1 and abs(xs.max() + 1 - x2) <= 1 and abs(ys.min() - y1) <= 1 and abs(ys.max() + 1 - y2) <= 1
+    assert (
+        abs(xs.min() - x1) <= 1
+        and abs(xs.max() + 1 - x2) <= 1
+        and abs(ys.min() - y1) <= 1
+        and abs(ys.max() + 1 - y2) <= 1
+    )
     assert (x1 < 16) == flip  # the object moved to the left half exactly when flipped
     inside = red[int(y1) + 1 : int(y2) - 1, int(x1) + 1 : int(x2) - 1]
     assert inside.all()
@@ -149,11 +186,22 @@ def test_resize_and_flip_keep_the_box_on_the_painted_object(flip):
 
 def test_train_and_eval_pipelines_give_normalised_boxes_and_collate():
     ds = SyntheticLocalization("train", 4, (40, 56), 6)
-    ds.transforms = localization_train_transforms(32, MEAN, STD, hflip=True, color_jitter=0.3)
+    ds.transforms = localization_train_transforms(
+        32, MEAN, STD, hflip=True, color_jitter=0.3
+    )
     batch = localization_collate([ds[i] for i in range(4)])
     x, boxes, labels = batch
-    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and boxes.shape == (4, 4) and labels.shape == (4,)
-    assert (boxes >= 0).all() and (boxes <= 1).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    assert (
+        x.shape == (4, 3, 32, 32)
+        and x.dtype == torch.float32
+        and boxes.shape == (4, 4)
+        and labels.shape == (4,)
+    )
+    assert (
+        (boxes >= 0).all()
+        and (boxes <= 1).all()
+        and (boxes[:, 2:] > boxes[:, :2]).all()
+    )
     ds.transforms = localization_eval_transforms(32, MEAN, STD)
     _, b, _ = ds[1]
     box, _ = ds.annotation(1)

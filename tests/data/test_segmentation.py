@@ -59,7 +59,9 @@ def test_read_image_modes(tmp_path):
 
     rgba = np.dstack([rgb, np.full((8, 10), 7, np.uint8)])
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "rgba.png"), rgb)  # alpha dropped, colours kept
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "rgba.png"), rgb
+    )  # alpha dropped, colours kept
 
     Image.fromarray(np.dstack([grey, grey]), mode="LA").save(tmp_path / "la.png")
     np.testing.assert_array_equal(read_image(tmp_path / "la.png")[:, :, 0], grey)
@@ -69,14 +71,18 @@ def test_read_image_modes(tmp_path):
 
     idx = (np.arange(80).reshape(8, 10) % 21).astype(np.uint8)
     _palette_png(tmp_path / "p.png", idx)
-    np.testing.assert_array_equal(read_image(tmp_path / "p.png"), np.array(voc_palette(21), np.uint8)[idx])
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "p.png"), np.array(voc_palette(21), np.uint8)[idx]
+    )
 
 
 def test_read_image_16_bit_is_scaled(tmp_path):
     a = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
     Image.fromarray(a).save(tmp_path / "g16.png")  # I;16 PNG
     assert Image.open(tmp_path / "g16.png").mode.startswith("I")
-    np.testing.assert_array_equal(read_image(tmp_path / "g16.png")[0, :, 0], [0, 1, 128, 255])
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "g16.png")[0, :, 0], [0, 1, 128, 255]
+    )
 
 
 def test_read_image_errors(tmp_path):
@@ -113,7 +119,9 @@ def test_read_mask_grey_and_16_bit(tmp_path):
     Image.fromarray(idx.astype(np.uint16)).save(tmp_path / "i16.png")
     out = read_mask(tmp_path / "i16.png", num_classes=6)
     np.testing.assert_array_equal(out, idx)
-    Image.fromarray(np.dstack([idx] * 3)).save(tmp_path / "grey_rgb.png")  # grey saved as RGB is fine
+    Image.fromarray(np.dstack([idx] * 3)).save(
+        tmp_path / "grey_rgb.png"
+    )  # grey saved as RGB is fine
     np.testing.assert_array_equal(read_mask(tmp_path / "grey_rgb.png"), idx)
 
 
@@ -121,9 +129,13 @@ def test_read_mask_errors(tmp_path):
     Image.fromarray(_rgb()).save(tmp_path / "colour.png")
     with pytest.raises(DataError) as e:
         read_mask(tmp_path / "colour.png")
-    _one_line_error(e, "colour.png", "expected a class-index or palette PNG, got an RGB image")
+    _one_line_error(
+        e, "colour.png", "expected a class-index or palette PNG, got an RGB image"
+    )
 
-    Image.fromarray(np.array([[0, 7], [255, 2]], np.uint8), mode="L").save(tmp_path / "range.png")
+    Image.fromarray(np.array([[0, 7], [255, 2]], np.uint8), mode="L").save(
+        tmp_path / "range.png"
+    )
     with pytest.raises(DataError) as e:
         read_mask(tmp_path / "range.png", num_classes=6)
     _one_line_error(e, "range.png", "mask has value 7 but the data set has 6 classes")
@@ -142,12 +154,24 @@ def test_synthetic_dataset_types_and_splits():
     tr = SyntheticSegmentation("train", num_images=3, image_size=32)
     va = SyntheticSegmentation("val", num_images=3, image_size=32)
     image, mask = tr[1]
-    assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.shape == (3, 32, 32)
-    assert isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64 and mask.shape == (32, 32)
+    assert (
+        isinstance(image, tv_tensors.Image)
+        and image.dtype == torch.uint8
+        and image.shape == (3, 32, 32)
+    )
+    assert (
+        isinstance(mask, tv_tensors.Mask)
+        and mask.dtype == torch.int64
+        and mask.shape == (32, 32)
+    )
     scene = make_scene(1, image_size=32)
     np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), scene.image)
     np.testing.assert_array_equal(mask.numpy(), scene.mask)
-    assert len(tr) == 3 and tr.classes[:3] == ["background", "disc", "square"] and len(tr.colors) == 6
+    assert (
+        len(tr) == 3
+        and tr.classes[:3] == ["background", "disc", "square"]
+        and len(tr.colors) == 6
+    )
     assert tr.name(2) == "synthetic/train/000002"
     train_images = {tr[i][0].numpy().tobytes() for i in range(3)}
     assert not train_images & {va[i][0].numpy().tobytes() for i in range(3)}
@@ -163,13 +187,26 @@ def test_synthetic_dataset_with_transforms_and_workers():
         calls.append(1)
         return image.float(), mask + 1
 
-    ds = SyntheticSegmentation("train", num_images=4, image_size=(24, 40), num_classes=3, transforms=t)
+    ds = SyntheticSegmentation(
+        "train", num_images=4, image_size=(24, 40), num_classes=3, transforms=t
+    )
     image, mask = ds[0]
-    assert calls and image.dtype == torch.float32 and image.shape == (3, 24, 40) and mask.min() >= 1
-    loader = torch.utils.data.DataLoader(SyntheticSegmentation("val", num_images=4, image_size=16), batch_size=2, num_workers=1)
+    assert (
+        calls
+        and image.dtype == torch.float32
+        and image.shape == (3, 24, 40)
+        and mask.min() >= 1
+    )
+    loader = torch.utils.data.DataLoader(
+        SyntheticSegmentation("val", num_images=4, image_size=16),
+        batch_size=2,
+        num_workers=1,
+    )
     batches = list(loader)
     assert len(batches) == 2 and batches[0][0].shape == (2, 3, 16, 16)
-    np.testing.assert_array_equal(batches[1][1][1].numpy(), make_scene(1_000_003, image_size=16).mask)
+    np.testing.assert_array_equal(
+        batches[1][1][1].numpy(), make_scene(1_000_003, image_size=16).mask
+    )
 
 
 def test_synthetic_dataset_bad_settings():
@@ -182,12 +219,16 @@ def test_synthetic_dataset_bad_settings():
 # ---------------------------------------------------------------------------------- folder
 
 
-def _folder(root: Path, stems=("a", "b", "c", "d", "e", "f"), classes: int = 4, size=(12, 16)) -> Path:
+def _folder(
+    root: Path, stems=("a", "b", "c", "d", "e", "f"), classes: int = 4, size=(12, 16)
+) -> Path:
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     rng = np.random.default_rng(0)
     for i, s in enumerate(stems):
-        Image.fromarray(_rgb(*size, seed=i)).save(root / "images" / f"{s}.{'jpg' if i % 2 else 'png'}")
+        Image.fromarray(_rgb(*size, seed=i)).save(
+            root / "images" / f"{s}.{'jpg' if i % 2 else 'png'}"
+        )
         m = rng.integers(0, classes, size, dtype=np.uint8)
         m[0, 0] = classes - 1
         m[1, 1] = IGNORE_INDEX
@@ -199,7 +240,9 @@ def test_folder_default_split_and_inferred_classes(tmp_path):
     root = _folder(tmp_path / "d")
     tr, va = SegmentationFolder(root, "train"), SegmentationFolder(root, "val")
     assert [Path(tr.name(i)).stem for i in range(len(tr))] == ["a", "b", "c", "d", "f"]
-    assert [Path(va.name(i)).stem for i in range(len(va))] == ["e"]  # every fifth sorted stem
+    assert [Path(va.name(i)).stem for i in range(len(va))] == [
+        "e"
+    ]  # every fifth sorted stem
     assert tr.classes == ["class_0", "class_1", "class_2", "class_3"]
     assert tr.colors == voc_palette(4)
     image, mask = tr[1]
@@ -233,7 +276,9 @@ def test_folder_errors(tmp_path):
     (root / "masks" / "c.png").unlink()
     with pytest.raises(DataError) as e:
         SegmentationFolder(root)
-    _one_line_error(e, "c.png", str(root / "masks" / "c.png"))  # names both image and mask
+    _one_line_error(
+        e, "c.png", str(root / "masks" / "c.png")
+    )  # names both image and mask
 
     root = _folder(tmp_path / "listed")
     (root / "val.txt").write_text("a\nzzz\n")
@@ -261,7 +306,9 @@ def test_folder_errors(tmp_path):
 
 def test_folder_validate_finds_bad_samples(tmp_path):
     root = _folder(tmp_path / "size")
-    Image.fromarray(np.zeros((10, 16), np.uint8), mode="L").save(root / "masks" / "b.png")
+    Image.fromarray(np.zeros((10, 16), np.uint8), mode="L").save(
+        root / "masks" / "b.png"
+    )
     ds = SegmentationFolder(root, "train")
     with pytest.raises(DataError) as e:
         ds.validate()
@@ -269,7 +316,9 @@ def test_folder_validate_finds_bad_samples(tmp_path):
 
     root = _folder(tmp_path / "range")
     (root / "classes.txt").write_text("bg\nx\ny\nz\n")
-    Image.fromarray(np.full((12, 16), 9, np.uint8), mode="L").save(root / "masks" / "d.png")
+    Image.fromarray(np.full((12, 16), 9, np.uint8), mode="L").save(
+        root / "masks" / "d.png"
+    )
     with pytest.raises(DataError) as e:
         SegmentationFolder(root, "train").validate()
     _one_line_error(e, "d.png", "mask has value 9 but the data set has 4 classes")
@@ -302,9 +351,15 @@ def _voc(base: Path) -> Path:
 
 def test_voc_layout(tmp_path):
     voc = _voc(tmp_path)
-    for root in (tmp_path, tmp_path / "VOCdevkit", voc):  # VOC2012 itself or a folder above it
+    for root in (
+        tmp_path,
+        tmp_path / "VOCdevkit",
+        voc,
+    ):  # VOC2012 itself or a folder above it
         tr = VOCSegmentation(root, "train")
-        assert len(tr) == 2 and tr.classes == list(VOC_CLASSES) and len(tr.classes) == 21
+        assert (
+            len(tr) == 2 and tr.classes == list(VOC_CLASSES) and len(tr.classes) == 21
+        )
         assert tr.colors == voc_palette(21)
         image, mask = tr[0]
         assert image.shape == (3, 10, 14) and mask.dtype == torch.int64
@@ -332,23 +387,44 @@ def test_voc_errors(tmp_path):
 
 
 def test_build_segmentation_dataset(tmp_path):
-    cfg = SegmentDataConfig(num_train=5, num_val=2, scene_size=24, num_classes=3, data_seed=4)
-    tr, va = build_segmentation_dataset(cfg, "train"), build_segmentation_dataset(cfg, "val")
+    cfg = SegmentDataConfig(
+        num_train=5, num_val=2, scene_size=24, num_classes=3, data_seed=4
+    )
+    tr, va = (
+        build_segmentation_dataset(cfg, "train"),
+        build_segmentation_dataset(cfg, "val"),
+    )
     assert isinstance(tr, SyntheticSegmentation) and len(tr) == 5 and len(va) == 2
     assert tr.num_classes == 3 and tr[0][0].shape == (3, 24, 24)
-    np.testing.assert_array_equal(tr[0][1].numpy(), make_scene(0, seed=4, image_size=24, num_classes=3).mask)
+    np.testing.assert_array_equal(
+        tr[0][1].numpy(), make_scene(0, seed=4, image_size=24, num_classes=3).mask
+    )
 
     _voc(tmp_path / "v")
-    assert isinstance(build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "v")), "train"), VOCSegmentation)
+    assert isinstance(
+        build_segmentation_dataset(
+            SegmentDataConfig(data=str(tmp_path / "v")), "train"
+        ),
+        VOCSegmentation,
+    )
     _folder(tmp_path / "f")
-    assert isinstance(build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "f"), format="folder"), "val"), SegmentationFolder)
+    assert isinstance(
+        build_segmentation_dataset(
+            SegmentDataConfig(data=str(tmp_path / "f"), format="folder"), "val"
+        ),
+        SegmentationFolder,
+    )
 
     with pytest.raises(ConfigError) as e:
-        build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "f"), format="coco"), "train")
+        build_segmentation_dataset(
+            SegmentDataConfig(data=str(tmp_path / "f"), format="coco"), "train"
+        )
     _one_line_error(e, "format", "coco")
     (tmp_path / "other").mkdir()
     with pytest.raises(DataError) as e:
-        build_segmentation_dataset(SegmentDataConfig(data=str(tmp_path / "other")), "train")
+        build_segmentation_dataset(
+            SegmentDataConfig(data=str(tmp_path / "other")), "train"
+        )
     _one_line_error(e, "other", "unknown data layout")
 
 
@@ -367,11 +443,18 @@ def test_default_crop_is_the_data_size_up_to_320(tmp_path):
     (root / "classes.txt").write_text("bg\nfg\n")
     (root / "val.txt").write_text("2\n")
     train = SegmentationFolder(root, "train")
-    assert largest_image_size(train) == (48, 60) and default_crop_size(train) == (48, 60)
+    assert largest_image_size(train) == (48, 60) and default_crop_size(train) == (
+        48,
+        60,
+    )
     assert default_crop_size(SegmentationFolder(root, "val")) == (40, 320)
     cfg = SegmentDataConfig(data=str(root), scale_min=1.0, scale_max=1.0)
     train_set, _ = build_datasets(cfg)
     image, mask = train_set[0]
     assert tuple(image.shape) == (3, 48, 60) and tuple(mask.shape) == (48, 60)
     cfg.crop_size = 32
-    assert tuple(build_datasets(cfg)[0][0][0].shape) == (3, 32, 32)  # an explicit crop wins
+    assert tuple(build_datasets(cfg)[0][0][0].shape) == (
+        3,
+        32,
+        32,
+    )  # an explicit crop wins

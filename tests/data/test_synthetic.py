@@ -54,7 +54,12 @@ def test_mask_instances_boxes_labels_agree(num_classes):
         for k in range(1, n + 1):
             ys, xs = np.nonzero(s.instances == k)
             x1, y1, x2, y2 = s.boxes[k - 1]
-            assert (x1, y1, x2, y2) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)  # x2/y2 exclusive
+            assert (x1, y1, x2, y2) == (
+                xs.min(),
+                ys.min(),
+                xs.max() + 1,
+                ys.max() + 1,
+            )  # x2/y2 exclusive
             assert np.unique(s.mask[ys, xs]).tolist() == [s.labels[k - 1]]
         if n:
             assert s.label == s.labels[int(np.argmax(counts))]
@@ -85,12 +90,24 @@ def test_background_is_textured_and_noisy():
 
 
 def test_class_tables_cover_all_classes():
-    assert len(SYNTHETIC_CLASS_NAMES) == len(SYNTHETIC_COLORS) == MAX_SYNTHETIC_CLASSES >= 9
+    assert (
+        len(SYNTHETIC_CLASS_NAMES)
+        == len(SYNTHETIC_COLORS)
+        == MAX_SYNTHETIC_CLASSES
+        >= 9
+    )
     assert SYNTHETIC_CLASS_NAMES[0] == "background"
     assert len(set(SYNTHETIC_COLORS)) == len(SYNTHETIC_COLORS)
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"num_classes": MAX_SYNTHETIC_CLASSES + 1}, {"max_objects": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_classes": 1},
+        {"num_classes": MAX_SYNTHETIC_CLASSES + 1},
+        {"max_objects": 0},
+    ],
+)
 def test_invalid_arguments(kwargs):
     with pytest.raises(ValueError):
         make_scene(0, image_size=32, **kwargs)

@@ -1,4 +1,5 @@
 """Checkpoints: atomic save, weights_only load with one-line errors, partial loading."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,12 @@ from convision.errors import CheckpointError
 
 
 def _payload(value: float) -> dict:
-    return {"format": 1, "epoch": 3, "state_dict": {"w": torch.full((2, 2), value)}, "classes": ["a", "b"]}
+    return {
+        "format": 1,
+        "epoch": 3,
+        "state_dict": {"w": torch.full((2, 2), value)},
+        "classes": ["a", "b"],
+    }
 
 
 def test_round_trip_and_no_temp_file_left(tmp_path):
@@ -34,10 +40,15 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")  # ... then the write dies
 
     monkeypatch.setattr(ckpt_mod.torch, "save", crash_half_way)
-    with pytest.raises(CheckpointError, match=r"last.pt: could not write the checkpoint \(disk full\); the previous last.pt is intact"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"last.pt: could not write the checkpoint \(disk full\); the previous last.pt is intact",
+    ):
         save_checkpoint(path, _payload(2.0))
     monkeypatch.setattr(ckpt_mod.torch, "save", real_save)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "last.pt"
+    ]  # no temp file left
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.ones(2, 2))
 
 
@@ -125,14 +136,20 @@ def test_load_matching_state_loads_name_and_shape_matches():
     # the model's entries left at their initial values: head (5 != 3 outputs) and the new layer
     assert sorted(skipped) == ["extra.bias", "extra.weight", "head.bias", "head.weight"]
     assert torch.equal(dst.body.weight, src.body.weight)
-    assert torch.equal(dst.head.weight, head_before) and torch.equal(dst.extra.weight, extra_before)
+    assert torch.equal(dst.head.weight, head_before) and torch.equal(
+        dst.extra.weight, extra_before
+    )
 
 
 def test_load_matching_state_accepts_ddp_prefix_and_rejects_no_match():
     src = Small(head=3)
     dst = Bigger(head=3)
-    loaded, skipped = load_matching_state(dst, {f"module.{k}": v for k, v in src.state_dict().items()})
+    loaded, skipped = load_matching_state(
+        dst, {f"module.{k}": v for k, v in src.state_dict().items()}
+    )
     assert len(loaded) == 4 and skipped == ["extra.weight", "extra.bias"]
     assert torch.equal(dst.head.weight, src.head.weight)
     with pytest.raises(CheckpointError, match="^runs/a/last.pt: no parameter matches"):
-        load_matching_state(dst, {"something.else": torch.zeros(1)}, source="runs/a/last.pt")
+        load_matching_state(
+            dst, {"something.else": torch.zeros(1)}, source="runs/a/last.pt"
+        )

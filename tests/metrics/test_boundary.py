@@ -1,4 +1,5 @@
 """Boundary F-score: hand-made masks, a brute-force reference, ignore/padding, the composite task metric."""
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from convision.tasks.segment import SegmentationTask
 def square(size=48, top=12, left=12, side=20, cls=1, shift=(0, 0)):
     m = torch.zeros(size, size, dtype=torch.int64)
     y, x = top + shift[0], left + shift[1]
-    m[y:y + side, x:x + side] = cls
+    m[y : y + side, x : x + side] = cls
     return m
 
 
@@ -40,7 +41,9 @@ def test_shifted_square_is_perfect_within_tolerance_and_degrades_beyond():
     scores = {}
     for s in range(0, 7):
         scores[s] = bf(square(shift=(0, s)), target, tolerance=2)["boundary_f"]
-    assert scores[0] == scores[1] == scores[2] == 1.0  # chessboard distance <= 2 everywhere
+    assert (
+        scores[0] == scores[1] == scores[2] == 1.0
+    )  # chessboard distance <= 2 everywhere
     assert scores[3] < 1.0
     assert scores[3] > scores[4] > scores[5] > scores[6]
     # a diagonal shift (2,2) is at chessboard distance 2: still perfect; Euclidean would not be
@@ -84,12 +87,17 @@ def _reference_counts(pred, target, num_classes, t, ignore=255):
         def near(b):
             out = np.zeros_like(b)
             for i, j in zip(*np.nonzero(b)):
-                out[max(0, i - t):i + t + 1, max(0, j - t):j + t + 1] = True
+                out[max(0, i - t) : i + t + 1, max(0, j - t) : j + t + 1] = True
             return out
 
         for c in range(num_classes):
             pb, gb = boundary((p == c) & valid), boundary(g == c)
-            counts[:, c] += [(pb & near(gb)).sum(), pb.sum(), (gb & near(pb)).sum(), gb.sum()]
+            counts[:, c] += [
+                (pb & near(gb)).sum(),
+                pb.sum(),
+                (gb & near(pb)).sum(),
+                gb.sum(),
+            ]
     return counts
 
 
@@ -102,7 +110,9 @@ def test_counts_match_brute_force_reference(t):
     m = BoundaryF(3, tolerance=t)
     m.update(pred, target)
     ref = _reference_counts(pred, target, 3, t)
-    assert ref[1].sum() > 0 and (t > 0 or ref[0].sum() < ref[1].sum())  # not a trivial case
+    assert ref[1].sum() > 0 and (
+        t > 0 or ref[0].sum() < ref[1].sum()
+    )  # not a trivial case
     assert np.array_equal(m.counts.numpy(), ref)
 
 
@@ -121,12 +131,17 @@ def test_ignored_pixels_are_excluded_and_padding_does_not_matter():
     assert bf(p3, t2)["boundary_f"] < 1.0
 
     # a batch padded with 255 (pad_collate) scores like the images one at a time
-    small_t, small_p = square(size=30, top=5, left=5, side=25), square(size=30, top=6, left=4, side=20)
+    small_t, small_p = (
+        square(size=30, top=5, left=5, side=25),
+        square(size=30, top=6, left=4, side=20),
+    )
     separate = BoundaryF(2)
     separate.update(pred, target)
     separate.update(small_p, small_t)
     pt = torch.full((2, 48, 48), 255, dtype=torch.int64)
-    pp = torch.ones(2, 48, 48, dtype=torch.int64)  # the model predicts something in the padding
+    pp = torch.ones(
+        2, 48, 48, dtype=torch.int64
+    )  # the model predicts something in the padding
     pt[0], pp[0] = target, pred
     pt[1, :30, :30], pp[1, :30, :30] = small_t, small_p
     batched = BoundaryF(2)
@@ -180,11 +195,19 @@ def test_segmentation_task_metric_reports_boundary_f_next_to_miou():
     metric.update(square(cls=1, shift=(0, 5))[None], target)
     metric.reduce_()  # no process group: a no-op
     r = metric.compute()
-    assert {"miou", "pixel_accuracy", "per_class_iou", "boundary_f", "per_class_boundary_f"} <= set(r)
+    assert {
+        "miou",
+        "pixel_accuracy",
+        "per_class_iou",
+        "boundary_f",
+        "per_class_boundary_f",
+    } <= set(r)
     assert 0.0 < r["boundary_f"] < 1.0 and r["per_class_boundary_f"][2] is None
     text = format_table(r, ["background", "a", "b"])
     assert "boundary F" in text and f"{100 * r['boundary_f']:.2f}" in text
-    assert "boundary F" not in format_table({k: v for k, v in r.items() if "boundary" not in k}, ["a", "b", "c"])
+    assert "boundary F" not in format_table(
+        {k: v for k, v in r.items() if "boundary" not in k}, ["a", "b", "c"]
+    )
 
 
 def test_boundary_f_is_cheap_enough_for_validation():
@@ -195,11 +218,13 @@ def test_boundary_f_is_cheap_enough_for_validation():
     target = up(torch.randint(0, 6, (100, 1, 16, 16)).float(), size=128)[:, 0].long()
     m = BoundaryF(6)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the algorithm's cost, not the contention of a shared machine
+    torch.set_num_threads(
+        1
+    )  # the algorithm's cost, not the contention of a shared machine
     try:
         start = time.perf_counter()
         for i in range(0, 100, 4):
-            m.update(pred[i:i + 4], target[i:i + 4])
+            m.update(pred[i : i + 4], target[i : i + 4])
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
@@ -207,7 +232,7 @@ def test_boundary_f_is_cheap_enough_for_validation():
     assert elapsed < 2.0, f"boundary F on 100 128x128 images took {elapsed:.2f} s"
 
 
-_DDP_SCRIPT = r'''
+_DDP_SCRIPT = r"""
 import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
 from convision.metrics.boundary import BoundaryF
 
@@ -236,7 +261,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mp.spawn(work, args=(sys.argv[1],), nprocs=2)
     print("reduce ok")
-'''
+"""
 
 
 def test_reduce_sums_counts_over_processes(tmp_path):
@@ -245,7 +270,11 @@ def test_reduce_sums_counts_over_processes(tmp_path):
 
     script = tmp_path / "ddp_boundary.py"
     script.write_text(_DDP_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "store")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "reduce ok" in done.stdout

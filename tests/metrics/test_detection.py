@@ -1,4 +1,5 @@
 """Detection metrics: VOC AP on hand-computed cases, devkit matching rules, COCO evaluation backends."""
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,18 @@ FAR = [100.0, 100.0, 110.0, 110.0]
 
 
 def pred(boxes, labels, scores):
-    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64),
-            "scores": torch.tensor(scores, dtype=torch.float32)}
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "scores": torch.tensor(scores, dtype=torch.float32),
+    }
 
 
 def target(boxes, labels, difficult=None, **extra):
-    t = {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.int64)}
+    t = {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+    }
     if difficult is not None:
         t["difficult"] = torch.tensor(difficult, dtype=torch.bool)
     t.update(extra)
@@ -54,7 +61,9 @@ def test_voc_ap_envelope_and_11_point_by_hand():
     # envelope (max to the right): 1, 1, .75, .75 -> .2*1 + .2*1 + .2*.75
     assert voc_ap(rec, prec) == pytest.approx(0.55)
     # t = 0 .. .4: 1 (5 points); t = .5, .6: .75; t = .7 .. 1: nothing reaches that recall -> 0
-    assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx((5 * 1 + 2 * 0.75) / 11)
+    assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx(
+        (5 * 1 + 2 * 0.75) / 11
+    )
     assert voc_ap(np.array(rec), torch.tensor(prec)) == pytest.approx(0.55)
 
 
@@ -83,7 +92,9 @@ def test_false_positive_ranked_first():
     targets = [target([A], [0]), target([B], [0])]
     preds = [pred([FAR, A], [0, 0], [0.9, 0.8]), pred([B], [0], [0.7])]
     m, r = evaluate(preds, targets)
-    assert r["AP"]["a"] == pytest.approx(2 / 3) and r["AP_07"]["a"] == pytest.approx(2 / 3)
+    assert r["AP"]["a"] == pytest.approx(2 / 3) and r["AP_07"]["a"] == pytest.approx(
+        2 / 3
+    )
     rec, prec = m.pr_curves["a"]
     assert rec == pytest.approx([0, 0.5, 1]) and prec == pytest.approx([0, 0.5, 2 / 3])
 
@@ -91,7 +102,10 @@ def test_false_positive_ranked_first():
 def test_duplicate_is_false_positive_and_11_point_differs_from_area():
     # TP (A), duplicate of A, TP (B): recall .5, .5, 1; precision 1, .5, 2/3
     targets = [target([A], [0]), target([B], [0])]
-    preds = [pred([A, [0.0, 0.0, 10.0, 9.0]], [0, 0], [0.9, 0.8]), pred([B], [0], [0.7])]
+    preds = [
+        pred([A, [0.0, 0.0, 10.0, 9.0]], [0, 0], [0.9, 0.8]),
+        pred([B], [0], [0.7]),
+    ]
     m, r = evaluate(preds, targets)
     assert m.pr_curves["a"][1] == pytest.approx([1, 0.5, 2 / 3])
     assert r["AP"]["a"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)  # 5/6
@@ -139,7 +153,10 @@ def test_iou_threshold_boundary():
     assert evaluate([pred([half], [0], [1.0])], targets)[1]["AP"]["a"] == 1.0
     below = [0.0, 0.0, 10.0, 4.9]
     assert evaluate([pred([below], [0], [1.0])], targets)[1]["AP"]["a"] == 0.0
-    assert evaluate([pred([half], [0], [1.0])], targets, iou_threshold=0.7)[1]["AP"]["a"] == 0.0
+    assert (
+        evaluate([pred([half], [0], [1.0])], targets, iou_threshold=0.7)[1]["AP"]["a"]
+        == 0.0
+    )
 
 
 def test_class_without_ground_truth_is_excluded_from_the_mean():
@@ -155,19 +172,31 @@ def test_class_without_ground_truth_is_excluded_from_the_mean():
 
 def test_empty_predictions_and_empty_set():
     _, r = evaluate([pred([], [], [])], [target([A], [0])])
-    assert r["AP"]["a"] == 0.0 and r["mAP_07"] == 0.0 and r["recall"]["a"] == 0.0 and r["num_det"]["a"] == 0
+    assert (
+        r["AP"]["a"] == 0.0
+        and r["mAP_07"] == 0.0
+        and r["recall"]["a"] == 0.0
+        and r["num_det"]["a"] == 0
+    )
     _, r = evaluate([], [])
     assert math.isnan(r["mAP"]) and r["num_images"] == 0
 
 
 def test_image_ids_make_ties_independent_of_order():
     # equal scores: the TP of image 0 before the FP of image 1 -> AP 1; the other way round -> AP .5
-    imgs = [(pred([A], [0], [0.5]), target([A], [0], image_id=0)), (pred([FAR], [0], [0.5]), target([], [], image_id=1))]
+    imgs = [
+        (pred([A], [0], [0.5]), target([A], [0], image_id=0)),
+        (pred([FAR], [0], [0.5]), target([], [], image_id=1)),
+    ]
     for order in (imgs, imgs[::-1]):
         _, r = evaluate([p for p, _ in order], [t for _, t in order])
         assert r["AP"]["a"] == 1.0
-    no_ids = [({**p}, {k: v for k, v in t.items() if k != "image_id"}) for p, t in imgs[::-1]]
-    assert evaluate([p for p, _ in no_ids], [t for _, t in no_ids])[1]["AP"]["a"] == pytest.approx(0.5)
+    no_ids = [
+        ({**p}, {k: v for k, v in t.items() if k != "image_id"}) for p, t in imgs[::-1]
+    ]
+    assert evaluate([p for p, _ in no_ids], [t for _, t in no_ids])[1]["AP"][
+        "a"
+    ] == pytest.approx(0.5)
 
 
 def test_bad_inputs():
@@ -175,7 +204,10 @@ def test_bad_inputs():
     with pytest.raises(DataError, match="outside 0..1"):
         m.update([pred([], [], [])], [target([A], [2])])
     with pytest.raises(DataError, match="N x 4"):
-        m.update([pred([], [], [])], [{"boxes": torch.zeros(3), "labels": torch.zeros(3, dtype=torch.long)}])
+        m.update(
+            [pred([], [], [])],
+            [{"boxes": torch.zeros(3), "labels": torch.zeros(3, dtype=torch.long)}],
+        )
     with pytest.raises(ValueError):
         m.update([pred([A], [5], [0.1])], [target([A], [0])])
     with pytest.raises(ConfigError):
@@ -192,7 +224,9 @@ def _worker(rank: int, world: int, init: str, out: str, preds, targets) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     m = DetectionMetric(["a", "b"])
-    m.update(preds[rank::world], targets[rank::world])  # the trainer's shards: rank, rank + world, ...
+    m.update(
+        preds[rank::world], targets[rank::world]
+    )  # the trainer's shards: rank, rank + world, ...
     m.reduce_()
     torch.save(m.compute(), f"{out}.{rank}")
     dist.destroy_process_group()
@@ -207,7 +241,13 @@ def test_reduce_gathers_all_images():
     with tempfile.TemporaryDirectory() as d:
         init = "file://" + os.path.join(d, "store")
         out = os.path.join(d, "r.pt")
-        mp.start_processes(_worker, args=(2, init, out, preds, targets), nprocs=2, join=True, start_method="fork")
+        mp.start_processes(
+            _worker,
+            args=(2, init, out, preds, targets),
+            nprocs=2,
+            join=True,
+            start_method="fork",
+        )
         results = [torch.load(f"{out}.{r}") for r in range(2)]
     assert results[0] == results[1] == expected
     assert expected["num_images"] == 8 and 0 < expected["mAP"] < 1
@@ -222,14 +262,22 @@ def _random_set(n: int, seed: int, k: int = 2):
         xy = torch.rand(m, 2, generator=g) * 200
         boxes = torch.cat([xy, xy + torch.rand(m, 2, generator=g) * 150 + 4], 1)
         labels = torch.randint(0, k, (m,), generator=g)
-        targets.append({"boxes": boxes, "labels": labels, "difficult": torch.rand(m, generator=g) < 0.15,
-                        "orig_size": torch.tensor([400, 360])})
+        targets.append(
+            {
+                "boxes": boxes,
+                "labels": labels,
+                "difficult": torch.rand(m, generator=g) < 0.15,
+                "orig_size": torch.tensor([400, 360]),
+            }
+        )
         extra = int(torch.randint(0, 4, (1,), generator=g))
         xy = torch.rand(extra, 2, generator=g) * 200
         noise = torch.cat([xy, xy + torch.rand(extra, 2, generator=g) * 150 + 4], 1)
         pb = torch.cat([boxes + torch.randn(m, 4, generator=g) * 6, noise])
         pl = torch.cat([labels, torch.randint(0, k, (extra,), generator=g)])
-        preds.append({"boxes": pb, "labels": pl, "scores": torch.rand(m + extra, generator=g)})
+        preds.append(
+            {"boxes": pb, "labels": pl, "scores": torch.rand(m + extra, generator=g)}
+        )
     return preds, targets
 
 
@@ -243,27 +291,51 @@ def test_coco_backends_agree():
             assert fast[name] == pytest.approx(ref[name], abs=1e-6), name
     assert 0 < ref["mAP"] < ref["AP50"] <= 1
     for c in ("a", "b"):
-        assert fast["AP_per_class"][c] == pytest.approx(ref["AP_per_class"][c], abs=1e-6)
+        assert fast["AP_per_class"][c] == pytest.approx(
+            ref["AP_per_class"][c], abs=1e-6
+        )
     assert np.mean(list(ref["AP_per_class"].values())) == pytest.approx(ref["mAP"])
-    assert "Average Precision" in ref["summary"] and "Average Precision" in fast["summary"]
+    assert (
+        "Average Precision" in ref["summary"] and "Average Precision" in fast["summary"]
+    )
     json.dumps(ref)
 
 
 def test_coco_perfect_and_empty(capsys):
     _, targets = _random_set(5, seed=3)
-    perfect = [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"]))} for t in targets]
+    perfect = [
+        {
+            "boxes": t["boxes"],
+            "labels": t["labels"],
+            "scores": torch.ones(len(t["labels"])),
+        }
+        for t in targets
+    ]
     for backend in ("pycocotools", "faster_coco_eval"):
         r = coco_evaluate(perfect, targets, ["a", "b"], backend=backend)
         assert r["AP50"] == pytest.approx(1.0) and r["mAP"] == pytest.approx(1.0)
-        empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}] * 5
+        empty = [
+            {
+                "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, dtype=torch.long),
+                "scores": torch.zeros(0),
+            }
+        ] * 5
         r = coco_evaluate(empty, targets, ["a", "b"], backend=backend)
         assert r["mAP"] == 0.0 and r["AP50"] == 0.0 and r["AR100"] == 0.0
-    assert "Average" not in capsys.readouterr().out  # the backends' printout is captured
+    assert (
+        "Average" not in capsys.readouterr().out
+    )  # the backends' printout is captured
 
 
 def test_coco_difficult_is_crowd_and_sizes_argument():
     # the difficult (crowd) box is not detected: it is not missed either, AP50 stays 1
-    r = coco_evaluate([pred([A], [0], [0.9])], [target([A, FAR], [0, 0], difficult=[False, True])], ["a"], sizes=[(120, 120)])
+    r = coco_evaluate(
+        [pred([A], [0], [0.9])],
+        [target([A, FAR], [0, 0], difficult=[False, True])],
+        ["a"],
+        sizes=[(120, 120)],
+    )
     assert r["AP50"] == pytest.approx(1.0) and r["AR100"] == pytest.approx(1.0)
     # the same box without the flag is missed: recall 1/2
     r = coco_evaluate([pred([A], [0], [0.9])], [target([A, FAR], [0, 0])], ["a"])
@@ -278,7 +350,9 @@ def test_coco_unknown_backend():
 def test_to_coco_results_and_file(tmp_path):
     preds = [pred([[1.0, 2.0, 4.0, 8.0]], [1], [0.5]), pred([], [], [])]
     rows = to_coco_results(preds, [7, 9])
-    assert rows == [{"image_id": 7, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 6.0], "score": 0.5}]
+    assert rows == [
+        {"image_id": 7, "category_id": 2, "bbox": [1.0, 2.0, 3.0, 6.0], "score": 0.5}
+    ]
     assert to_coco_results(preds, [7, 9], category_ids=[5, 11])[0]["category_id"] == 11
     path = write_coco_results(tmp_path / "res.json", preds, [7, 9])
     assert json.loads(path.read_text()) == rows

@@ -1,4 +1,5 @@
 """ConfusionMatrix: FCN metrics (Long et al. 2015, sec. 5), ignore pixels, absent classes."""
+
 from __future__ import annotations
 
 import json
@@ -111,16 +112,22 @@ def test_agrees_with_torchmetrics_macro_jaccard():
     target = torch.randint(0, 5, (4, 16, 16), generator=g)  # ... nor present
     target[torch.rand(target.shape, generator=g) < 0.1] = 255
     ours = ConfusionMatrix(num_classes)
-    tm = MulticlassJaccardIndex(num_classes=num_classes, average="macro", ignore_index=255)
+    tm = MulticlassJaccardIndex(
+        num_classes=num_classes, average="macro", ignore_index=255
+    )
     for i in range(4):
         ours.update(pred[i : i + 1], target[i : i + 1])
         tm.update(pred[i : i + 1], target[i : i + 1])
     m = ours.compute()
     assert m["per_class_iou"][5] is None
     assert m["miou"] == pytest.approx(float(tm.compute()), abs=1e-6)
-    per_class = MulticlassJaccardIndex(num_classes=num_classes, average="none", ignore_index=255)
+    per_class = MulticlassJaccardIndex(
+        num_classes=num_classes, average="none", ignore_index=255
+    )
     per_class.update(pred, target)
-    assert m["per_class_iou"][:5] == pytest.approx(per_class.compute()[:5].tolist(), abs=1e-6)
+    assert m["per_class_iou"][:5] == pytest.approx(
+        per_class.compute()[:5].tolist(), abs=1e-6
+    )
 
 
 def test_reduce_is_a_no_op_without_distributed():
@@ -139,5 +146,9 @@ def test_format_table_lists_classes_and_summary():
     assert lines[0].split() == ["class", "IoU", "acc"]
     assert lines[1].split() == ["background", "40.00", "50.00"]
     assert lines[4].split() == ["bird", "-", "-"]
-    assert any(line.startswith("mean IoU") and line.split()[-1] == f"{100 * (0.8 + 1 / 3) / 3:.2f}" for line in lines)
+    assert any(
+        line.startswith("mean IoU")
+        and line.split()[-1] == f"{100 * (0.8 + 1 / 3) / 3:.2f}"
+        for line in lines
+    )
     assert "pixel accuracy" in text and "f.w. IoU" in text and "mean accuracy" in text

@@ -9,7 +9,9 @@ import torchvision
 from convision.errors import CheckpointError, ConfigError
 from convision.models.backbones import BACKBONES, Backbone, build_backbone
 
-MOBILENET_CACHE = Path(torch.hub.get_dir()) / "checkpoints" / "mobilenet_v2-b0353104.pth"
+MOBILENET_CACHE = (
+    Path(torch.hub.get_dir()) / "checkpoints" / "mobilenet_v2-b0353104.pth"
+)
 
 
 @pytest.mark.parametrize(
@@ -39,9 +41,13 @@ def test_resnet_uses_every_pretrained_layer_but_fc():
 
 def test_mobilenet_v2_includes_final_1x1_conv():
     bb = build_backbone("mobilenet_v2")
-    n_feat = sum(p.numel() for p in torchvision.models.mobilenet_v2().features.parameters())
+    n_feat = sum(
+        p.numel() for p in torchvision.models.mobilenet_v2().features.parameters()
+    )
     assert sum(p.numel() for p in bb.parameters()) == n_feat
-    assert bb.dropout == pytest.approx(0.2)  # torchvision's classifier dropout, for the head
+    assert bb.dropout == pytest.approx(
+        0.2
+    )  # torchvision's classifier dropout, for the head
 
 
 def test_vgg16_stages_and_classifier():
@@ -49,13 +55,23 @@ def test_vgg16_stages_and_classifier():
     assert bb.channels == {8: 256, 16: 512, 32: 512}
     # the classifier is kept aside: not in the backbone's parameters or state dict
     assert not any("classifier" in k for k in bb.state_dict())
-    assert sum(p.numel() for p in bb.parameters()) == 14_714_688  # VGG16 conv layers only
+    assert (
+        sum(p.numel() for p in bb.parameters()) == 14_714_688
+    )  # VGG16 conv layers only
     cls = bb.take_classifier()
-    assert isinstance(cls, torch.nn.Sequential) and cls[0].in_features == 25088 and cls[3].out_features == 4096
+    assert (
+        isinstance(cls, torch.nn.Sequential)
+        and cls[0].in_features == 25088
+        and cls[3].out_features == 4096
+    )
     assert bb.take_classifier() is None
     with torch.no_grad():
         feats = bb(torch.randn(1, 3, 64, 64))
-    assert {s: tuple(f.shape[1:]) for s, f in feats.items()} == {8: (256, 8, 8), 16: (512, 4, 4), 32: (512, 2, 2)}
+    assert {s: tuple(f.shape[1:]) for s, f in feats.items()} == {
+        8: (256, 8, 8),
+        16: (512, 4, 4),
+        32: (512, 2, 2),
+    }
 
 
 def test_unknown_backbone_lists_known():
@@ -66,7 +82,9 @@ def test_unknown_backbone_lists_known():
 
 
 def test_unknown_weights_name_lists_known():
-    with pytest.raises(ConfigError, match=r"IMAGENET1K_V3.*known: IMAGENET1K_V1, DEFAULT"):
+    with pytest.raises(
+        ConfigError, match=r"IMAGENET1K_V3.*known: IMAGENET1K_V1, DEFAULT"
+    ):
         build_backbone("resnet18", weights="IMAGENET1K_V3")
 
 
@@ -86,12 +104,20 @@ def test_weights_from_local_pth(tmp_path):
     torch.save(ref.state_dict(), path)
     bb = build_backbone("resnet18", weights=str(path))
     assert torch.equal(bb.stride8.layer2[0].conv1.weight, ref.layer2[0].conv1.weight)
-    assert torch.equal(bb.stride32.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var)
-    assert not torch.equal(build_backbone("resnet18").stride8.layer2[0].conv1.weight, ref.layer2[0].conv1.weight)
+    assert torch.equal(
+        bb.stride32.layer4[1].bn2.running_var, ref.layer4[1].bn2.running_var
+    )
+    assert not torch.equal(
+        build_backbone("resnet18").stride8.layer2[0].conv1.weight,
+        ref.layer2[0].conv1.weight,
+    )
     # a Path works too, and so does a DDP-saved ("module." prefixed) state dict
     ddp = tmp_path / "ddp.pth"
     torch.save({"module." + k: v for k, v in ref.state_dict().items()}, ddp)
-    assert torch.equal(build_backbone("resnet18", weights=ddp).stride16.layer3[0].conv2.weight, ref.layer3[0].conv2.weight)
+    assert torch.equal(
+        build_backbone("resnet18", weights=ddp).stride16.layer3[0].conv2.weight,
+        ref.layer3[0].conv2.weight,
+    )
 
 
 def test_weights_from_classifier_finetuned_to_other_classes(tmp_path):
@@ -124,13 +150,18 @@ def test_bad_weights_files(tmp_path):
 
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"epoch": 3, "model": {"w": torch.zeros(1)}}, wrapped)
-    with pytest.raises(CheckpointError, match="expected a state dict.*keys 'epoch', 'model'") as e:
+    with pytest.raises(
+        CheckpointError, match="expected a state dict.*keys 'epoch', 'model'"
+    ) as e:
         build_backbone("resnet18", weights=wrapped)
     _one_line_error(e, wrapped)
 
     other = tmp_path / "mobilenet.pth"
     torch.save(torchvision.models.mobilenet_v2().state_dict(), other)
-    with pytest.raises(CheckpointError, match="not a state dict of torchvision resnet18: keys .* missing") as e:
+    with pytest.raises(
+        CheckpointError,
+        match="not a state dict of torchvision resnet18: keys .* missing",
+    ) as e:
         build_backbone("resnet18", weights=other)
     _one_line_error(e, other)
 
@@ -143,13 +174,21 @@ def test_bad_weights_files(tmp_path):
     _one_line_error(e, shape)
 
 
-@pytest.mark.skipif(not MOBILENET_CACHE.is_file(), reason=f"{MOBILENET_CACHE} not seeded (make install does it)")
+@pytest.mark.skipif(
+    not MOBILENET_CACHE.is_file(),
+    reason=f"{MOBILENET_CACHE} not seeded (make install does it)",
+)
 def test_mobilenet_v2_imagenet_weights_offline():
     bb = build_backbone("mobilenet_v2", weights="IMAGENET1K_V1")
     state = torch.load(MOBILENET_CACHE, map_location="cpu", weights_only=True)
     assert torch.equal(bb.stride8[0][0].weight, state["features.0.0.weight"])
-    assert torch.equal(bb.stride32[-1][0].weight, state["features.18.0.weight"])  # positional: features[18]
-    assert torch.equal(bb.stride16[3].conv[0][1].running_mean, state["features.10.conv.0.1.running_mean"])  # features[10]
+    assert torch.equal(
+        bb.stride32[-1][0].weight, state["features.18.0.weight"]
+    )  # positional: features[18]
+    assert torch.equal(
+        bb.stride16[3].conv[0][1].running_mean,
+        state["features.10.conv.0.1.running_mean"],
+    )  # features[10]
     rand = build_backbone("mobilenet_v2")
     assert not torch.equal(rand.stride8[0][0].weight, bb.stride8[0][0].weight)
     # the enum's qualified name is accepted as well
@@ -162,12 +201,17 @@ def _coord(modules) -> tuple[float, float]:
     a, b = 1.0, 0.0
     for m in modules:
         if isinstance(m, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
-            k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+            k, s, p = (
+                v if isinstance(v, int) else v[0]
+                for v in (m.kernel_size, m.stride, m.padding)
+            )
             a, b = a * s, b + a * ((k - 1) / 2 - p)
     return a, b
 
 
-@pytest.mark.parametrize("name", ["vgg16", "vgg16_bn", "mobilenet_v2", "resnet18", "resnet50"])
+@pytest.mark.parametrize(
+    "name", ["vgg16", "vgg16_bn", "mobilenet_v2", "resnet18", "resnet50"]
+)
 def test_declared_grid_matches_the_layers(name):
     with torch.device("meta"):
         bb = build_backbone(name)

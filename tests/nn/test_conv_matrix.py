@@ -1,4 +1,5 @@
 """conv_matrix: C @ x == conv2d(x), C^T @ y == conv_transpose2d(y), against PyTorch over a grid of shapes."""
+
 from __future__ import annotations
 
 import itertools
@@ -52,18 +53,31 @@ def test_transpose_matches_conv_transpose2d(case):
     dh, dw = (d, d) if isinstance(d, int) else d
     ph, pw = (p, p) if isinstance(p, int) else p
     torch.manual_seed(1)
-    weight = torch.randn(c_out, c_in // g, *k, dtype=torch.float64)  # conv_transpose2d reads it as [in=c_out, out/g]
-    y_size = (conv_output_size(size[0], k[0], sh, ph, dh), conv_output_size(size[1], k[1], sw, pw, dw))
+    weight = torch.randn(
+        c_out, c_in // g, *k, dtype=torch.float64
+    )  # conv_transpose2d reads it as [in=c_out, out/g]
+    y_size = (
+        conv_output_size(size[0], k[0], sh, ph, dh),
+        conv_output_size(size[1], k[1], sw, pw, dw),
+    )
     y = torch.randn(1, c_out, *y_size, dtype=torch.float64)
     for op in itertools.product(range(max(sh, dh)), range(max(sw, dw))):
         ref = F.conv_transpose2d(y, weight, None, (sh, sw), (ph, pw), op, g, (dh, dw))
-        big = (conv_transpose_output_size(y_size[0], k[0], sh, ph, op[0], dh),
-               conv_transpose_output_size(y_size[1], k[1], sw, pw, op[1], dw))
+        big = (
+            conv_transpose_output_size(y_size[0], k[0], sh, ph, op[0], dh),
+            conv_transpose_output_size(y_size[1], k[1], sw, pw, op[1], dw),
+        )
         assert tuple(ref.shape[-2:]) == big
-        ct = conv_transpose_matrix(weight, y_size, (sh, sw), (ph, pw), op, (dh, dw), sparse=False, groups=g)
+        ct = conv_transpose_matrix(
+            weight, y_size, (sh, sw), (ph, pw), op, (dh, dw), sparse=False, groups=g
+        )
         assert torch.allclose(ct @ y.flatten(), ref.flatten()), op
-        if op[0] < sh and op[1] < sw:  # then it is literally C^T of the conv from the larger size
-            c_big = conv_matrix(weight, big, (sh, sw), (ph, pw), (dh, dw), sparse=False, groups=g)
+        if (
+            op[0] < sh and op[1] < sw
+        ):  # then it is literally C^T of the conv from the larger size
+            c_big = conv_matrix(
+                weight, big, (sh, sw), (ph, pw), (dh, dw), sparse=False, groups=g
+            )
             assert torch.equal(c_big.t(), ct)
 
 
@@ -80,7 +94,9 @@ def test_seed_example_4x4_input_3x3_kernel():
     # C^T restores the shape, not the values: C^T C is not the identity, and C (C^T y) != y
     ctc = c.t() @ c
     assert ctc.shape == (16, 16) and not torch.allclose(ctc, torch.eye(16))
-    assert torch.linalg.matrix_rank(ctc) == 4  # a 16x16 matrix of rank 4 cannot be invertible
+    assert (
+        torch.linalg.matrix_rank(ctc) == 4
+    )  # a 16x16 matrix of rank 4 cannot be invertible
     assert not torch.allclose(c @ (c.t() @ y.flatten()), y.flatten())
 
 
@@ -101,7 +117,9 @@ def test_sparse_by_default_when_large_and_gradients_flow():
     weight = torch.randn(4, 4, 3, 3, requires_grad=True)
     small = conv_matrix(weight, 8)
     assert not small.is_sparse
-    big = conv_matrix(weight, 64, padding=1)  # 16384 x 16384 dense would be 268M entries
+    big = conv_matrix(
+        weight, 64, padding=1
+    )  # 16384 x 16384 dense would be 268M entries
     assert big.is_sparse and big.shape == (4 * 64 * 64, 4 * 64 * 64)
     assert big.shape[0] * big.shape[1] > SPARSE_THRESHOLD
     assert big._nnz() <= 4 * 4 * 9 * 64 * 64

@@ -1,5 +1,6 @@
 """convolutionalize(): the same outputs at the training size, and a score map whose cells are the
 classifier's outputs on the crops (exactly, for networks without zero padding)."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,15 @@ def seeds_toy_fc(classes: int = 3) -> nn.Sequential:
     """The seeds' toy network, FC version: 14x14 -> 5x5 conv -> 10x10 -> 2x2 pool -> 5x5 ->
     (flatten, FC = 5x5 conv) -> 1x1 -> FC (1x1 conv) -> FC (1x1 conv) -> scores."""
     return nn.Sequential(
-        nn.Conv2d(3, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * 5 * 5, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, classes),
+        nn.Conv2d(3, 8, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 5 * 5, 16),
+        nn.ReLU(),
+        nn.Linear(16, 16),
+        nn.ReLU(),
+        nn.Linear(16, classes),
     )
 
 
@@ -32,11 +40,21 @@ class PadFreeVGG(nn.Module):
     def __init__(self, pool: int = 2, classes: int = 5) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3), nn.ReLU(), nn.MaxPool2d(2)
+            nn.Conv2d(3, 6, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((pool, pool))
         self.classifier = nn.Sequential(
-            nn.Linear(8 * pool * pool, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, 32), nn.ReLU(), nn.Dropout(),
+            nn.Linear(8 * pool * pool, 32),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(32, 32),
+            nn.ReLU(),
+            nn.Dropout(),
             nn.Linear(32, classes),
         )
 
@@ -49,7 +67,9 @@ def test_seeds_toy_network_14_to_16():
     fc = seeds_toy_fc().eval()
     conv = convolutionalize(fc, input_size=14)
     assert isinstance(conv, ConvolutionalClassifier)
-    kinds = [(m.kernel_size, m.in_channels) for m in conv.head if isinstance(m, nn.Conv2d)]
+    kinds = [
+        (m.kernel_size, m.in_channels) for m in conv.head if isinstance(m, nn.Conv2d)
+    ]
     assert kinds == [((5, 5), 8), ((1, 1), 16), ((1, 1), 16)]
     assert conv.stride == 2 and conv.input_size == 14
     x14 = torch.randn(2, 3, 14, 14)
@@ -62,13 +82,17 @@ def test_seeds_toy_network_14_to_16():
     for i in range(2):
         for j in range(2):
             crop = x16[:, :, 2 * i : 2 * i + 14, 2 * j : 2 * j + 14]
-            torch.testing.assert_close(out16[:, :, i, j], fc(crop), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                out16[:, :, i, j], fc(crop), rtol=1e-5, atol=1e-6
+            )
             assert conv.window(i, j) == (2 * j, 2 * i, 2 * j + 14, 2 * i + 14)
     # the four cells differ (the test would pass trivially on a constant map otherwise)
     assert (out16[0, :, 0, 0] - out16[0, :, 1, 1]).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("pool", [2, 3])  # 2: the pool is the identity at 28x28; 3: it is folded in
+@pytest.mark.parametrize(
+    "pool", [2, 3]
+)  # 2: the pool is the identity at 28x28; 3: it is folded in
 def test_pad_free_vgg_cells_equal_crops(pool):
     torch.manual_seed(1)
     model = PadFreeVGG(pool=pool).eval()
@@ -83,7 +107,9 @@ def test_pad_free_vgg_cells_equal_crops(pool):
     for i in range(3):
         for j in range(2):
             crop = big[:, :, 4 * i : 4 * i + size, 4 * j : 4 * j + size]
-            torch.testing.assert_close(scores[:, :, i, j], model(crop), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(
+                scores[:, :, i, j], model(crop), rtol=1e-5, atol=1e-6
+            )
 
 
 def test_vgg11_same_output_at_training_size_and_score_map():
@@ -110,7 +136,9 @@ def test_convision_classifier_alexnet_and_original_untouched():
     torch.manual_seed(0)
     model = build_classifier("alexnet", 4, weights=None).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    conv = convolutionalize(model, input_size=64)  # AlexNet at 64: 1x1 features, pool to 6x6 folded
+    conv = convolutionalize(
+        model, input_size=64
+    )  # AlexNet at 64: 1x1 features, pool to 6x6 folded
     assert total_stride(model.net.features) == 32
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

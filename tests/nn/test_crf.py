@@ -1,5 +1,6 @@
 """Dense CRF post-processing: it snaps blurry probabilities to colour edges, validates its settings,
 and runs through the API and `convision segment eval|predict --crf`."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,34 @@ from convision.cli import main
 from convision.errors import ConfigError, DataError
 from convision.nn.crf import CRF_DEFAULTS, crf_settings, dense_crf
 
-TINY = ["--num-train", "8", "--num-val", "4", "--scene-size", "64", "--num-classes", "4", "--epochs", "1",
-        "--batch-size", "4", "--backbone", "resnet18", "--weights", "none", "--workers", "0", "--no-progress"]
+TINY = [
+    "--num-train",
+    "8",
+    "--num-val",
+    "4",
+    "--scene-size",
+    "64",
+    "--num-classes",
+    "4",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--backbone",
+    "resnet18",
+    "--weights",
+    "none",
+    "--workers",
+    "0",
+    "--no-progress",
+]
 
 
 def edge_scene(centre: float, width: float = 4.0, size: int = 64):
     """Red | blue halves split at column size/2; class-1 probability a soft ramp centred at ``centre``."""
     image = np.zeros((size, size, 3), np.uint8)
     image[:, : size // 2] = (200, 40, 40)
-    image[:, size // 2:] = (40, 40, 200)
+    image[:, size // 2 :] = (40, 40, 200)
     ramp = 1.0 / (1.0 + np.exp(-(np.arange(size) - centre) / width))
     p1 = np.broadcast_to(ramp, (size, size))
     return image, np.stack([1.0 - p1, p1]).astype(np.float32)
@@ -36,7 +56,9 @@ def first_class1_column(labels: np.ndarray) -> np.ndarray:
 def test_crf_moves_a_blurry_boundary_to_the_colour_edge(centre):
     image, probs = edge_scene(centre)
     before = first_class1_column(probs.argmax(0))
-    assert (before == (27 if centre < 32 else 39)).all()  # the network's boundary is off the edge
+    assert (
+        before == (27 if centre < 32 else 39)
+    ).all()  # the network's boundary is off the edge
     refined = dense_crf(image, probs)
     assert refined.shape == probs.shape and refined.dtype == np.float32
     np.testing.assert_allclose(refined.sum(0), 1.0, atol=1e-5)
@@ -49,19 +71,30 @@ def test_crf_moves_a_blurry_boundary_to_the_colour_edge(centre):
 def test_crf_without_pairwise_terms_returns_the_input_and_keeps_tensors_on_their_device():
     image, probs = edge_scene(30.0)
     same = dense_crf(image, probs, compat_gaussian=0, compat_bilateral=0)
-    np.testing.assert_allclose(same, probs, atol=1e-5)  # unary = -log p, so mean field gives p back
-    out = dense_crf(torch.from_numpy(image), torch.from_numpy(probs), iterations=2, sxy_bilateral=20)
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 64, 64) and out.device.type == "cpu"
+    np.testing.assert_allclose(
+        same, probs, atol=1e-5
+    )  # unary = -log p, so mean field gives p back
+    out = dense_crf(
+        torch.from_numpy(image), torch.from_numpy(probs), iterations=2, sxy_bilateral=20
+    )
+    assert (
+        isinstance(out, torch.Tensor)
+        and out.shape == (2, 64, 64)
+        and out.device.type == "cpu"
+    )
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"iterations": 0}, "crf_iterations"),
-    ({"iterations": 2.5}, "crf_iterations"),
-    ({"sxy_bilateral": -1.0}, "crf_sxy_bilateral"),
-    ({"srgb_bilateral": 0}, "crf_srgb_bilateral"),
-    ({"sxy_gaussian": float("nan")}, "crf_sxy_gaussian"),
-    ({"compat_bilateral": -3}, "crf_compat_bilateral"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"iterations": 0}, "crf_iterations"),
+        ({"iterations": 2.5}, "crf_iterations"),
+        ({"sxy_bilateral": -1.0}, "crf_sxy_bilateral"),
+        ({"srgb_bilateral": 0}, "crf_srgb_bilateral"),
+        ({"sxy_gaussian": float("nan")}, "crf_sxy_gaussian"),
+        ({"compat_bilateral": -3}, "crf_compat_bilateral"),
+    ],
+)
 def test_bad_settings_are_one_line_config_errors(kwargs, needle):
     image, probs = edge_scene(30.0)
     with pytest.raises(ConfigError) as info:
@@ -92,16 +125,45 @@ def trained(tmp_path_factory) -> Path:
 
 def test_cli_eval_with_crf_writes_metrics_and_settings(trained, capsys):
     plain_json, crf_json = trained / "plain.json", trained / "crf.json"
-    common = ["segment", "eval", "--checkpoint", str(trained / "best.pt"), "--workers", "0", "--no-progress"]
+    common = [
+        "segment",
+        "eval",
+        "--checkpoint",
+        str(trained / "best.pt"),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main([*common, "--json", str(plain_json)]) == 0
-    assert main([*common, "--crf", "--crf-sxy-bilateral", "20", "--crf-iterations", "3", "--json", str(crf_json)]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--crf",
+                "--crf-sxy-bilateral",
+                "20",
+                "--crf-iterations",
+                "3",
+                "--json",
+                str(crf_json),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "boundary F" in printed and "mean IoU" in printed
-    plain, refined = json.loads(plain_json.read_text()), json.loads(crf_json.read_text())
+    plain, refined = (
+        json.loads(plain_json.read_text()),
+        json.loads(crf_json.read_text()),
+    )
     assert "crf" not in plain
     assert refined["crf"] == {**CRF_DEFAULTS, "sxy_bilateral": 20.0, "iterations": 3}
     for m in (plain, refined):
-        assert 0.0 <= m["miou"] <= 1.0 and 0.0 <= m["boundary_f"] <= 1.0 and m["num_images"] == 4
+        assert (
+            0.0 <= m["miou"] <= 1.0
+            and 0.0 <= m["boundary_f"] <= 1.0
+            and m["num_images"] == 4
+        )
 
 
 def test_crf_evaluation_path_matches_the_batched_one_when_the_crf_does_nothing(trained):
@@ -110,8 +172,13 @@ def test_crf_evaluation_path_matches_the_batched_one_when_the_crf_does_nothing(t
     model = trained / "best.pt"
     plain = evaluate(model, batch_size=4, workers=0, progress=False, device="cpu")
     # no pairwise terms: the CRF returns the softmax, so only the uint8 -> normalise path differs
-    same = evaluate(model, workers=0, progress=False, device="cpu",
-                    crf={"compat_gaussian": 0, "compat_bilateral": 0, "iterations": 1})
+    same = evaluate(
+        model,
+        workers=0,
+        progress=False,
+        device="cpu",
+        crf={"compat_gaussian": 0, "compat_bilateral": 0, "iterations": 1},
+    )
     assert abs(plain["pixel_accuracy"] - same["pixel_accuracy"]) < 1e-3
     assert abs(plain["miou"] - same["miou"]) < 1e-3
 
@@ -122,10 +189,29 @@ def test_cli_predict_with_crf_writes_outputs(trained, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i, (image, _) in enumerate(validation_samples(2, model=None)):
-        Image.fromarray(np.ascontiguousarray(image[:64, :64])).save(inputs / f"scene{i}.png")
+        Image.fromarray(np.ascontiguousarray(image[:64, :64])).save(
+            inputs / f"scene{i}.png"
+        )
     out = tmp_path / "pred"
-    assert main(["segment", "predict", str(inputs), "--checkpoint", str(trained / "best.pt"), "--out", str(out),
-                 "--device", "cpu", "--crf", "--crf-compat-bilateral", "5"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                str(inputs),
+                "--checkpoint",
+                str(trained / "best.pt"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--crf",
+                "--crf-compat-bilateral",
+                "5",
+            ]
+        )
+        == 0
+    )
     for sub in ("masks", "color", "overlay"):
         files = sorted((out / sub).glob("*.png"))
         assert [f.name for f in files] == ["scene0.png", "scene1.png"], sub
@@ -133,8 +219,20 @@ def test_cli_predict_with_crf_writes_outputs(trained, tmp_path, capsys):
     assert mask.shape == (64, 64) and mask.max() < 4
     capsys.readouterr()
     # a CRF flag without --crf is a usage error, one line, exit 2
-    assert main(["segment", "predict", str(inputs), "--checkpoint", str(trained / "best.pt"),
-                 "--crf-iterations", "3"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                "predict",
+                str(inputs),
+                "--checkpoint",
+                str(trained / "best.pt"),
+                "--crf-iterations",
+                "3",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["convision: error: --crf-iterations: needs --crf"]
 
@@ -146,7 +244,9 @@ def test_api_predict_with_crf_returns_refined_probabilities(trained):
     model = load(trained / "best.pt")
     image, _ = edge_scene(30.0)
     plain = predict(model, image, device="cpu", return_probabilities=True)[0]
-    refined = predict(model, image, device="cpu", return_probabilities=True, crf={"sxy_bilateral": 20})[0]
+    refined = predict(
+        model, image, device="cpu", return_probabilities=True, crf={"sxy_bilateral": 20}
+    )[0]
     assert refined.shape == plain.shape == (4, 64, 64)
     np.testing.assert_allclose(refined.sum(0), 1.0, atol=1e-4)
     assert not np.allclose(refined, plain, atol=1e-3)

@@ -1,5 +1,6 @@
 """convision.nn.receptive_field: parameters, mult-adds, receptive field and stride, checked against
 hand counts, the seeds' numbers and the receptive field measured by backpropagation."""
+
 from __future__ import annotations
 
 import math
@@ -27,9 +28,16 @@ def test_alexnet_first_conv_torchvision_64_filters_and_paper_96():
     assert conv1.output_shape == (64, 55, 55)
     assert conv1.mult_adds == 11 * 11 * 3 * 64 * 55 * 55
     assert conv1.receptive_field == (11, 11) and conv1.stride == (4, 4)
-    assert s.total_params == sum(p.numel() for p in torchvision.models.alexnet().parameters()) == 61_100_840
+    assert (
+        s.total_params
+        == sum(p.numel() for p in torchvision.models.alexnet().parameters())
+        == 61_100_840
+    )
     pool5 = next(layer for layer in s if layer.name == "features.12")
-    assert pool5.rf == 195 and pool5.stride == (32, 32)  # AlexNet's conv5/pool5 receptive field
+    assert pool5.rf == 195 and pool5.stride == (
+        32,
+        32,
+    )  # AlexNet's conv5/pool5 receptive field
     # the paper's layer: 96 filters (two GPUs x 48), 224 -> 55 with stride 4 (on a 227 input)
     paper = summarize(nn.Conv2d(3, 96, 11, stride=4), (3, 227, 227))
     assert paper[0].params == 11 * 11 * 3 * 96 + 96 == 34_944
@@ -38,29 +46,45 @@ def test_alexnet_first_conv_torchvision_64_filters_and_paper_96():
 
 def test_two_3x3_see_5x5_with_fewer_parameters():
     c = 16
-    two = nn.Sequential(nn.Conv2d(c, c, 3, bias=False), nn.ReLU(), nn.Conv2d(c, c, 3, bias=False))
+    two = nn.Sequential(
+        nn.Conv2d(c, c, 3, bias=False), nn.ReLU(), nn.Conv2d(c, c, 3, bias=False)
+    )
     one = nn.Conv2d(c, c, 5, bias=False)
     s2, s1 = summarize(two, (c, 16, 16)), summarize(one, (c, 16, 16))
     assert last(s2).rf == last(s1).rf == 5
-    assert gradient_receptive_field(two, (c, 16, 16)) == gradient_receptive_field(one, (c, 16, 16)) == (5, 5)
+    assert (
+        gradient_receptive_field(two, (c, 16, 16))
+        == gradient_receptive_field(one, (c, 16, 16))
+        == (5, 5)
+    )
     assert s2.total_params == 2 * 3 * 3 * c * c < s1.total_params == 5 * 5 * c * c
     assert last(s2).output_shape == last(s1).output_shape == (c, 12, 12)
     # and three 3x3 see 7x7: 27 C^2 against 49 C^2
     three = nn.Sequential(*[nn.Conv2d(c, c, 3) for _ in range(3)])
-    assert last(summarize(three, (c, 16, 16))).rf == 7 == gradient_receptive_field(three, (c, 16, 16))[0]
+    assert (
+        last(summarize(three, (c, 16, 16))).rf
+        == 7
+        == gradient_receptive_field(three, (c, 16, 16))[0]
+    )
 
 
 def test_vgg16_total_parameters_and_receptive_fields():
     vgg = torchvision.models.vgg16()
-    s = summarize(vgg, (3, 32, 32))  # 32x32: pool5 is 1x1; the adaptive pool replicates it to 7x7
+    s = summarize(
+        vgg, (3, 32, 32)
+    )  # 32x32: pool5 is 1x1; the adaptive pool replicates it to 7x7
     assert s.total_params == sum(p.numel() for p in vgg.parameters()) == 138_357_544
     assert s.trainable_params == s.total_params
     assert sum(layer.params for layer in s) == s.total_params
     rf = {layer.name: layer.rf for layer in s}
-    assert rf["features.3"] == 5 and rf["features.28"] == 196 and rf["features.30"] == 212  # conv1_2, conv5_3, pool5
+    assert (
+        rf["features.3"] == 5 and rf["features.28"] == 196 and rf["features.30"] == 212
+    )  # conv1_2, conv5_3, pool5
     assert s[30].stride == (32, 32)
     fc6 = next(layer for layer in s if layer.name == "classifier.0")
-    assert fc6.params == 512 * 7 * 7 * 4096 + 4096 and fc6.mult_adds == 512 * 7 * 7 * 4096
+    assert (
+        fc6.params == 512 * 7 * 7 * 4096 + 4096 and fc6.mult_adds == 512 * 7 * 7 * 4096
+    )
 
 
 def test_frozen_parameters_are_counted_apart_and_uncalled_ones_are_a_row():
@@ -82,7 +106,9 @@ def test_frozen_parameters_are_counted_apart_and_uncalled_ones_are_a_row():
     up = next(layer for layer in s if layer.name == "up")
     # transposed convolution: multiply-adds by input positions (8x8 of them)
     assert up.mult_adds == 4 * 4 * 4 * 4 * 8 * 8 and up.output_shape == (4, 16, 16)
-    assert up.stride == (0.5, 0.5) and up.rf == 3 + 1  # kernel 4, stride 2: two input positions per output
+    assert (
+        up.stride == (0.5, 0.5) and up.rf == 3 + 1
+    )  # kernel 4, stride 2: two input positions per output
 
 
 def test_shared_module_counts_parameters_once():
@@ -98,10 +124,23 @@ def test_shared_module_counts_parameters_once():
     "layers",
     [
         # strides, dilation and average pooling
-        [nn.Conv2d(2, 3, 3, stride=2), nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, dilation=2), nn.Conv2d(3, 2, 5, stride=2)],
+        [
+            nn.Conv2d(2, 3, 3, stride=2),
+            nn.AvgPool2d(2),
+            nn.Conv2d(3, 3, 3, dilation=2),
+            nn.Conv2d(3, 2, 5, stride=2),
+        ],
         # transposed convolution and bilinear upsampling reduce the jump
-        [nn.Conv2d(2, 3, 3, stride=2), nn.ConvTranspose2d(3, 3, 4, stride=2, padding=1), nn.Conv2d(3, 2, 3)],
-        [nn.Conv2d(2, 3, 3, stride=2), nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(3, 2, 3)],
+        [
+            nn.Conv2d(2, 3, 3, stride=2),
+            nn.ConvTranspose2d(3, 3, 4, stride=2, padding=1),
+            nn.Conv2d(3, 2, 3),
+        ],
+        [
+            nn.Conv2d(2, 3, 3, stride=2),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.Conv2d(3, 2, 3),
+        ],
         # non-square kernels
         [nn.Conv2d(2, 3, (1, 7)), nn.Conv2d(3, 2, (5, 1), stride=(2, 1))],
     ],
@@ -116,12 +155,17 @@ def test_summary_matches_the_gradient(layers):
 def test_branching_resnet_follows_the_data_flow_not_the_hook_order():
     """ResNet's 1x1 stride-2 shortcut fires after the main branch; the stride must not compound."""
     r = torchvision.models.resnet18()
-    net = nn.Sequential(r.conv1, r.bn1, r.relu, nn.AvgPool2d(3, 2, 1), r.layer1, r.layer2, r.layer3)
+    net = nn.Sequential(
+        r.conv1, r.bn1, r.relu, nn.AvgPool2d(3, 2, 1), r.layer1, r.layer2, r.layer3
+    )
     s = summarize(net, (3, 64, 64))
     out = last(s)
     assert out.stride == (16, 16) and out.output_shape == (256, 4, 4)
     assert out.rf == 211  # the known theoretical receptive field of ResNet-18's layer3
-    assert gradient_receptive_field(net, (3, 288, 288)) == (211, 211)  # measured: the same
+    assert gradient_receptive_field(net, (3, 288, 288)) == (
+        211,
+        211,
+    )  # measured: the same
     downsample = next(layer for layer in s if layer.name == "5.0.downsample.0")
     assert downsample.stride == (8, 8)
 
@@ -133,19 +177,35 @@ def test_fcn8s_reports_the_vgg_geometry():
     s = summarize(fcn, (3, 64, 64))
     by_name = {layer.name: layer for layer in s}
     assert by_name["fc6"].rf == 404 and by_name["fc7"].stride == (32, 32)
-    assert by_name["score_pool4"].stride == (16, 16) and by_name["score_pool4"].rf == 100
+    assert (
+        by_name["score_pool4"].stride == (16, 16) and by_name["score_pool4"].rf == 100
+    )
     assert by_name["score_pool3"].stride == (8, 8) and by_name["score_pool3"].rf == 44
     # the fused path: upscore2 (k 4, s 2) adds one stride-32 step, upscore_pool4 one stride-16 step, upscore8 one stride-8 step
-    assert by_name["upscore2"].rf == 404 + 32 and by_name["upscore_pool4"].rf == 404 + 32 + 16
+    assert (
+        by_name["upscore2"].rf == 404 + 32
+        and by_name["upscore_pool4"].rf == 404 + 32 + 16
+    )
     final = by_name["upscore8"]
-    assert final.stride == (1, 1) and final.rf == 404 + 32 + 16 + 8 and final.output_shape == (21, 64, 64)
+    assert (
+        final.stride == (1, 1)
+        and final.rf == 404 + 32 + 16 + 8
+        and final.output_shape == (21, 64, 64)
+    )
     assert s.total_params == sum(p.numel() for p in fcn.parameters())
     frozen = sum(p.numel() for p in fcn.parameters() if not p.requires_grad)
-    assert s.total_params - s.trainable_params == frozen > 0  # the fixed bilinear upsampling
+    assert (
+        s.total_params - s.trainable_params == frozen > 0
+    )  # the fixed bilinear upsampling
 
 
 def test_mult_adds_of_linear_and_grouped_convolution():
-    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    net = nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1, groups=4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
     s = summarize(net, (8, 10, 10))
     assert s[0].mult_adds == 3 * 3 * (8 // 4) * 16 * 10 * 10
     assert s[-1].mult_adds == 16 * 10 and s[-1].output_shape == (10,)
@@ -173,12 +233,23 @@ def test_padding_channels_last_linear_and_attention_parameters():
             return x.permute(0, 3, 1, 2)
 
     # ConvNeXt-style: a Linear over channels between permutes is point-wise; padding changes nothing
-    net = nn.Sequential(nn.ZeroPad2d(2), nn.Conv2d(3, 8, 3), ToNHWC(), nn.Linear(8, 8), ToNCHW(), nn.Conv2d(8, 4, 3, stride=2))
+    net = nn.Sequential(
+        nn.ZeroPad2d(2),
+        nn.Conv2d(3, 8, 3),
+        ToNHWC(),
+        nn.Linear(8, 8),
+        ToNCHW(),
+        nn.Conv2d(8, 4, 3, stride=2),
+    )
     s = summarize(net, (3, 16, 16))
     assert [layer.rf for layer in s] == [1, 3, 3, 3, 3, 5]
-    assert s[-1].stride == (2, 2) and s[3].mult_adds == 8 * 8 * 18 * 18  # 16 + 2*2 padding - 2
+    assert (
+        s[-1].stride == (2, 2) and s[3].mult_adds == 8 * 8 * 18 * 18
+    )  # 16 + 2*2 padding - 2
 
-    class Attn(nn.Module):  # MultiheadAttention uses out_proj's weight without calling out_proj
+    class Attn(
+        nn.Module
+    ):  # MultiheadAttention uses out_proj's weight without calling out_proj
         def __init__(self) -> None:
             super().__init__()
             self.attn = nn.MultiheadAttention(8, 2, batch_first=True)

@@ -1,4 +1,5 @@
 """Unpooling: nearest, bed of nails, max unpooling with the pooling switches; ONNX export of all three."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,19 +20,38 @@ X = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2)
 
 def test_nearest_unpool():
     out = nearest_unpool(X)
-    assert out[0, 0].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    assert out[0, 0].tolist() == [
+        [1, 1, 2, 2],
+        [1, 1, 2, 2],
+        [3, 3, 4, 4],
+        [3, 3, 4, 4],
+    ]
     x = torch.randn(2, 3, 5, 4)
-    assert torch.equal(nearest_unpool(x, 3), F.interpolate(x, scale_factor=3, mode="nearest"))
+    assert torch.equal(
+        nearest_unpool(x, 3), F.interpolate(x, scale_factor=3, mode="nearest")
+    )
 
 
 def test_bed_of_nails_unpool():
-    assert bed_of_nails_unpool(X)[0, 0].tolist() == [[1, 0, 2, 0], [0, 0, 0, 0], [3, 0, 4, 0], [0, 0, 0, 0]]
-    assert bed_of_nails_unpool(X, position=(1, 1))[0, 0].tolist() == [[0, 0, 0, 0], [0, 1, 0, 2], [0, 0, 0, 0], [0, 3, 0, 4]]
+    assert bed_of_nails_unpool(X)[0, 0].tolist() == [
+        [1, 0, 2, 0],
+        [0, 0, 0, 0],
+        [3, 0, 4, 0],
+        [0, 0, 0, 0],
+    ]
+    assert bed_of_nails_unpool(X, position=(1, 1))[0, 0].tolist() == [
+        [0, 0, 0, 0],
+        [0, 1, 0, 2],
+        [0, 0, 0, 0],
+        [0, 3, 0, 4],
+    ]
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
     out = bed_of_nails_unpool(x, 3, (2, 1))
     assert out.shape == (2, 3, 12, 15)
     assert torch.equal(out[..., 2::3, 1::3], x.detach())
-    assert out.abs().sum().item() == pytest.approx(x.abs().sum().item(), rel=1e-6)  # zeros elsewhere
+    assert out.abs().sum().item() == pytest.approx(
+        x.abs().sum().item(), rel=1e-6
+    )  # zeros elsewhere
     # it is a stride-3 transposed convolution with a one-hot 3x3 kernel
     k = torch.zeros(3, 1, 3, 3)
     k[:, 0, 2, 1] = 1
@@ -43,7 +63,14 @@ def test_bed_of_nails_unpool():
 
 
 def test_max_unpool_puts_values_back_where_the_maxima_were():
-    x = torch.tensor([[1.0, 5.0, 2.0, 0.0], [3.0, 2.0, 1.0, 7.0], [0.0, 0.0, 4.0, 1.0], [9.0, 1.0, 2.0, 3.0]]).view(1, 1, 4, 4)
+    x = torch.tensor(
+        [
+            [1.0, 5.0, 2.0, 0.0],
+            [3.0, 2.0, 1.0, 7.0],
+            [0.0, 0.0, 4.0, 1.0],
+            [9.0, 1.0, 2.0, 3.0],
+        ]
+    ).view(1, 1, 4, 4)
     y, idx = MaxPoolWithIndices(2)(x)
     assert y[0, 0].tolist() == [[5, 7], [9, 4]]
     assert idx[0, 0].tolist() == [[1, 7], [12, 10]]  # flat positions in the 4x4 plane
@@ -67,7 +94,11 @@ class _AllUnpools(nn.Module):
 
     def forward(self, x):
         y, idx = self.pool(x)
-        return self.unpool(y, idx, output_size=x.shape[-2:]), nearest_unpool(y), bed_of_nails_unpool(y, 2, (1, 0))
+        return (
+            self.unpool(y, idx, output_size=x.shape[-2:]),
+            nearest_unpool(y),
+            bed_of_nails_unpool(y, 2, (1, 0)),
+        )
 
 
 def test_onnx_export_and_onnxruntime():

@@ -11,7 +11,13 @@ def test_bilinear_filter_matches_reference_upsample_filt():
     # fcn.berkeleyvision.org surgery.upsample_filt(4): 1-D profile [0.25, 0.75, 0.75, 0.25]
     f4 = bilinear_filter(4)
     assert torch.allclose(f4[0], torch.tensor([0.25, 0.75, 0.75, 0.25]) * 0.25)
-    assert torch.allclose(f4, torch.outer(torch.tensor([0.25, 0.75, 0.75, 0.25]), torch.tensor([0.25, 0.75, 0.75, 0.25])))
+    assert torch.allclose(
+        f4,
+        torch.outer(
+            torch.tensor([0.25, 0.75, 0.75, 0.25]),
+            torch.tensor([0.25, 0.75, 0.75, 0.25]),
+        ),
+    )
     # odd size: peak 1 at the centre
     f3 = bilinear_filter(3)
     assert f3[1, 1] == 1.0 and torch.allclose(f3[0], torch.tensor([0.25, 0.5, 0.25]))
@@ -26,7 +32,9 @@ def test_bilinear_kernel_properties(k):
     for c in range(5):
         assert torch.equal(w[c, c], bilinear_filter(k))
     f = bilinear_filter(k)
-    assert torch.equal(f, f.T) and torch.equal(f, f.flip(0)) and torch.equal(f, f.flip(1))
+    assert (
+        torch.equal(f, f.T) and torch.equal(f, f.flip(0)) and torch.equal(f, f.flip(1))
+    )
     # the stride-(k/2) polyphase components each sum to 1 (partition of unity)
     s = k // 2
     phases = torch.stack([f[i::s, j::s].sum() for i in range(s) for j in range(s)])
@@ -79,7 +87,9 @@ def test_frozen_vs_learnable():
     (frozen(x).sum() + learn(x).sum()).backward()
     assert frozen.weight.grad is None
     assert learn.weight.grad is not None and learn.weight.grad.abs().sum() > 0
-    assert x.grad is not None and x.grad.abs().sum() > 0  # gradients pass through a frozen layer
+    assert (
+        x.grad is not None and x.grad.abs().sum() > 0
+    )  # gradients pass through a frozen layer
     # still a parameter: saved and restored with the state dict
     assert "weight" in frozen.state_dict()
 
@@ -96,10 +106,17 @@ def test_grids_put_samples_at_the_right_pixels(factor):
     assert centre.shape == (1, 1, 3 * factor, n * factor)
     b = factor // 2
     # cell i centred on pixel f*i + (f-1)/2  <=>  value at pixel u is (u + 0.5)/f - 0.5
-    assert torch.allclose(centre[0, 0, row, b : n * factor - b], ((u + 0.5) / factor - 0.5)[b : n * factor - b], atol=1e-5)
+    assert torch.allclose(
+        centre[0, 0, row, b : n * factor - b],
+        ((u + 0.5) / factor - 0.5)[b : n * factor - b],
+        atol=1e-5,
+    )
 
     layer = BilinearUpsample(1, factor, grid="corner")
-    assert layer.kernel_size[0] == 2 * factor - 1 and layer.padding[0] == layer.output_padding[0] == factor - 1
+    assert (
+        layer.kernel_size[0] == 2 * factor - 1
+        and layer.padding[0] == layer.output_padding[0] == factor - 1
+    )
     corner = layer(ramp)
     assert corner.shape == (1, 1, 3 * factor, n * factor)
     last = factor * (n - 1) + 1
@@ -113,7 +130,9 @@ def test_corner_grid_composes_exactly():
     torch.manual_seed(0)
     x = torch.randn(1, 4, 5, 7)
     direct = BilinearUpsample(4, 32, grid="corner")(x)
-    staged = BilinearUpsample(4, 16, grid="corner")(BilinearUpsample(4, 2, grid="corner")(x))
+    staged = BilinearUpsample(4, 16, grid="corner")(
+        BilinearUpsample(4, 2, grid="corner")(x)
+    )
     assert torch.allclose(direct, staged, atol=1e-5)
 
 

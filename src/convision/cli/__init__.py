@@ -5,6 +5,7 @@ One module per command; each only parses its arguments, calls :mod:`convision.ta
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error,
 130 interrupted. ``--debug`` (anywhere on the line) shows tracebacks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,24 +27,45 @@ from convision.cli import (
 )
 from convision.errors import ConvisionError
 
-COMMANDS = {"segment": segment, "classify": classify, "localize": localize, "detect": detect, "summary": summary,
-            "demo": demo, "serve": serve}
+COMMANDS = {
+    "segment": segment,
+    "classify": classify,
+    "localize": localize,
+    "detect": detect,
+    "summary": summary,
+    "demo": demo,
+    "serve": serve,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.Parser(prog="convision", description="Classic CNN vision: train, evaluate and run "
-                                                         "segmentation, classification, localization and detection models.")
-    parser.add_argument("--version", action="version", version=f"convision {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    tasks = parser.add_subparsers(dest="task", metavar="TASK", parser_class=common.Parser)
+    parser = common.Parser(
+        prog="convision",
+        description="Classic CNN vision: train, evaluate and run "
+        "segmentation, classification, localization and detection models.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"convision {__version__}"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks on errors"
+    )
+    tasks = parser.add_subparsers(
+        dest="task", metavar="TASK", parser_class=common.Parser
+    )
     tasks.required = True
     for module in COMMANDS.values():
         module.add_parser(tasks)
     return parser
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      line: str | None = None) -> str:
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
     """Warnings as one line, without the source line Python prints by default."""
     return f"convision: warning: {_one_line(message) if isinstance(message, BaseException) else message}\n"
 
@@ -66,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convision: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug in convision, or an error a DataLoader worker wrapped
+    except (
+        Exception
+    ) as e:  # a bug in convision, or an error a DataLoader worker wrapped
         wrapped = _wrapped_convision_error(e)
         if debug:
             traceback.print_exc()
@@ -74,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"convision: error: {wrapped}", file=sys.stderr)
             return 2
         hint = "" if debug else " (run with --debug for the traceback)"
-        print(f"convision: internal error: {type(e).__name__}: {_one_line(e)}{hint}", file=sys.stderr)
+        print(
+            f"convision: internal error: {type(e).__name__}: {_one_line(e)}{hint}",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -90,5 +117,5 @@ def _wrapped_convision_error(e: BaseException) -> str | None:
         for name in ("DataError", "ConfigError", "CheckpointError", "ConvisionError"):
             marker = f"convision.errors.{name}: "
             if line.startswith(marker):
-                return line[len(marker):]
+                return line[len(marker) :]
     return None

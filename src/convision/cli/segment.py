@@ -1,4 +1,5 @@
 """``convision segment train|eval|predict|export``: semantic segmentation (FCN, SegNet, DeconvNet, U-Net, dilated)."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,14 +16,29 @@ HELP = "semantic segmentation: FCN-32s/16s/8s, SegNet, DeconvNet, U-Net, dilated
 
 def add_parser(tasks: argparse._SubParsersAction) -> None:
     modes = common.add_modes(tasks, "segment", HELP)
-    common.add_train(modes, segment.SegmentConfig(), "train a model", "Train a segmentation model.")
-    ev = common.add_eval(modes, "evaluate a checkpoint on a whole split: pixel accuracy, mIoU, boundary F",
-                         batch_size=4, data_help="'synthetic' or a data set folder")
-    ev.add_argument("--format", default="auto", help="folder layout: auto | folder | voc")
-    ev.add_argument("--json", default=None, help="write the metrics here (default: next to the checkpoint, eval_<split>.json)")
+    common.add_train(
+        modes, segment.SegmentConfig(), "train a model", "Train a segmentation model."
+    )
+    ev = common.add_eval(
+        modes,
+        "evaluate a checkpoint on a whole split: pixel accuracy, mIoU, boundary F",
+        batch_size=4,
+        data_help="'synthetic' or a data set folder",
+    )
+    ev.add_argument(
+        "--format", default="auto", help="folder layout: auto | folder | voc"
+    )
+    ev.add_argument(
+        "--json",
+        default=None,
+        help="write the metrics here (default: next to the checkpoint, eval_<split>.json)",
+    )
     _add_crf_arguments(ev)
-    pr = common.add_predict(modes, "segment images and write masks, colour masks and overlays",
-                            out_help="output folder (masks/, color/, overlay/, predictions.json)")
+    pr = common.add_predict(
+        modes,
+        "segment images and write masks, colour masks and overlays",
+        out_help="output folder (masks/, color/, overlay/, predictions.json)",
+    )
     common.add_export(modes, "a segmentation model")
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     _add_crf_arguments(pr)
@@ -41,28 +57,55 @@ def run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     common.check_split(args.split)
     crf = _crf_from_args(args)
-    metrics = segment.evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size,
-                               workers=args.workers, device=args.device, progress=not args.no_progress,
-                               fmt=args.format, crf=crf)
+    metrics = segment.evaluate(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        progress=not args.no_progress,
+        fmt=args.format,
+        crf=crf,
+    )
     print(format_table(metrics, metrics["classes"]))
-    out = common.write_json(args.json or Path(args.checkpoint).with_name(f"eval_{args.split}.json"), metrics, "--json")
+    out = common.write_json(
+        args.json or Path(args.checkpoint).with_name(f"eval_{args.split}.json"),
+        metrics,
+        "--json",
+    )
     print(f"metrics written to {out}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     crf = _crf_from_args(args)
-    results = segment.predict_to_folder(args.checkpoint, args.inputs, args.out, alpha=args.alpha, device=args.device,
-                                        crf=crf, strict=args.strict, progress=not args.no_progress)
-    print(f"{len(results)} image(s) segmented; masks, colour masks and overlays in {args.out}/")
+    results = segment.predict_to_folder(
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        alpha=args.alpha,
+        device=args.device,
+        crf=crf,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{len(results)} image(s) segmented; masks, colour masks and overlays in {args.out}/"
+    )
     return common.finish_predict(results, args.out)
 
 
 def _add_crf_arguments(parser: argparse.ArgumentParser) -> None:
     """``--crf`` and one flag per dense-CRF setting (segment eval / predict)."""
-    group = parser.add_argument_group("dense CRF (Krähenbühl & Koltun 2011; needs pip install 'convision[crf]')")
-    group.add_argument("--crf", action="store_true",
-                       help="refine each image's softmax with a fully connected CRF (eval: one image at a time)")
+    group = parser.add_argument_group(
+        "dense CRF (Krähenbühl & Koltun 2011; needs pip install 'convision[crf]')"
+    )
+    group.add_argument(
+        "--crf",
+        action="store_true",
+        help="refine each image's softmax with a fully connected CRF (eval: one image at a time)",
+    )
     meaning = {
         "iterations": "mean-field iterations",
         "sxy_gaussian": "smoothness kernel: spatial std (px)",
@@ -74,14 +117,25 @@ def _add_crf_arguments(parser: argparse.ArgumentParser) -> None:
     for key, default in CRF_DEFAULTS.items():
         kind = int if key == "iterations" else float
         # default SUPPRESS: a flag given without --crf is reported instead of silently unused
-        group.add_argument(f"--crf-{key.replace('_', '-')}", type=kind, default=argparse.SUPPRESS,
-                           metavar="N" if kind is int else "X", help=f"{meaning[key]} (default {default:g})")
+        group.add_argument(
+            f"--crf-{key.replace('_', '-')}",
+            type=kind,
+            default=argparse.SUPPRESS,
+            metavar="N" if kind is int else "X",
+            help=f"{meaning[key]} (default {default:g})",
+        )
 
 
 def _crf_from_args(args: argparse.Namespace) -> dict | None:
-    given = {key: getattr(args, f"crf_{key}") for key in CRF_DEFAULTS if hasattr(args, f"crf_{key}")}
+    given = {
+        key: getattr(args, f"crf_{key}")
+        for key in CRF_DEFAULTS
+        if hasattr(args, f"crf_{key}")
+    }
     if not args.crf:
         if given:
-            raise ConfigError(f"--crf-{next(iter(given)).replace('_', '-')}: needs --crf")
+            raise ConfigError(
+                f"--crf-{next(iter(given)).replace('_', '-')}: needs --crf"
+            )
         return None
     return given

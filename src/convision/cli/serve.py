@@ -1,5 +1,6 @@
 """``convision serve --checkpoint X|model.onnx [--host 127.0.0.1 --port 8000 --max-upload-mb 10]``:
 a web service (REST API and a page) over one model; see :mod:`convision.serve.app`."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,9 @@ HELP = "serve a checkpoint or an exported .onnx over HTTP: POST /predict, GET /h
 
 
 def add_parser(tasks: argparse._SubParsersAction) -> None:
-    parser = tasks.add_parser("serve", help=HELP, description=HELP, formatter_class=common.DEFAULTS)
+    parser = tasks.add_parser(
+        "serve", help=HELP, description=HELP, formatter_class=common.DEFAULTS
+    )
     app.add_arguments(parser)
 
 

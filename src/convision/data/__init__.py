@@ -1,4 +1,5 @@
 """Data: image/mask reading, the built-in synthetic scenes, segmentation data sets, transforms."""
+
 from __future__ import annotations
 
 from convision.data.io import IGNORE_INDEX, read_image, read_mask

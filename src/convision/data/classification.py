@@ -33,6 +33,7 @@ Fashion-MNIST IDX
 ``fraction`` (training split only) keeps that share of every class (at least one image each),
 chosen by a permutation seeded with ``data_seed``: deterministic and stratified (1 %, 10 %, 100 %).
 """
+
 from __future__ import annotations
 
 import copy
@@ -59,7 +60,16 @@ from convision.data.synthetic import (
 from convision.errors import ConfigError, DataError
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -67,8 +77,17 @@ IDX_FILES = {
 }
 SPLITS = ("train", "val")
 VAL_INDEX_OFFSET = 1_000_000
-_RESERVE = 500_000_000  # synthetic: replacement scenes for scenes without a visible shape
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_RESERVE = (
+    500_000_000  # synthetic: replacement scenes for scenes without a visible shape
+)
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 
 
 def _progress(it: Any, total: int, enabled: bool, desc: str) -> Any:
@@ -127,7 +146,9 @@ class ClassificationDataset(Dataset):
             self.load(i)
 
     def class_counts(self) -> list[int]:
-        return np.bincount(np.asarray(self.targets, dtype=np.int64), minlength=self.num_classes).tolist()
+        return np.bincount(
+            np.asarray(self.targets, dtype=np.int64), minlength=self.num_classes
+        ).tolist()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, {self.num_classes} classes)"
@@ -136,7 +157,9 @@ class ClassificationDataset(Dataset):
 # ------------------------------------------------------------------------------------------ subsets
 
 
-def stratified_indices(targets: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
+def stratified_indices(
+    targets: Sequence[int], fraction: float, seed: int = 0
+) -> list[int]:
     """Indices keeping ``fraction`` of each class (rounded, at least 1), sorted; deterministic."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"fraction: must be in (0, 1], got {fraction}")
@@ -152,7 +175,9 @@ def stratified_indices(targets: Sequence[int], fraction: float, seed: int = 0) -
     return sorted(int(i) for i in np.concatenate(keep)) if keep else []
 
 
-def holdout_split(targets: Sequence[int], val_fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+def holdout_split(
+    targets: Sequence[int], val_fraction: float, seed: int = 0
+) -> tuple[list[int], list[int]]:
     """(train, val) indices: ``val_fraction`` of each class held out (classes with one image stay in train)."""
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
@@ -187,14 +212,25 @@ class FileClassification(ClassificationDataset):
 
 
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted((e for e in (Path(p.path) for p in os.scandir(root)) if e.is_dir() and not e.name.startswith(".")),
-                  key=lambda p: p.name)
+    return sorted(
+        (
+            e
+            for e in (Path(p.path) for p in os.scandir(root))
+            if e.is_dir() and not e.name.startswith(".")
+        ),
+        key=lambda p: p.name,
+    )
 
 
 class ImageFolderClassification(FileClassification):
     """``root/<class>/**/<image>``; torchvision ImageFolder conventions (see the module notes)."""
 
-    def __init__(self, root: str | Path, transforms: Callable | None = None, classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        transforms: Callable | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         root = Path(root).expanduser()
         if not root.exists():
             raise DataError(f"{root}: folder not found")
@@ -202,12 +238,16 @@ class ImageFolderClassification(FileClassification):
             raise DataError(f"{root}: not a folder (expected root/<class>/<image>)")
         dirs = _class_dirs(root)
         if not dirs:
-            raise DataError(f"{root}: no class folders (expected one sub-folder per class: {root}/<class>/<image>)")
+            raise DataError(
+                f"{root}: no class folders (expected one sub-folder per class: {root}/<class>/<image>)"
+            )
         found = [d.name for d in dirs]
         if classes is not None:
             unknown = [c for c in found if c not in classes]
             if unknown:
-                raise DataError(f"{root / unknown[0]}: class {unknown[0]!r} is not among the training classes ({', '.join(classes)})")
+                raise DataError(
+                    f"{root / unknown[0]}: class {unknown[0]!r} is not among the training classes ({', '.join(classes)})"
+                )
             self.classes = list(classes)
         else:
             self.classes = found
@@ -215,9 +255,16 @@ class ImageFolderClassification(FileClassification):
         self.root = root
         self.items, self.targets = [], []
         for d in dirs:
-            files = sorted(Path(dp) / f for dp, _, fs in os.walk(d, followlinks=True) for f in fs if _is_image(Path(f)))
+            files = sorted(
+                Path(dp) / f
+                for dp, _, fs in os.walk(d, followlinks=True)
+                for f in fs
+                if _is_image(Path(f))
+            )
             if not files:
-                raise DataError(f"{d}: class folder holds no images ({', '.join(sorted({e.lstrip('.') for e in IMG_EXTENSIONS}))})")
+                raise DataError(
+                    f"{d}: class folder holds no images ({', '.join(sorted({e.lstrip('.') for e in IMG_EXTENSIONS}))})"
+                )
             self.items += files
             self.targets += [index[d.name]] * len(files)
         self.transforms = transforms
@@ -226,15 +273,26 @@ class ImageFolderClassification(FileClassification):
 class CSVClassification(FileClassification):
     """``path,label`` rows (see the module notes). Every listed file must exist."""
 
-    def __init__(self, csv_path: str | Path, transforms: Callable | None = None, classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        csv_path: str | Path,
+        transforms: Callable | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         path = Path(csv_path).expanduser()
         if not path.is_file():
             raise DataError(f"{path}: CSV file not found")
         try:
             with open(path, newline="", encoding="utf-8-sig") as f:
-                rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
+                rows = [
+                    (n, r)
+                    for n, r in enumerate(csv.reader(f), start=1)
+                    if r and any(c.strip() for c in r)
+                ]
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"{path}: cannot be read as CSV ({' '.join(str(e).split())})") from None
+            raise DataError(
+                f"{path}: cannot be read as CSV ({' '.join(str(e).split())})"
+            ) from None
         if rows and is_header(rows[0][1]):
             rows = rows[1:]
         if not rows:
@@ -243,7 +301,9 @@ class CSVClassification(FileClassification):
         files, labels = [], []
         for n, row in rows:
             if len(row) != 2:
-                raise DataError(f"{path} line {n}: expected 2 columns 'path,label', got {len(row)}")
+                raise DataError(
+                    f"{path} line {n}: expected 2 columns 'path,label', got {len(row)}"
+                )
             file, label = row[0].strip(), row[1].strip()
             p = Path(file).expanduser()
             p = p if p.is_absolute() else base / p
@@ -255,18 +315,24 @@ class CSVClassification(FileClassification):
             labels.append(label)
         if classes is None:
             if all(lb.isdigit() for lb in labels):
-                self.classes = [str(k) for k in range(max(int(lb) for lb in labels) + 1)]
+                self.classes = [
+                    str(k) for k in range(max(int(lb) for lb in labels) + 1)
+                ]
                 labels = [str(int(lb)) for lb in labels]
             else:
                 self.classes = sorted(set(labels))
         else:
             self.classes = list(classes)
-            if all(lb.isdigit() for lb in labels) and not set(labels) <= set(self.classes):
+            if all(lb.isdigit() for lb in labels) and not set(labels) <= set(
+                self.classes
+            ):
                 labels = [str(int(lb)) for lb in labels]
         index = {c: k for k, c in enumerate(self.classes)}
         for (n, _), lb in zip(rows, labels):
             if lb not in index:
-                raise DataError(f"{path} line {n}: label {lb!r} is not a training class ({', '.join(self.classes)})")
+                raise DataError(
+                    f"{path} line {n}: label {lb!r} is not a training class ({', '.join(self.classes)})"
+                )
         self.items = files
         self.targets = [index[lb] for lb in labels]
         self.transforms = transforms
@@ -283,7 +349,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(p, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise DataError(f"{p}: cannot read ({' '.join(str(e).split()) or type(e).__name__})") from None
+        raise DataError(
+            f"{p}: cannot read ({' '.join(str(e).split()) or type(e).__name__})"
+        ) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{p}: not an IDX file (bad magic number)")
     ndim = data[3]
@@ -294,7 +362,9 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - header != expected:
-        raise DataError(f"{p}: IDX header says {'x'.join(map(str, dims))} {dtype} ({expected} bytes) but the file holds {len(data) - header}")
+        raise DataError(
+            f"{p}: IDX header says {'x'.join(map(str, dims))} {dtype} ({expected} bytes) but the file holds {len(data) - header}"
+        )
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
 
 
@@ -307,13 +377,17 @@ def find_idx_file(root: Path, stem: str) -> Path | None:
 
 def is_idx_folder(root: str | Path) -> bool:
     root = Path(root)
-    return root.is_dir() and all(find_idx_file(root, s) is not None for s in IDX_FILES["train"])
+    return root.is_dir() and all(
+        find_idx_file(root, s) is not None for s in IDX_FILES["train"]
+    )
 
 
 class IDXClassification(ClassificationDataset):
     """Fashion-MNIST-style IDX files (see the module notes); ``items`` are row indices."""
 
-    def __init__(self, root: str | Path, split: str = "train", transforms: Callable | None = None) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "train", transforms: Callable | None = None
+    ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
         root = Path(root).expanduser()
@@ -323,20 +397,34 @@ class IDXClassification(ClassificationDataset):
         for stem in IDX_FILES[split]:
             p = find_idx_file(root, stem)
             if p is None:
-                raise DataError(f"{root}: {stem}.gz not found (an IDX folder holds {', '.join(s + '.gz' for v in IDX_FILES.values() for s in v)})")
+                raise DataError(
+                    f"{root}: {stem}.gz not found (an IDX folder holds {', '.join(s + '.gz' for v in IDX_FILES.values() for s in v)})"
+                )
             paths.append(p)
         images, labels = read_idx(paths[0]), read_idx(paths[1])
         if images.ndim != 3 or images.dtype != np.uint8:
-            raise DataError(f"{paths[0]}: expected uint8 images N x H x W, got {images.dtype} {images.shape}")
+            raise DataError(
+                f"{paths[0]}: expected uint8 images N x H x W, got {images.dtype} {images.shape}"
+            )
         if labels.ndim != 1 or len(labels) != len(images):
-            raise DataError(f"{paths[1]}: {len(labels)} labels for {len(images)} images in {paths[0].name}")
+            raise DataError(
+                f"{paths[1]}: {len(labels)} labels for {len(images)} images in {paths[0].name}"
+            )
         classes_file = root / "classes.txt"
         if classes_file.is_file():
-            self.classes = [line.strip() for line in classes_file.read_text().splitlines() if line.strip()]
+            self.classes = [
+                line.strip()
+                for line in classes_file.read_text().splitlines()
+                if line.strip()
+            ]
         else:
             self.classes = list(FASHION_MNIST_CLASSES)
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
-            raise DataError(f"{paths[1]}: labels span {int(labels.min())}..{int(labels.max())} but there are {len(self.classes)} classes")
+        if len(labels) and (
+            int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)
+        ):
+            raise DataError(
+                f"{paths[1]}: labels span {int(labels.min())}..{int(labels.max())} but there are {len(self.classes)} classes"
+            )
         self.root, self.split, self.files = root, split, paths
         self.images = images
         self.items = list(range(len(images)))
@@ -356,16 +444,26 @@ class IDXClassification(ClassificationDataset):
 # ------------------------------------------------------------------------------------------ synthetic
 
 
-def check_synthetic_settings(task: str, split: str, num_images: int, image_size: int | tuple[int, int],
-                             num_classes: int, seed: int) -> tuple[int, int]:
+def check_synthetic_settings(
+    task: str,
+    split: str,
+    num_images: int,
+    image_size: int | tuple[int, int],
+    num_classes: int,
+    seed: int,
+) -> tuple[int, int]:
     """Validate the built-in scenes' settings for one-label tasks; returns the image (h, w)."""
     if split not in SPLITS:
         raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
     if not 3 <= num_classes <= MAX_SYNTHETIC_CLASSES:
-        raise ConfigError(f"num_classes: synthetic {task} takes 3..{MAX_SYNTHETIC_CLASSES} (background included, "
-                          f"so 2..{MAX_SYNTHETIC_CLASSES - 1} shapes), got {num_classes}")
+        raise ConfigError(
+            f"num_classes: synthetic {task} takes 3..{MAX_SYNTHETIC_CLASSES} (background included, "
+            f"so 2..{MAX_SYNTHETIC_CLASSES - 1} shapes), got {num_classes}"
+        )
     if num_images < 1:
-        raise ConfigError(f"num_{split}: need at least 1 synthetic image, got {num_images}")
+        raise ConfigError(
+            f"num_{split}: need at least 1 synthetic image, got {num_images}"
+        )
     if seed < 0:
         raise ConfigError(f"data_seed: must be non-negative, got {seed}")
     try:
@@ -392,10 +490,17 @@ class SyntheticClassification(ClassificationDataset):
         transforms: Callable | None = None,
         max_objects: int = 1,
     ) -> None:
-        self.image_size = check_synthetic_settings("classification", split, num_images, image_size, num_classes, seed)
+        self.image_size = check_synthetic_settings(
+            "classification", split, num_images, image_size, num_classes, seed
+        )
         if max_objects < 1:
             raise ConfigError(f"max_objects: must be at least 1, got {max_objects}")
-        self.split, self.seed, self.scene_classes, self.max_objects = split, int(seed), int(num_classes), int(max_objects)
+        self.split, self.seed, self.scene_classes, self.max_objects = (
+            split,
+            int(seed),
+            int(num_classes),
+            int(max_objects),
+        )
         self.classes = synthetic_classes(num_classes)[1:]
         self.offset = 0 if split == "train" else VAL_INDEX_OFFSET
         self.items = list(range(int(num_images)))
@@ -407,12 +512,19 @@ class SyntheticClassification(ClassificationDataset):
         return [self._resolve(i)[1] for i in self.items]
 
     @targets.setter
-    def targets(self, value: list[int]) -> None:  # select() assigns; labels come from the scenes
+    def targets(
+        self, value: list[int]
+    ) -> None:  # select() assigns; labels come from the scenes
         pass
 
     def _scene(self, index: int):
-        return make_scene(index, seed=self.seed, image_size=self.image_size, num_classes=self.scene_classes,
-                          max_objects=self.max_objects)
+        return make_scene(
+            index,
+            seed=self.seed,
+            image_size=self.image_size,
+            num_classes=self.scene_classes,
+            max_objects=self.max_objects,
+        )
 
     def _resolve(self, k: int) -> tuple[int, int]:
         """(scene index, label) of sample ``k``, replacing a scene without a visible shape."""
@@ -475,31 +587,54 @@ class ClassificationTransform:
 
 
 def _float_normalize(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+    ]
 
 
 def classification_train_transforms(
-    image_size: int, mean: Sequence[float], std: Sequence[float], *, scale_min: float = 0.5, hflip: bool = True,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    scale_min: float = 0.5,
+    hflip: bool = True,
     color_jitter: float = 0.0,
 ) -> ClassificationTransform:
     """RandomResizedCrop(image_size, scale=(scale_min, 1)) -> flip -> jitter -> float -> normalise."""
     if not 0 < scale_min <= 1:
         raise ConfigError(f"scale_min: must be in (0, 1], got {scale_min}")
-    steps: list[Callable] = [v2.RandomResizedCrop(int(image_size), scale=(float(scale_min), 1.0), antialias=True)]
+    steps: list[Callable] = [
+        v2.RandomResizedCrop(
+            int(image_size), scale=(float(scale_min), 1.0), antialias=True
+        )
+    ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
     if color_jitter > 0:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        steps.append(
+            v2.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter
+            )
+        )
     return ClassificationTransform(steps + _float_normalize(mean, std))
 
 
 def classification_eval_transforms(
-    image_size: int, mean: Sequence[float], std: Sequence[float], *, resize_ratio: float = 256 / 224
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    resize_ratio: float = 256 / 224,
 ) -> ClassificationTransform:
     """torchvision's evaluation recipe: resize the shorter side to ``image_size * 256/224``, centre
     crop ``image_size``, float, normalise."""
     resize = max(int(image_size), int(round(int(image_size) * resize_ratio)))
-    steps: list[Callable] = [v2.Resize(resize, antialias=True), v2.CenterCrop(int(image_size))]
+    steps: list[Callable] = [
+        v2.Resize(resize, antialias=True),
+        v2.CenterCrop(int(image_size)),
+    ]
     return ClassificationTransform(steps + _float_normalize(mean, std))
 
 
@@ -522,11 +657,19 @@ def detect_format(data: str) -> str:
 
 def _has_split_folders(root: Path) -> bool:
     train = root / "train"
-    return train.is_dir() and any(d.is_dir() for d in train.iterdir()) and (root / "val").is_dir()
+    return (
+        train.is_dir()
+        and any(d.is_dir() for d in train.iterdir())
+        and (root / "val").is_dir()
+    )
 
 
-def build_classification_dataset(cfg: Any, split: str, transforms: Callable | None = None,
-                                 classes: Sequence[str] | None = None) -> ClassificationDataset:
+def build_classification_dataset(
+    cfg: Any,
+    split: str,
+    transforms: Callable | None = None,
+    classes: Sequence[str] | None = None,
+) -> ClassificationDataset:
     """The ``split`` of the data set ``cfg`` describes (a ClassifyDataConfig-like object; see the
     module notes). ``fraction`` applies to ``train`` only; ``classes`` (the training split's) is
     checked against / imposed on a separately stored validation split."""
@@ -537,26 +680,38 @@ def build_classification_dataset(cfg: Any, split: str, transforms: Callable | No
     holdout = False
     if fmt == "synthetic":
         n = cfg.num_train if split == "train" else cfg.num_val
-        ds: ClassificationDataset = SyntheticClassification(split, n, cfg.scene_size, cfg.num_classes, seed,
-                                                            max_objects=cfg.max_objects)
+        ds: ClassificationDataset = SyntheticClassification(
+            split, n, cfg.scene_size, cfg.num_classes, seed, max_objects=cfg.max_objects
+        )
     elif fmt == "idx":
         ds = IDXClassification(cfg.data, split)
     elif fmt == "csv":
         if split == "val" and cfg.val_data:
-            ds = CSVClassification(cfg.val_data, classes=classes or CSVClassification(cfg.data).classes)
+            ds = CSVClassification(
+                cfg.val_data, classes=classes or CSVClassification(cfg.data).classes
+            )
         else:
             ds, holdout = CSVClassification(cfg.data), not cfg.val_data
     elif fmt == "folder":
         root = Path(cfg.data).expanduser()
         if cfg.val_data and split == "val":
-            ds = ImageFolderClassification(cfg.val_data, classes=classes or _folder_classes(root))
+            ds = ImageFolderClassification(
+                cfg.val_data, classes=classes or _folder_classes(root)
+            )
         elif _has_split_folders(root) and not cfg.val_data:
             train_root = root / "train"
-            ds = ImageFolderClassification(root / split, classes=None if split == "train" else (classes or _folder_classes(train_root)))
+            ds = ImageFolderClassification(
+                root / split,
+                classes=None
+                if split == "train"
+                else (classes or _folder_classes(train_root)),
+            )
         else:
             ds, holdout = ImageFolderClassification(root), not cfg.val_data
     else:
-        raise ConfigError(f"format: unknown {fmt!r} (expected auto | folder | csv | idx | synthetic)")
+        raise ConfigError(
+            f"format: unknown {fmt!r} (expected auto | folder | csv | idx | synthetic)"
+        )
     if holdout:
         train_idx, val_idx = holdout_split(ds.targets, cfg.val_fraction, seed)
         ds = ds.select(train_idx if split == "train" else val_idx)

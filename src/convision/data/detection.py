@@ -15,6 +15,7 @@ folder, a COCO JSON or a YOLO folder (:mod:`convision.data.detection_formats`). 
 end with ``SanitizeBoundingBoxes``, which drops degenerate boxes together with their ``labels``
 and ``difficult`` entries.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,8 +69,12 @@ def _plain_target(record: DetectionRecord) -> dict[str, Any]:
 class DetectionDataset(Dataset):
     """Images with boxes, from :class:`~convision.data.detection_formats.DetectionRecord` s (see the module notes)."""
 
-    def __init__(self, records: Sequence[DetectionRecord], classes: Sequence[str],
-                 transforms: Callable | None = None) -> None:
+    def __init__(
+        self,
+        records: Sequence[DetectionRecord],
+        classes: Sequence[str],
+        transforms: Callable | None = None,
+    ) -> None:
         self.records = list(records)
         self.classes = list(classes)
         self.transforms = transforms
@@ -90,7 +95,9 @@ class DetectionDataset(Dataset):
         image = load_record_image(r)
         h, w = image.shape[:2]
         if (w, h) != (r.width, r.height):
-            raise DataError(f"{r.image}: image is {w}x{h} but its annotation says {r.width}x{r.height}")
+            raise DataError(
+                f"{r.image}: image is {w}x{h} but its annotation says {r.width}x{r.height}"
+            )
         return image, r
 
     def raw(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -111,7 +118,9 @@ class DetectionDataset(Dataset):
         array, r = self._sample(self._index(i))
         image = to_image(array)
         target = _plain_target(r)
-        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(r.height, r.width))
+        target["boxes"] = tv_tensors.BoundingBoxes(
+            target["boxes"], format="XYXY", canvas_size=(r.height, r.width)
+        )
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         if image.dtype == torch.uint8:  # transforms without ToDtype, or none at all
@@ -142,15 +151,28 @@ class SyntheticDetection(DetectionDataset):
     whose shapes all vanished is a negative image.
     """
 
-    def __init__(self, num_images: int, image_size: int | tuple[int, int] = 128, num_classes: int = 6, seed: int = 0,
-                 max_objects: int = 6, transforms: Callable | None = None, *, split: str = "train") -> None:
+    def __init__(
+        self,
+        num_images: int,
+        image_size: int | tuple[int, int] = 128,
+        num_classes: int = 6,
+        seed: int = 0,
+        max_objects: int = 6,
+        transforms: Callable | None = None,
+        *,
+        split: str = "train",
+    ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
         if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
-            raise ConfigError(f"num_classes: synthetic scenes have 2..{MAX_SYNTHETIC_CLASSES} classes "
-                              f"(background included), got {num_classes}")
+            raise ConfigError(
+                f"num_classes: synthetic scenes have 2..{MAX_SYNTHETIC_CLASSES} classes "
+                f"(background included), got {num_classes}"
+            )
         if num_images < 1:
-            raise ConfigError(f"num_images: need at least 1 synthetic image, got {num_images}")
+            raise ConfigError(
+                f"num_images: need at least 1 synthetic image, got {num_images}"
+            )
         if seed < 0:
             raise ConfigError(f"seed: must be non-negative, got {seed}")
         if max_objects < 1:
@@ -172,19 +194,34 @@ class SyntheticDetection(DetectionDataset):
         return self.offset + self.items[i]
 
     def _scene(self, i: int):
-        return make_scene(self._scene_index(i), seed=self.seed, image_size=self.image_size,
-                          num_classes=self.scene_classes, max_objects=self.max_objects)
+        return make_scene(
+            self._scene_index(i),
+            seed=self.seed,
+            image_size=self.image_size,
+            num_classes=self.scene_classes,
+            max_objects=self.max_objects,
+        )
 
     def _record(self, i: int, scene) -> DetectionRecord:
         h, w = self.image_size
         index = self._scene_index(i)
-        return DetectionRecord(None, w, h, scene.boxes, scene.labels - 1, np.zeros(len(scene.labels), bool), index,
-                               scene=(index, self.seed, (h, w), self.scene_classes, self.max_objects))
+        return DetectionRecord(
+            None,
+            w,
+            h,
+            scene.boxes,
+            scene.labels - 1,
+            np.zeros(len(scene.labels), bool),
+            index,
+            scene=(index, self.seed, (h, w), self.scene_classes, self.max_objects),
+        )
 
     def record(self, i: int) -> DetectionRecord:
         return self._record(i, self._scene(i))
 
-    def _sample(self, i: int) -> tuple[np.ndarray, DetectionRecord]:  # one scene generation per sample
+    def _sample(
+        self, i: int
+    ) -> tuple[np.ndarray, DetectionRecord]:  # one scene generation per sample
         s = self._scene(i)
         return s.image, self._record(i, s)
 
@@ -204,12 +241,16 @@ class SyntheticDetection(DetectionDataset):
 # ------------------------------------------------------------------------------------------ factory
 
 
-def holdout_indices(n: int, val_fraction: float, seed: int = 0, where: str = "data") -> tuple[list[int], list[int]]:
+def holdout_indices(
+    n: int, val_fraction: float, seed: int = 0, where: str = "data"
+) -> tuple[list[int], list[int]]:
     """Deterministic ``(train, val)`` image indices: ``round(val_fraction * n)`` (at least 1) held out."""
     if not 0 < val_fraction < 1:
         raise ConfigError(f"val_fraction: must be in (0, 1), got {val_fraction}")
     if n < 2:
-        raise DataError(f"{where}: need at least 2 images to hold out a validation split, found {n}")
+        raise DataError(
+            f"{where}: need at least 2 images to hold out a validation split, found {n}"
+        )
     k = min(n - 1, max(1, int(round(val_fraction * n))))
     perm = np.random.default_rng([int(seed), 0xD37]).permutation(n)
     held = set(perm[:k].tolist())
@@ -226,16 +267,28 @@ def _has_split(path: str | Path, fmt: str, split: str) -> bool:
     return False
 
 
-def _read_split(path: str | Path, fmt: str, split: str,
-                classes: Sequence[str] | None) -> tuple[list[DetectionRecord], list[str]]:
+def _read_split(
+    path: str | Path, fmt: str, split: str, classes: Sequence[str] | None
+) -> tuple[list[DetectionRecord], list[str]]:
     """The named split where the folder has one, else everything (VOC: every XML; YOLO: flat images/)."""
-    return read_detection(path, split if _has_split(path, fmt, split) else None, classes)
+    return read_detection(
+        path, split if _has_split(path, fmt, split) else None, classes
+    )
 
 
-def build_detection_dataset(data: str, split: str = "train", *, transforms: Callable | None = None,
-                            classes: Sequence[str] | None = None, val_data: str = "", val_fraction: float = 0.2,
-                            num_images: int | None = None, image_size: int | tuple[int, int] = 128,
-                            num_classes: int = 6, seed: int = 0) -> DetectionDataset:
+def build_detection_dataset(
+    data: str,
+    split: str = "train",
+    *,
+    transforms: Callable | None = None,
+    classes: Sequence[str] | None = None,
+    val_data: str = "",
+    val_fraction: float = 0.2,
+    num_images: int | None = None,
+    image_size: int | tuple[int, int] = 128,
+    num_classes: int = 6,
+    seed: int = 0,
+) -> DetectionDataset:
     """The ``split`` of ``data``: ``"synthetic"``, a VOC folder, a COCO JSON or a YOLO folder.
 
     * synthetic: ``num_images`` scenes (default 400 train / 100 val) of ``image_size`` with
@@ -251,18 +304,28 @@ def build_detection_dataset(data: str, split: str = "train", *, transforms: Call
     """
     if data == "synthetic":
         if split not in SPLITS:
-            raise ConfigError(f"split: the built-in scenes have splits 'train' and 'val', got {split!r}")
+            raise ConfigError(
+                f"split: the built-in scenes have splits 'train' and 'val', got {split!r}"
+            )
         n = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
-        return SyntheticDetection(n, image_size, num_classes, seed, transforms=transforms, split=split)
+        return SyntheticDetection(
+            n, image_size, num_classes, seed, transforms=transforms, split=split
+        )
     if not data:
-        raise ConfigError("data: expected 'synthetic', a VOC folder, a COCO .json file or a YOLO folder")
+        raise ConfigError(
+            "data: expected 'synthetic', a VOC folder, a COCO .json file or a YOLO folder"
+        )
     fmt = detect_format(data)
     if val_data:
         detect_format(val_data)
-    if split not in SPLITS:  # another named split (e.g. VOC ImageSets/Main/test.txt, YOLO images/test/)
+    if (
+        split not in SPLITS
+    ):  # another named split (e.g. VOC ImageSets/Main/test.txt, YOLO images/test/)
         if not _has_split(data, fmt, split):
-            raise DataError(f"{data}: no split {split!r} (VOC: ImageSets/Main/{split}.txt, YOLO: images/{split}/; "
-                            "a COCO file has no splits: pass the split's own .json as the data)")
+            raise DataError(
+                f"{data}: no split {split!r} (VOC: ImageSets/Main/{split}.txt, YOLO: images/{split}/; "
+                "a COCO file has no splits: pass the split's own .json as the data)"
+            )
         if classes is None:
             classes = _read_split(data, fmt, "train", None)[1]
         return DetectionDataset(*_read_split(data, fmt, split, classes), transforms)
@@ -292,19 +355,32 @@ def labels_and_difficult(inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _check_sizes(min_size: int, max_size: int) -> None:
     if int(min_size) < 1:
-        raise ConfigError(f"min_size: must be a positive number of pixels, got {min_size}")
+        raise ConfigError(
+            f"min_size: must be a positive number of pixels, got {min_size}"
+        )
     if int(max_size) < int(min_size):
-        raise ConfigError(f"max_size: must be at least min_size ({min_size}), got {max_size}")
+        raise ConfigError(
+            f"max_size: must be at least min_size ({min_size}), got {max_size}"
+        )
 
 
 def _tail() -> list[Callable]:
-    return [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=labels_and_difficult),
-            v2.ToDtype(torch.float32, scale=True)]
+    return [
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=labels_and_difficult),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
 
 
-def detection_train_transforms(min_size: int, max_size: int, *, hflip: bool = True,
-                               scale_range: tuple[float, float] = (0.75, 1.25), crop: bool = True,
-                               color_jitter: float = 0.2) -> v2.Compose:
+def detection_train_transforms(
+    min_size: int,
+    max_size: int,
+    *,
+    hflip: bool = True,
+    scale_range: tuple[float, float] = (0.75, 1.25),
+    crop: bool = True,
+    color_jitter: float = 0.2,
+) -> v2.Compose:
     """Training augmentation on ``(Image, target)``; boxes, labels and difficult follow the image.
 
     Photometric jitter (brightness, contrast, saturation ``color_jitter``) -> SSD's random crop
@@ -322,7 +398,11 @@ def detection_train_transforms(min_size: int, max_size: int, *, hflip: bool = Tr
         raise ConfigError(f"color_jitter: must be non-negative, got {color_jitter}")
     steps: list[Callable] = []
     if color_jitter > 0:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        steps.append(
+            v2.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter
+            )
+        )
     if crop:
         steps.append(v2.RandomIoUCrop())
     sizes = list(range(max(1, round(lo * min_size)), max(1, round(hi * min_size)) + 1))
@@ -338,11 +418,19 @@ def detection_eval_transforms(min_size: int, max_size: int) -> v2.Compose:
     Deterministic, and no box is dropped (a ground-truth box that shrinks below a pixel still counts
     in the evaluation)."""
     _check_sizes(min_size, max_size)
-    return v2.Compose([v2.RandomShortestSize([int(min_size)], max_size=int(max_size), antialias=True),
-                       v2.ToDtype(torch.float32, scale=True)])
+    return v2.Compose(
+        [
+            v2.RandomShortestSize(
+                [int(min_size)], max_size=int(max_size), antialias=True
+            ),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
 
 
-def detection_collate(batch: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+def detection_collate(
+    batch: Sequence[tuple[Any, dict[str, Any]]],
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """``[(image, target)] -> (images, targets)``: lists (sizes may differ), tv_tensor subclasses stripped,
     ``image_id`` as an int64 scalar tensor."""
     images, targets = [], []
@@ -350,6 +438,10 @@ def detection_collate(batch: Sequence[tuple[Any, dict[str, Any]]]) -> tuple[list
         images.append(image.as_subclass(torch.Tensor))
         t = {}
         for key, value in target.items():
-            t[key] = value.as_subclass(torch.Tensor) if isinstance(value, torch.Tensor) else torch.tensor(value)
+            t[key] = (
+                value.as_subclass(torch.Tensor)
+                if isinstance(value, torch.Tensor)
+                else torch.tensor(value)
+            )
         targets.append(t)
     return images, targets

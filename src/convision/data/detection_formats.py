@@ -36,6 +36,7 @@ warning per data set ("clipped 27 box(es) in 19 file(s)"), each file on the ``co
 logger at DEBUG level; excursions under ``ROUNDOFF_PX`` (1e-3 px, float round-off of normalised
 coordinates) are clipped silently.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -62,7 +63,9 @@ ROUNDOFF_PX = 1e-3
 """Excursions below this are float round-off (YOLO's normalised text), clipped without a warning."""
 
 log = logging.getLogger("convision.data")
-_clip_log: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("clip_log", default=None)
+_clip_log: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "clip_log", default=None
+)
 
 
 @dataclass
@@ -82,15 +85,19 @@ class DetectionRecord:
     labels: np.ndarray
     difficult: np.ndarray
     image_id: int
-    scene: tuple[int, int, tuple[int, int], int, int] | None = field(default=None, repr=False)
+    scene: tuple[int, int, tuple[int, int], int, int] | None = field(
+        default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
         self.difficult = np.asarray(self.difficult, dtype=bool).reshape(-1)
         if not len(self.boxes) == len(self.labels) == len(self.difficult):
-            raise ValueError(f"boxes, labels and difficult differ in length: {len(self.boxes)}, "
-                             f"{len(self.labels)}, {len(self.difficult)}")
+            raise ValueError(
+                f"boxes, labels and difficult differ in length: {len(self.boxes)}, "
+                f"{len(self.labels)}, {len(self.difficult)}"
+            )
 
     @property
     def name(self) -> str:
@@ -112,11 +119,23 @@ def load_record_image(record: DetectionRecord) -> np.ndarray:
     from convision.data.synthetic import make_scene
 
     index, seed, size, num_classes, max_objects = record.scene
-    return make_scene(index, seed=seed, image_size=size, num_classes=num_classes, max_objects=max_objects).image
+    return make_scene(
+        index,
+        seed=seed,
+        image_size=size,
+        num_classes=num_classes,
+        max_objects=max_objects,
+    ).image
 
 
-def synthetic_records(num_images: int, image_size: int | tuple[int, int] = 128, num_classes: int = 6, seed: int = 0,
-                      max_objects: int = 6, offset: int = 0) -> tuple[list[DetectionRecord], list[str]]:
+def synthetic_records(
+    num_images: int,
+    image_size: int | tuple[int, int] = 128,
+    num_classes: int = 6,
+    seed: int = 0,
+    max_objects: int = 6,
+    offset: int = 0,
+) -> tuple[list[DetectionRecord], list[str]]:
     """Records of the built-in scenes ``offset .. offset + num_images - 1`` (labels ``scene.labels - 1``)."""
     from convision.data.synthetic import image_hw, make_scene, synthetic_classes
 
@@ -124,9 +143,25 @@ def synthetic_records(num_images: int, image_size: int | tuple[int, int] = 128, 
     records = []
     for k in range(int(num_images)):
         index = int(offset) + k
-        s = make_scene(index, seed=seed, image_size=(h, w), num_classes=num_classes, max_objects=max_objects)
-        records.append(DetectionRecord(None, w, h, s.boxes, s.labels - 1, np.zeros(len(s.labels), bool), index,
-                                       scene=(index, int(seed), (h, w), int(num_classes), int(max_objects))))
+        s = make_scene(
+            index,
+            seed=seed,
+            image_size=(h, w),
+            num_classes=num_classes,
+            max_objects=max_objects,
+        )
+        records.append(
+            DetectionRecord(
+                None,
+                w,
+                h,
+                s.boxes,
+                s.labels - 1,
+                np.zeros(len(s.labels), bool),
+                index,
+                scene=(index, int(seed), (h, w), int(num_classes), int(max_objects)),
+            )
+        )
     return records, synthetic_classes(num_classes)[1:]
 
 
@@ -152,8 +187,14 @@ def _number(text: Any, where: str, what: str) -> float:
     return v
 
 
-def check_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, what: str = "object",
-                places: Sequence[str] | None = None) -> np.ndarray:
+def check_boxes(
+    boxes: np.ndarray,
+    width: int,
+    height: int,
+    file: str | Path,
+    what: str = "object",
+    places: Sequence[str] | None = None,
+) -> np.ndarray:
     """Check ``N x 4`` xyxy ``boxes`` against a ``width x height`` image; returns them clipped.
 
     Zero / negative size or sticking out by more than :func:`clip_tolerance` raise a DataError
@@ -169,19 +210,39 @@ def check_boxes(boxes: np.ndarray, width: int, height: int, file: str | Path, wh
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
             raise DataError(f"{file} {at}: box {shown} is not finite")
         if not (x2 > x1 and y2 > y1):
-            raise DataError(f"{file} {at}: box {shown} has zero or negative width/height (expected x1 < x2, y1 < y2)")
+            raise DataError(
+                f"{file} {at}: box {shown} has zero or negative width/height (expected x1 < x2, y1 < y2)"
+            )
         if x1 < -tx or y1 < -ty or x2 > width + tx or y2 > height + ty:
-            raise DataError(f"{file} {at}: box {shown} is outside the {width}x{height} image")
-        if x1 < -ROUNDOFF_PX or y1 < -ROUNDOFF_PX or x2 > width + ROUNDOFF_PX or y2 > height + ROUNDOFF_PX:
-            cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+            raise DataError(
+                f"{file} {at}: box {shown} is outside the {width}x{height} image"
+            )
+        if (
+            x1 < -ROUNDOFF_PX
+            or y1 < -ROUNDOFF_PX
+            or x2 > width + ROUNDOFF_PX
+            or y2 > height + ROUNDOFF_PX
+        ):
+            cx1, cy1, cx2, cy2 = (
+                max(x1, 0.0),
+                max(y1, 0.0),
+                min(x2, float(width)),
+                min(y2, float(height)),
+            )
             if not (cx2 > cx1 and cy2 > cy1):
-                raise DataError(f"{file} {at}: box {shown} lies outside the {width}x{height} image")
+                raise DataError(
+                    f"{file} {at}: box {shown} lies outside the {width}x{height} image"
+                )
             boxes[k] = (cx1, cy1, cx2, cy2)
             clipped += 1
-    np.clip(boxes, 0.0, [width, height, width, height], out=boxes)  # round-off (< ROUNDOFF_PX): silently
+    np.clip(
+        boxes, 0.0, [width, height, width, height], out=boxes
+    )  # round-off (< ROUNDOFF_PX): silently
     if clipped:
-        text = (f"{file}: clipped {clipped} box(es) sticking out of the {width}x{height} image by at most "
-                f"max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side)")
+        text = (
+            f"{file}: clipped {clipped} box(es) sticking out of the {width}x{height} image by at most "
+            f"max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side)"
+        )
         counts = _clip_log.get()
         if counts is None:  # called on its own: report now
             warnings.warn(text, stacklevel=2)
@@ -199,7 +260,9 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
         with Image.open(path) as im:
             return im.size
     except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
-        raise DataError(f"{where}: image {path} cannot be read ({_one_line(e) or type(e).__name__})") from None
+        raise DataError(
+            f"{where}: image {path} cannot be read ({_one_line(e) or type(e).__name__})"
+        ) from None
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -207,7 +270,11 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({_one_line(e)})") from None
-    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    return [
+        (n, line.strip())
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
 
 
 def _class_index(classes: Sequence[str], where: str) -> dict[str, int]:
@@ -220,13 +287,19 @@ def _class_index(classes: Sequence[str], where: str) -> dict[str, int]:
     return {c: k for k, c in enumerate(names)}
 
 
-def remap_labels(records: list[DetectionRecord], found: Sequence[str], classes: Sequence[str],
-                 where: str) -> list[DetectionRecord]:
+def remap_labels(
+    records: list[DetectionRecord],
+    found: Sequence[str],
+    classes: Sequence[str],
+    where: str,
+) -> list[DetectionRecord]:
     """Relabel ``records`` (labelled by ``found``) to ``classes`` by name; DataError on a name ``classes`` lacks."""
     index = _class_index(classes, where)
     missing = [c for c in found if c not in index]
     if missing:
-        raise DataError(f"{where}: unknown class {missing[0]!r} (classes: {', '.join(classes)})")
+        raise DataError(
+            f"{where}: unknown class {missing[0]!r} (classes: {', '.join(classes)})"
+        )
     lut = np.array([index[c] for c in found], dtype=np.int64)
     for r in records:
         r.labels = lut[r.labels] if len(r.labels) else r.labels
@@ -236,7 +309,9 @@ def remap_labels(records: list[DetectionRecord], found: Sequence[str], classes: 
 # ------------------------------------------------------------------------------------------ VOC
 
 
-def _xml_text(node: ET.Element, path: str, where: str, required: bool = True) -> str | None:
+def _xml_text(
+    node: ET.Element, path: str, where: str, required: bool = True
+) -> str | None:
     child = node.find(path)
     if child is None or child.text is None or not child.text.strip():
         if required:
@@ -250,13 +325,20 @@ def _voc_ids(root: Path, split: str | None) -> list[str]:
         return sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
-        have = sorted(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
-        raise DataError(f"{path}: split file not found (splits: {', '.join(have) or 'none'})")
+        have = sorted(
+            p.stem
+            for p in (root / "ImageSets" / "Main").glob("*.txt")
+            if "_" not in p.stem
+        )
+        raise DataError(
+            f"{path}: split file not found (splits: {', '.join(have) or 'none'})"
+        )
     return [line.split()[0] for _, line in _read_lines(path)]
 
 
-def read_voc(root: str | Path, split: str | None = "train",
-             classes: Sequence[str] | None = None) -> tuple[list[DetectionRecord], list[str]]:
+def read_voc(
+    root: str | Path, split: str | None = "train", classes: Sequence[str] | None = None
+) -> tuple[list[DetectionRecord], list[str]]:
     """Pascal VOC ``root`` (with ``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``); ``split=None``: every XML."""
     root = Path(root).expanduser()
     if not (root / "Annotations").is_dir():
@@ -266,54 +348,102 @@ def read_voc(root: str | Path, split: str | None = "train",
     for image_id, stem in enumerate(ids):
         xml = root / "Annotations" / f"{stem}.xml"
         if not xml.is_file():
-            raise DataError(f"{xml}: annotation file not found (listed in split {split!r})")
+            raise DataError(
+                f"{xml}: annotation file not found (listed in split {split!r})"
+            )
         try:
             tree = ET.parse(xml).getroot()
         except (ET.ParseError, OSError) as e:
             raise DataError(f"{xml}: cannot be read as XML ({_one_line(e)})") from None
-        filename = _xml_text(tree, "filename", str(xml), required=False) or f"{stem}.jpg"
+        filename = (
+            _xml_text(tree, "filename", str(xml), required=False) or f"{stem}.jpg"
+        )
         image = root / "JPEGImages" / filename
         if not image.is_file():
             raise DataError(f"{xml}: image {image} not found")
-        w_text, h_text = _xml_text(tree, "size/width", str(xml), False), _xml_text(tree, "size/height", str(xml), False)
+        w_text, h_text = (
+            _xml_text(tree, "size/width", str(xml), False),
+            _xml_text(tree, "size/height", str(xml), False),
+        )
         w = int(_number(w_text, str(xml), "width")) if w_text is not None else 0
         h = int(_number(h_text, str(xml), "height")) if h_text is not None else 0
-        if w <= 0 or h <= 0:  # some tools write no or a zero <size>: the image header has it
+        if (
+            w <= 0 or h <= 0
+        ):  # some tools write no or a zero <size>: the image header has it
             w, h = image_size(image, str(xml))
         objects = []
         for k, obj in enumerate(tree.findall("object")):
             where = f"{xml} object {k}"
             name = _xml_text(obj, "name", where)
             diff = _xml_text(obj, "difficult", where, required=False)
-            box = [_number(_xml_text(obj, f"bndbox/{t}", where), where, t) for t in ("xmin", "ymin", "xmax", "ymax")]
-            objects.append((name, box[0] - 1.0, box[1] - 1.0, box[2], box[3], diff not in (None, "0")))
+            box = [
+                _number(_xml_text(obj, f"bndbox/{t}", where), where, t)
+                for t in ("xmin", "ymin", "xmax", "ymax")
+            ]
+            objects.append(
+                (
+                    name,
+                    box[0] - 1.0,
+                    box[1] - 1.0,
+                    box[2],
+                    box[3],
+                    diff not in (None, "0"),
+                )
+            )
         parsed.append((xml, image, w, h, image_id, objects))
     if classes is not None:
         names = list(classes)
     else:  # names found, plus those of VOC's per-class split lists (<class>_<split>.txt) for absent classes
-        listed = {f.stem[: -len(split) - 1] for f in (root / "ImageSets" / "Main").glob(f"*_{split}.txt")} if split else set()
+        listed = (
+            {
+                f.stem[: -len(split) - 1]
+                for f in (root / "ImageSets" / "Main").glob(f"*_{split}.txt")
+            }
+            if split
+            else set()
+        )
         found = {o[0] for p in parsed for o in p[5]}
         unlisted = sorted(found - listed) if listed else []
         if unlisted:
-            warnings.warn(f"{root}: class {unlisted[0]!r} ({len(unlisted)} class(es) in all) is in Annotations/ but has no "
-                          f"ImageSets/Main/{unlisted[0]}_{split}.txt list; it becomes a class of its own (list it, or "
-                          "fix the object names)", stacklevel=2)
+            warnings.warn(
+                f"{root}: class {unlisted[0]!r} ({len(unlisted)} class(es) in all) is in Annotations/ but has no "
+                f"ImageSets/Main/{unlisted[0]}_{split}.txt list; it becomes a class of its own (list it, or "
+                "fix the object names)",
+                stacklevel=2,
+            )
         names = sorted(found | listed)
     index = _class_index(names, str(root)) if names else {}
     records = []
     for xml, image, w, h, image_id, objects in parsed:
         for k, o in enumerate(objects):
             if o[0] not in index:
-                raise DataError(f"{xml} object {k}: unknown class {o[0]!r} (classes: {', '.join(names)})")
-        boxes = check_boxes(np.array([o[1:5] for o in objects], dtype=np.float32), w, h, xml)
-        records.append(DetectionRecord(image, w, h, boxes, [index[o[0]] for o in objects], [o[5] for o in objects],
-                                       image_id))
+                raise DataError(
+                    f"{xml} object {k}: unknown class {o[0]!r} (classes: {', '.join(names)})"
+                )
+        boxes = check_boxes(
+            np.array([o[1:5] for o in objects], dtype=np.float32), w, h, xml
+        )
+        records.append(
+            DetectionRecord(
+                image,
+                w,
+                h,
+                boxes,
+                [index[o[0]] for o in objects],
+                [o[5] for o in objects],
+                image_id,
+            )
+        )
     return records, names
 
 
 def _fmt(v: float) -> str:
     r = round(float(v))
-    return str(r) if abs(float(v) - r) < 1e-4 else f"{float(v):.4f}".rstrip("0").rstrip(".")
+    return (
+        str(r)
+        if abs(float(v) - r) < 1e-4
+        else f"{float(v):.4f}".rstrip("0").rstrip(".")
+    )
 
 
 def _output_names(records: Sequence[DetectionRecord]) -> list[str]:
@@ -338,10 +468,17 @@ def _check_writable(records: Sequence[DetectionRecord], classes: Sequence[str]) 
     k = len(classes)
     for r in records:
         if len(r.labels) and (r.labels.min() < 0 or r.labels.max() >= k):
-            raise ValueError(f"{r.name}: label {int(r.labels.max())} out of range for {k} classes")
+            raise ValueError(
+                f"{r.name}: label {int(r.labels.max())} out of range for {k} classes"
+            )
 
 
-def write_voc(records: Sequence[DetectionRecord], classes: Sequence[str], out: str | Path, split: str = "train") -> Path:
+def write_voc(
+    records: Sequence[DetectionRecord],
+    classes: Sequence[str],
+    out: str | Path,
+    split: str = "train",
+) -> Path:
     """Write a Pascal VOC folder: ``Annotations/*.xml``, ``JPEGImages/`` (images copied),
     ``ImageSets/Main/<split>.txt`` and the per-class ``<class>_<split>.txt`` lists (replaced; they keep
     the class list, also for classes without objects). Returns ``out``."""
@@ -359,23 +496,45 @@ def write_voc(records: Sequence[DetectionRecord], classes: Sequence[str], out: s
         for tag, v in (("width", r.width), ("height", r.height), ("depth", 3)):
             ET.SubElement(size, tag).text = str(int(v))
         ET.SubElement(ann, "segmented").text = "0"
-        for (x1, y1, x2, y2), label, diff in zip(r.boxes.tolist(), r.labels.tolist(), r.difficult.tolist()):
+        for (x1, y1, x2, y2), label, diff in zip(
+            r.boxes.tolist(), r.labels.tolist(), r.difficult.tolist()
+        ):
             obj = ET.SubElement(ann, "object")
             ET.SubElement(obj, "name").text = classes[label]
             ET.SubElement(obj, "pose").text = "Unspecified"
             ET.SubElement(obj, "truncated").text = "0"
             ET.SubElement(obj, "difficult").text = "1" if diff else "0"
             bb = ET.SubElement(obj, "bndbox")
-            for tag, v in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
+            for tag, v in (
+                ("xmin", x1 + 1),
+                ("ymin", y1 + 1),
+                ("xmax", x2),
+                ("ymax", y2),
+            ):
                 ET.SubElement(bb, tag).text = _fmt(v)
         ET.indent(ann)
-        ET.ElementTree(ann).write(out / "Annotations" / f"{Path(name).stem}.xml", encoding="utf-8")
+        ET.ElementTree(ann).write(
+            out / "Annotations" / f"{Path(name).stem}.xml", encoding="utf-8"
+        )
         stems.append(Path(name).stem)
     main = out / "ImageSets" / "Main"
-    (main / f"{split}.txt").write_text("".join(s + "\n" for s in stems), encoding="utf-8")
-    for k, c in enumerate(classes):  # VOC's per-class lists: 1 present, 0 only difficult, -1 absent
-        flags = [1 if (r.labels[~r.difficult] == k).any() else 0 if (r.labels == k).any() else -1 for r in records]
-        (main / f"{c}_{split}.txt").write_text("".join(f"{s} {f:2d}\n" for s, f in zip(stems, flags)), encoding="utf-8")
+    (main / f"{split}.txt").write_text(
+        "".join(s + "\n" for s in stems), encoding="utf-8"
+    )
+    for k, c in enumerate(
+        classes
+    ):  # VOC's per-class lists: 1 present, 0 only difficult, -1 absent
+        flags = [
+            1
+            if (r.labels[~r.difficult] == k).any()
+            else 0
+            if (r.labels == k).any()
+            else -1
+            for r in records
+        ]
+        (main / f"{c}_{split}.txt").write_text(
+            "".join(f"{s} {f:2d}\n" for s, f in zip(stems, flags)), encoding="utf-8"
+        )
     return out
 
 
@@ -390,7 +549,9 @@ def _need(d: Any, keys: Iterable[str], where: str) -> None:
             raise DataError(f"{where}: missing {key!r}")
 
 
-def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> tuple[list[DetectionRecord], list[str]]:
+def read_coco(
+    json_path: str | Path, image_root: str | Path | None = None
+) -> tuple[list[DetectionRecord], list[str]]:
     """A COCO detection JSON; images under ``image_root`` (default: the JSON's folder, then its ``images/``)."""
     path = Path(json_path).expanduser()
     if not path.is_file():
@@ -405,14 +566,20 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> tu
     cats = []
     for k, c in enumerate(data["categories"]):
         _need(c, ("id", "name"), f"{path} category {k}")
-        cats.append((int(_number(c["id"], f"{path} category {k}", "id")), str(c["name"])))
+        cats.append(
+            (int(_number(c["id"], f"{path} category {k}", "id")), str(c["name"]))
+        )
     cats.sort()
     if len({c for c, _ in cats}) != len(cats):
         raise DataError(f"{path}: duplicate category ids")
     classes = [n for _, n in cats]
     _class_index(classes, str(path))
     cat_index = {c: k for k, (c, _) in enumerate(cats)}
-    roots = [Path(image_root).expanduser()] if image_root is not None else [path.parent, path.parent / "images"]
+    roots = (
+        [Path(image_root).expanduser()]
+        if image_root is not None
+        else [path.parent, path.parent / "images"]
+    )
     images: dict[int, dict[str, Any]] = {}
     for k, im in enumerate(data["images"]):
         where = f"{path} image {k}"
@@ -420,14 +587,28 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> tu
         image_id = int(_number(im["id"], where, "id"))
         if image_id in images:
             raise DataError(f"{where}: duplicate image id {image_id}")
-        file = next((r / im["file_name"] for r in roots if (r / im["file_name"]).is_file()), roots[0] / im["file_name"])
+        file = next(
+            (r / im["file_name"] for r in roots if (r / im["file_name"]).is_file()),
+            roots[0] / im["file_name"],
+        )
         if "width" in im and "height" in im:
-            w, h = int(_number(im["width"], where, "width")), int(_number(im["height"], where, "height"))
+            w, h = (
+                int(_number(im["width"], where, "width")),
+                int(_number(im["height"], where, "height")),
+            )
             if not file.is_file():
                 raise DataError(f"{where}: image {file} not found")
         else:
             w, h = image_size(file, where)
-        images[image_id] = {"file": file, "w": w, "h": h, "boxes": [], "labels": [], "difficult": [], "where": where}
+        images[image_id] = {
+            "file": file,
+            "w": w,
+            "h": h,
+            "boxes": [],
+            "labels": [],
+            "difficult": [],
+            "where": where,
+        }
     anns = data.get("annotations", [])
     if not isinstance(anns, list):
         raise DataError(f"{path}: 'annotations' must be a list")
@@ -445,15 +626,31 @@ def read_coco(json_path: str | Path, image_root: str | Path | None = None) -> tu
         x, y, w, h = (_number(v, where, n) for v, n in zip(bbox, ("x", "y", "w", "h")))
         if w <= 0 or h <= 0:
             raise DataError(f"{where}: bbox {bbox} has zero or negative width/height")
-        rec["boxes"].append(check_boxes(np.array([[x, y, x + w, y + h]]), rec["w"], rec["h"], where, "box")[0])
+        rec["boxes"].append(
+            check_boxes(
+                np.array([[x, y, x + w, y + h]]), rec["w"], rec["h"], where, "box"
+            )[0]
+        )
         rec["labels"].append(cat_index[a["category_id"]])
         rec["difficult"].append(bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0)))
-    records = [DetectionRecord(r["file"], r["w"], r["h"], np.array(r["boxes"], dtype=np.float32).reshape(-1, 4),
-                               r["labels"], r["difficult"], image_id) for image_id, r in images.items()]
+    records = [
+        DetectionRecord(
+            r["file"],
+            r["w"],
+            r["h"],
+            np.array(r["boxes"], dtype=np.float32).reshape(-1, 4),
+            r["labels"],
+            r["difficult"],
+            image_id,
+        )
+        for image_id, r in images.items()
+    ]
     return records, classes
 
 
-def write_coco(records: Sequence[DetectionRecord], classes: Sequence[str], out_json: str | Path) -> Path:
+def write_coco(
+    records: Sequence[DetectionRecord], classes: Sequence[str], out_json: str | Path
+) -> Path:
     """Write a COCO JSON (category ids ``1..K``, ``difficult`` as ``iscrowd``) with the images copied to
     ``<json folder>/images/``. Returns the JSON path."""
     out_json = Path(out_json).expanduser()
@@ -465,13 +662,35 @@ def write_coco(records: Sequence[DetectionRecord], classes: Sequence[str], out_j
     images, anns = [], []
     for r, image_id, name in zip(records, ids, _output_names(records)):
         _export_image(r, out_json.parent / "images" / name)
-        images.append({"id": int(image_id), "file_name": name, "width": int(r.width), "height": int(r.height)})
-        for (x1, y1, x2, y2), label, diff in zip(r.boxes.tolist(), r.labels.tolist(), r.difficult.tolist()):
+        images.append(
+            {
+                "id": int(image_id),
+                "file_name": name,
+                "width": int(r.width),
+                "height": int(r.height),
+            }
+        )
+        for (x1, y1, x2, y2), label, diff in zip(
+            r.boxes.tolist(), r.labels.tolist(), r.difficult.tolist()
+        ):
             w, h = x2 - x1, y2 - y1
-            anns.append({"id": len(anns) + 1, "image_id": int(image_id), "category_id": int(label) + 1,
-                         "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": int(diff)})
-    cats = [{"id": k + 1, "name": c, "supercategory": "none"} for k, c in enumerate(classes)]
-    out_json.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}), encoding="utf-8")
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": int(image_id),
+                    "category_id": int(label) + 1,
+                    "bbox": [x1, y1, w, h],
+                    "area": w * h,
+                    "iscrowd": int(diff),
+                }
+            )
+    cats = [
+        {"id": k + 1, "name": c, "supercategory": "none"} for k, c in enumerate(classes)
+    ]
+    out_json.write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats}),
+        encoding="utf-8",
+    )
     return out_json
 
 
@@ -487,7 +706,9 @@ def _yaml(root: Path) -> dict[str, Any] | None:
             try:
                 data = yaml.safe_load(p.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-                raise DataError(f"{p}: cannot be read as YAML ({_one_line(e)})") from None
+                raise DataError(
+                    f"{p}: cannot be read as YAML ({_one_line(e)})"
+                ) from None
             if not isinstance(data, dict):
                 raise DataError(f"{p}: expected a mapping with 'names'")
             data["__path__"] = p
@@ -508,14 +729,20 @@ def _yolo_names(root: Path) -> list[str] | None:
         try:
             keys = sorted(int(k) for k in names)
         except (TypeError, ValueError):
-            raise DataError(f"{data['__path__']}: 'names' keys must be class ids 0..K-1") from None
+            raise DataError(
+                f"{data['__path__']}: 'names' keys must be class ids 0..K-1"
+            ) from None
         if keys != list(range(len(keys))):
-            raise DataError(f"{data['__path__']}: 'names' keys must be 0..{len(keys) - 1}, got {keys}")
+            raise DataError(
+                f"{data['__path__']}: 'names' keys must be 0..{len(keys) - 1}, got {keys}"
+            )
         by_id = {int(k): v for k, v in names.items()}
         return [str(by_id[k]) for k in keys]
     if isinstance(names, list):
         return [str(n) for n in names]
-    raise DataError(f"{data['__path__']}: 'names' must be a list or a {{id: name}} mapping")
+    raise DataError(
+        f"{data['__path__']}: 'names' must be a list or a {{id: name}} mapping"
+    )
 
 
 def _is_image(p: Path) -> bool:
@@ -530,7 +757,9 @@ def _yolo_dirs(root: Path, split: str | None) -> tuple[Path, Path]:
         if not any(_is_image(p) for p in images.iterdir()):
             subs = sorted(p.name for p in images.iterdir() if p.is_dir())
             if subs:
-                raise DataError(f"{images}: holds splits {', '.join(subs)}; pass a split")
+                raise DataError(
+                    f"{images}: holds splits {', '.join(subs)}; pass a split"
+                )
         return images, root / "labels"
     if (images / split).is_dir():
         return images / split, root / "labels" / split
@@ -546,10 +775,14 @@ def _yolo_dirs(root: Path, split: str | None) -> tuple[Path, Path]:
                 i = len(parts) - 1 - parts[::-1].index("images")
                 parts[i] = "labels"
             return d, Path(*parts)
-    raise DataError(f"{root}: YOLO split {split!r} not found (expected images/{split}/)")
+    raise DataError(
+        f"{root}: YOLO split {split!r} not found (expected images/{split}/)"
+    )
 
 
-def read_yolo(root: str | Path, split: str | None = None) -> tuple[list[DetectionRecord], list[str]]:
+def read_yolo(
+    root: str | Path, split: str | None = None
+) -> tuple[list[DetectionRecord], list[str]]:
     """A YOLO folder: ``images/`` + ``labels/``, or ``images/<split>/`` + ``labels/<split>/`` (see the module notes).
 
     ``root`` may also be the ``data.yaml`` file. Without a names file the classes are ``"0" .. "<max id>"``
@@ -580,13 +813,27 @@ def read_yolo(root: str | Path, split: str | None = None) -> tuple[list[Detectio
                 where = f"{lab} line {n}"
                 parts = line.split()
                 if len(parts) != 5:
-                    raise DataError(f"{where}: expected 'class cx cy w h' (5 values), got {len(parts)}")
+                    raise DataError(
+                        f"{where}: expected 'class cx cy w h' (5 values), got {len(parts)}"
+                    )
                 c = _number(parts[0], where, "class id")
                 if c != int(c) or c < 0 or (names is not None and c >= len(names)):
                     k = len(names) if names is not None else 0
-                    raise DataError(f"{where}: class id {parts[0]} out of range (0..{k - 1})")
-                cx, cy, bw, bh = (_number(v, where, t) for v, t in zip(parts[1:], ("cx", "cy", "w", "h")))
-                rows.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+                    raise DataError(
+                        f"{where}: class id {parts[0]} out of range (0..{k - 1})"
+                    )
+                cx, cy, bw, bh = (
+                    _number(v, where, t)
+                    for v, t in zip(parts[1:], ("cx", "cy", "w", "h"))
+                )
+                rows.append(
+                    [
+                        (cx - bw / 2) * w,
+                        (cy - bh / 2) * h,
+                        (cx + bw / 2) * w,
+                        (cy + bh / 2) * h,
+                    ]
+                )
                 cls.append(int(c))
                 places.append(f"line {n}")
         else:
@@ -595,16 +842,25 @@ def read_yolo(root: str | Path, split: str | None = None) -> tuple[list[Detectio
     if names is None:
         top = max((c for r in raw for c in r[5]), default=0)
         names = [str(k) for k in range(top + 1)]
-        warnings.warn(f"{root}: no classes.txt, names.txt or data.yaml names; classes are the ids 0..{top}", stacklevel=2)
+        warnings.warn(
+            f"{root}: no classes.txt, names.txt or data.yaml names; classes are the ids 0..{top}",
+            stacklevel=2,
+        )
     records = []
     for file, lab, w, h, rows, cls, image_id, places in raw:
         boxes = check_boxes(np.array(rows, dtype=np.float32), w, h, lab, places=places)
-        records.append(DetectionRecord(file, w, h, boxes, cls, np.zeros(len(cls), bool), image_id))
+        records.append(
+            DetectionRecord(file, w, h, boxes, cls, np.zeros(len(cls), bool), image_id)
+        )
     return records, names
 
 
-def write_yolo(records: Sequence[DetectionRecord], classes: Sequence[str], out: str | Path,
-               split: str | None = None) -> Path:
+def write_yolo(
+    records: Sequence[DetectionRecord],
+    classes: Sequence[str],
+    out: str | Path,
+    split: str | None = None,
+) -> Path:
     """Write a YOLO folder: ``images/``, ``labels/`` (``images/<split>/``, ``labels/<split>/`` with a split),
     ``classes.txt`` and ``data.yaml``. Normalised coordinates with 7 decimals; every record gets a label
     file (empty for negatives); ``difficult`` is not kept. Returns ``out``."""
@@ -620,19 +876,31 @@ def write_yolo(records: Sequence[DetectionRecord], classes: Sequence[str], out: 
             cx, cy = (x1 + x2) / 2 / r.width, (y1 + y2) / 2 / r.height
             bw, bh = (x2 - x1) / r.width, (y2 - y1) / r.height
             lines.append(f"{label} {cx:.7f} {cy:.7f} {bw:.7f} {bh:.7f}\n")
-        (out / "labels" / sub / f"{Path(name).stem}.txt").write_text("".join(lines), encoding="utf-8")
-    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        (out / "labels" / sub / f"{Path(name).stem}.txt").write_text(
+            "".join(lines), encoding="utf-8"
+        )
+    (out / "classes.txt").write_text(
+        "".join(f"{c}\n" for c in classes), encoding="utf-8"
+    )
     import yaml
 
     meta = _yaml(out) or {}
     meta.pop("__path__", None)
-    meta.update({"path": ".", "names": {k: c for k, c in enumerate(classes)}, "nc": len(classes)})
+    meta.update(
+        {
+            "path": ".",
+            "names": {k: c for k, c in enumerate(classes)},
+            "nc": len(classes),
+        }
+    )
     if split:
         meta[split] = f"images/{split}"
     else:
         meta.setdefault("train", "images")
         meta.setdefault("val", "images")
-    (out / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    (out / "data.yaml").write_text(
+        yaml.safe_dump(meta, sort_keys=False), encoding="utf-8"
+    )
     return out
 
 
@@ -654,12 +922,15 @@ def detect_format(path: str | Path) -> str:
         return "voc"
     elif (p / "images").is_dir():
         return "yolo"
-    raise DataError(f"{p}: unknown detection data format (expected a VOC folder with Annotations/, "
-                    f"a COCO .json file, or a YOLO folder with images/ and labels/)")
+    raise DataError(
+        f"{p}: unknown detection data format (expected a VOC folder with Annotations/, "
+        f"a COCO .json file, or a YOLO folder with images/ and labels/)"
+    )
 
 
-def read_detection(path: str | Path, split: str | None = None,
-                   classes: Sequence[str] | None = None) -> tuple[list[DetectionRecord], list[str]]:
+def read_detection(
+    path: str | Path, split: str | None = None, classes: Sequence[str] | None = None
+) -> tuple[list[DetectionRecord], list[str]]:
     """Read any of the formats (:func:`detect_format`); with ``classes``, labels are mapped to them by name.
     Boxes clipped to their image are reported in one warning (module notes)."""
     fmt = detect_format(path)
@@ -669,7 +940,9 @@ def read_detection(path: str | Path, split: str | None = None,
         if fmt == "voc":
             records, found = read_voc(path, split, classes)
         else:
-            records, found = read_coco(path) if fmt == "coco" else read_yolo(path, split)
+            records, found = (
+                read_coco(path) if fmt == "coco" else read_yolo(path, split)
+            )
             if classes is not None and list(classes) != list(found):
                 records = remap_labels(records, found, classes, str(path))
                 found = list(classes)
@@ -677,14 +950,26 @@ def read_detection(path: str | Path, split: str | None = None,
         _clip_log.reset(token)
     if counts:
         where = f"{path}" + (f" ({split})" if split else "")
-        warnings.warn(f"{where}: clipped {sum(counts)} box(es) in {len(counts)} file(s) sticking out of their image by at "
-                      f"most max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side); see --debug for "
-                      "the files", stacklevel=2)
+        warnings.warn(
+            f"{where}: clipped {sum(counts)} box(es) in {len(counts)} file(s) sticking out of their image by at "
+            f"most max({CLIP_TOLERANCE_PX:g} px, {CLIP_TOLERANCE_FRACTION:.0%} of the side); see --debug for "
+            "the files",
+            stacklevel=2,
+        )
     return records, list(found)
 
 
-def convert(src: str | Path, dst: str | Path, to: str, split: str | None = None, *, num_images: int = 100,
-            image_size: int | tuple[int, int] = 128, num_classes: int = 6, seed: int = 0) -> Path:
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    to: str,
+    split: str | None = None,
+    *,
+    num_images: int = 100,
+    image_size: int | tuple[int, int] = 128,
+    num_classes: int = 6,
+    seed: int = 0,
+) -> Path:
     """Convert the detection data at ``src`` (format auto-detected, or ``"synthetic"`` for the built-in
     scenes: ``num_images`` scenes of ``image_size`` with ``num_classes`` classes, background included,
     validation scenes when ``split == "val"``) to ``to`` (``voc``, ``coco`` or ``yolo``) at ``dst``.
@@ -698,8 +983,13 @@ def convert(src: str | Path, dst: str | Path, to: str, split: str | None = None,
     if str(src) == "synthetic":
         from convision.data.segmentation import VAL_INDEX_OFFSET
 
-        records, classes = synthetic_records(num_images, image_size, num_classes, seed,
-                                             offset=VAL_INDEX_OFFSET if split == "val" else 0)
+        records, classes = synthetic_records(
+            num_images,
+            image_size,
+            num_classes,
+            seed,
+            offset=VAL_INDEX_OFFSET if split == "val" else 0,
+        )
     else:
         records, classes = read_detection(src, split)
     dst = Path(dst).expanduser()
@@ -713,5 +1003,7 @@ def convert(src: str | Path, dst: str | Path, to: str, split: str | None = None,
         return write_voc(records, classes, dst, split or "train")
     if to == "yolo":
         return write_yolo(records, classes, dst, split)
-    out_json = dst if dst.suffix.lower() == ".json" else dst / f"{split or 'annotations'}.json"
+    out_json = (
+        dst if dst.suffix.lower() == ".json" else dst / f"{split or 'annotations'}.json"
+    )
     return write_coco(records, classes, out_json)

@@ -1,4 +1,5 @@
 """Image statistics and conversions every task shares."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,4 +20,6 @@ def to_image(array: np.ndarray) -> tv_tensors.Image:
         a = np.repeat(a, 3, axis=2)
     elif a.shape[2] == 4:
         a = a[:, :, :3]
-    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))))
+    return tv_tensors.Image(
+        torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    )

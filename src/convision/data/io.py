@@ -21,6 +21,7 @@ since mapping colours to classes is the data set's job, not a guess.
 
 Truncated files are errors: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,14 @@ from convision.errors import DataError
 IGNORE_INDEX = 255
 """Mask value for pixels that count in neither the loss nor the metrics (VOC's object boundaries)."""
 
-_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_READ_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    Image.DecompressionBombError,
+)
 
 
 def is_header(row: list[str]) -> bool:
@@ -57,14 +65,20 @@ def _open(path: str | Path) -> Image.Image:
     try:
         im = Image.open(p)
     except UnidentifiedImageError:
-        raise DataError(f"{p}: not an image file Pillow can read (unknown or corrupt format)") from None
+        raise DataError(
+            f"{p}: not an image file Pillow can read (unknown or corrupt format)"
+        ) from None
     except _READ_ERRORS as e:
-        raise DataError(f"{p}: cannot read image ({_one_line(e) or type(e).__name__})") from None
+        raise DataError(
+            f"{p}: cannot read image ({_one_line(e) or type(e).__name__})"
+        ) from None
     try:
         im.load()  # decode now: truncated or corrupt data fail here, not deep in training
     except _READ_ERRORS as e:
         im.close()
-        raise DataError(f"{p}: cannot read image ({_one_line(e) or type(e).__name__})") from None
+        raise DataError(
+            f"{p}: cannot read image ({_one_line(e) or type(e).__name__})"
+        ) from None
     return im
 
 
@@ -83,20 +97,26 @@ def read_image(path: str | Path) -> np.ndarray:
         elif mode.startswith("I;16") or mode == "I":
             arr = _scale16(np.asarray(im))
         elif mode == "F":
-            a = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+            a = np.nan_to_num(
+                np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0
+            )
             if a.size and a.min() >= 0.0 and a.max() <= 1.0:
                 a = a * 255.0
             arr = np.rint(np.clip(a, 0, 255)).astype(np.uint8)
         else:
             arr = np.asarray(im.convert("RGB"))
     except (ValueError, OSError) as e:
-        raise DataError(f"{path}: cannot convert {mode} image to RGB ({_one_line(e)})") from None
+        raise DataError(
+            f"{path}: cannot convert {mode} image to RGB ({_one_line(e)})"
+        ) from None
     finally:
         im.close()
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] != 3:
-        raise DataError(f"{path}: cannot convert {mode} image to RGB (got shape {arr.shape})")
+        raise DataError(
+            f"{path}: cannot convert {mode} image to RGB (got shape {arr.shape})"
+        )
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
@@ -109,9 +129,13 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
     mode, fmt = im.mode, im.format
     try:
         if fmt == "JPEG":
-            raise DataError(f"{path}: masks must be lossless (PNG); JPEG compression changes the class values")
+            raise DataError(
+                f"{path}: masks must be lossless (PNG); JPEG compression changes the class values"
+            )
         if mode in ("P", "L"):
-            arr = np.asarray(im)  # P: the palette indices themselves (VOC SegmentationClass), not colours
+            arr = np.asarray(
+                im
+            )  # P: the palette indices themselves (VOC SegmentationClass), not colours
         elif mode in ("PA", "LA"):
             arr = np.asarray(im)[:, :, 0]  # alpha dropped
         elif mode == "1":
@@ -121,17 +145,24 @@ def read_mask(path: str | Path, num_classes: int | None = None) -> np.ndarray:
         elif mode == "F":
             a = np.asarray(im, dtype=np.float64)
             if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
-                raise DataError(f"{path}: mask has non-integer values; expected class indices")
+                raise DataError(
+                    f"{path}: mask has non-integer values; expected class indices"
+                )
             arr = a.astype(np.int64)
         elif mode in ("RGB", "RGBA", "RGBX"):
             rgb = np.asarray(im)[:, :, :3]
-            if not (np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])):
+            if not (
+                np.array_equal(rgb[:, :, 0], rgb[:, :, 1])
+                and np.array_equal(rgb[:, :, 0], rgb[:, :, 2])
+            ):
                 raise DataError(
                     f"{path}: expected a class-index or palette PNG, got an RGB image; convert colours to indices"
                 )
             arr = rgb[:, :, 0]
         else:
-            raise DataError(f"{path}: expected a class-index or palette PNG, got a {mode} image")
+            raise DataError(
+                f"{path}: expected a class-index or palette PNG, got a {mode} image"
+            )
     finally:
         im.close()
     if arr.dtype == np.int64 and arr.size and arr.min() < 0:
@@ -151,7 +182,9 @@ def check_mask_values(mask: np.ndarray, num_classes: int, path: str | Path) -> N
     values = np.unique(mask)
     bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
     if bad.size:
-        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (
+            ", ..." if bad.size > 5 else ""
+        )
         noun = "value" if bad.size == 1 else "values"
         raise DataError(
             f"{path}: mask has {noun} {shown} but the data set has {num_classes} classes "

@@ -30,6 +30,7 @@ positive width and height, box inside the image read from the image header); the
 raises a one-line DataError naming the file and the line (CSV, 1-based) or entry (JSON, 0-based).
 Without ``val_data`` the validation split is a stratified hold-out of ``val_fraction``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -91,8 +92,14 @@ class LocalizationDataset(Dataset):
         image = to_image(self.load(i))
         box, label = self.annotation(i)
         h, w = image.shape[-2:]
-        target = {"box": tv_tensors.BoundingBoxes(torch.tensor([box], dtype=torch.float32), format="XYXY", canvas_size=(h, w)),
-                  "label": int(label)}
+        target = {
+            "box": tv_tensors.BoundingBoxes(
+                torch.tensor([box], dtype=torch.float32),
+                format="XYXY",
+                canvas_size=(h, w),
+            ),
+            "label": int(label),
+        }
         if self.transforms is not None:
             return self.transforms(image, target)
         return image, target
@@ -108,9 +115,18 @@ class LocalizationDataset(Dataset):
 class SyntheticLocalization(LocalizationDataset):
     """The built-in scenes with one shape each (see the module notes); labels ``scene.label - 1``."""
 
-    def __init__(self, split: str = "train", num_images: int = 400, image_size: int | tuple[int, int] = 64,
-                 num_classes: int = 6, seed: int = 0, transforms: Callable | None = None) -> None:
-        self.image_size = check_synthetic_settings("localization", split, num_images, image_size, num_classes, seed)
+    def __init__(
+        self,
+        split: str = "train",
+        num_images: int = 400,
+        image_size: int | tuple[int, int] = 64,
+        num_classes: int = 6,
+        seed: int = 0,
+        transforms: Callable | None = None,
+    ) -> None:
+        self.image_size = check_synthetic_settings(
+            "localization", split, num_images, image_size, num_classes, seed
+        )
         self.split, self.seed, self.scene_classes = split, int(seed), int(num_classes)
         self.classes = synthetic_classes(num_classes)[1:]
         self.offset = 0 if split == "train" else VAL_INDEX_OFFSET
@@ -122,12 +138,20 @@ class SyntheticLocalization(LocalizationDataset):
         return len(self.items)
 
     def _make(self, index: int):
-        return make_scene(index, seed=self.seed, image_size=self.image_size, num_classes=self.scene_classes, max_objects=1)
+        return make_scene(
+            index,
+            seed=self.seed,
+            image_size=self.image_size,
+            num_classes=self.scene_classes,
+            max_objects=1,
+        )
 
     def _index(self, k: int) -> int:
         if k not in self._cache:
             index, t = self.offset + k, 0
-            while self._make(index).label == 0:  # no visible shape: reserved replacement
+            while (
+                self._make(index).label == 0
+            ):  # no visible shape: reserved replacement
                 index, t = self.offset + _RESERVE + k * 1000 + t, t + 1
             self._cache[k] = index
         return self._cache[k]
@@ -150,9 +174,19 @@ class SyntheticLocalization(LocalizationDataset):
         k = 0 if len(s.labels) == 1 else _largest(s)
         image = to_image(s.image)
         h, w = image.shape[-2:]
-        target = {"box": tv_tensors.BoundingBoxes(torch.from_numpy(s.boxes[k : k + 1].copy()), format="XYXY", canvas_size=(h, w)),
-                  "label": int(s.labels[k]) - 1}
-        return self.transforms(image, target) if self.transforms is not None else (image, target)
+        target = {
+            "box": tv_tensors.BoundingBoxes(
+                torch.from_numpy(s.boxes[k : k + 1].copy()),
+                format="XYXY",
+                canvas_size=(h, w),
+            ),
+            "label": int(s.labels[k]) - 1,
+        }
+        return (
+            self.transforms(image, target)
+            if self.transforms is not None
+            else (image, target)
+        )
 
     def select(self, indices: Sequence[int]) -> "SyntheticLocalization":
         out = copy.copy(self)
@@ -175,14 +209,27 @@ def _largest(scene) -> int:
 class AnnotatedLocalization(LocalizationDataset):
     """Images listed in a CSV or JSON annotation file (see the module notes); everything is checked on reading."""
 
-    def __init__(self, path: str | Path, transforms: Callable | None = None, classes: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        transforms: Callable | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise DataError(f"{self.path}: annotation file not found")
-        entries = _read_json(self.path) if self.path.suffix.lower() == ".json" else _read_csv(self.path)
+        entries = (
+            _read_json(self.path)
+            if self.path.suffix.lower() == ".json"
+            else _read_csv(self.path)
+        )
         if not entries:
             raise DataError(f"{self.path}: no annotations")
-        self.classes = list(classes) if classes is not None else sorted({c for _, _, c, _ in entries})
+        self.classes = (
+            list(classes)
+            if classes is not None
+            else sorted({c for _, _, c, _ in entries})
+        )
         index = {c: k for k, c in enumerate(self.classes)}
         base = self.path.parent
         self.files: list[Path] = []
@@ -191,10 +238,14 @@ class AnnotatedLocalization(LocalizationDataset):
         for where, file, cls, box in entries:
             at = f"{self.path} {where}"
             if cls not in index:
-                raise DataError(f"{at}: unknown class {cls!r} (classes: {', '.join(self.classes)})")
+                raise DataError(
+                    f"{at}: unknown class {cls!r} (classes: {', '.join(self.classes)})"
+                )
             x1, y1, x2, y2 = box
             if not x2 > x1 or not y2 > y1:
-                raise DataError(f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has zero or negative width/height (expected x1 < x2, y1 < y2)")
+                raise DataError(
+                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has zero or negative width/height (expected x1 < x2, y1 < y2)"
+                )
             p = Path(file).expanduser()
             p = p if p.is_absolute() else base / p
             if not p.is_file():
@@ -203,9 +254,13 @@ class AnnotatedLocalization(LocalizationDataset):
                 with Image.open(p) as im:
                     w, h = im.size
             except Exception as e:  # noqa: BLE001 - any decoder failure is the file's fault
-                raise DataError(f"{at}: {file}: cannot be read as an image ({' '.join(str(e).split())})") from None
+                raise DataError(
+                    f"{at}: {file}: cannot be read as an image ({' '.join(str(e).split())})"
+                ) from None
             if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-                raise DataError(f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {w}x{h} image {file}")
+                raise DataError(
+                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {w}x{h} image {file}"
+                )
             self.files.append(p)
             self.boxes.append([float(v) for v in box])
             self.labels.append(index[cls])
@@ -248,20 +303,31 @@ def _number(text: Any, where: str, what: str) -> float:
 def _read_csv(path: Path) -> list[tuple[str, str, str, list[float]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if r and any(c.strip() for c in r)]
+            rows = [
+                (n, r)
+                for n, r in enumerate(csv.reader(f), start=1)
+                if r and any(c.strip() for c in r)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot be read as CSV ({' '.join(str(e).split())})") from None
+        raise DataError(
+            f"{path}: cannot be read as CSV ({' '.join(str(e).split())})"
+        ) from None
     if rows and is_header(rows[0][1]):
         rows = rows[1:]
     out = []
     for n, row in rows:
         where = f"line {n}"
         if len(row) != 6:
-            raise DataError(f"{path} {where}: expected 6 columns 'path,class,x1,y1,x2,y2', got {len(row)}")
+            raise DataError(
+                f"{path} {where}: expected 6 columns 'path,class,x1,y1,x2,y2', got {len(row)}"
+            )
         file, cls = row[0].strip(), row[1].strip()
         if not file or not cls:
             raise DataError(f"{path} {where}: empty path or class")
-        box = [_number(v.strip(), f"{path} {where}", name) for v, name in zip(row[2:], CSV_HEADER[2:])]
+        box = [
+            _number(v.strip(), f"{path} {where}", name)
+            for v, name in zip(row[2:], CSV_HEADER[2:])
+        ]
         out.append((where, file, cls, box))
     return out
 
@@ -270,18 +336,28 @@ def _read_json(path: Path) -> list[tuple[str, str, str, list[float]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot be read as JSON ({' '.join(str(e).split())})") from None
+        raise DataError(
+            f"{path}: cannot be read as JSON ({' '.join(str(e).split())})"
+        ) from None
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a list of {{\"image\", \"class\", \"box\"}} entries, got {type(data).__name__}")
+        raise DataError(
+            f'{path}: expected a list of {{"image", "class", "box"}} entries, got {type(data).__name__}'
+        )
     out = []
     for k, e in enumerate(data):
         where = f"entry {k}"
         if not isinstance(e, dict) or not {"image", "class", "box"} <= set(e):
-            raise DataError(f"{path} {where}: expected an object with 'image', 'class' and 'box'")
+            raise DataError(
+                f"{path} {where}: expected an object with 'image', 'class' and 'box'"
+            )
         box = e["box"]
         if not isinstance(box, list) or len(box) != 4:
-            raise DataError(f"{path} {where}: 'box' must be [x1, y1, x2, y2], got {box!r}")
-        box = [_number(v, f"{path} {where}", name) for v, name in zip(box, CSV_HEADER[2:])]
+            raise DataError(
+                f"{path} {where}: 'box' must be [x1, y1, x2, y2], got {box!r}"
+            )
+        box = [
+            _number(v, f"{path} {where}", name) for v, name in zip(box, CSV_HEADER[2:])
+        ]
         if not isinstance(e["image"], str) or not e["image"].strip():
             raise DataError(f"{path} {where}: 'image' must be a path")
         out.append((where, e["image"].strip(), str(e["class"]).strip(), box))
@@ -298,10 +374,14 @@ class LocalizationTransform:
     def __init__(self, steps: Sequence[Callable]) -> None:
         self.pipeline = v2.Compose(list(steps))
 
-    def __call__(self, image: Any, target: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __call__(
+        self, image: Any, target: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         img, box = self.pipeline(image, target["box"])
         h, w = img.shape[-2:]
-        b = box.as_subclass(torch.Tensor).reshape(4).float() / torch.tensor([w, h, w, h], dtype=torch.float32)
+        b = box.as_subclass(torch.Tensor).reshape(4).float() / torch.tensor(
+            [w, h, w, h], dtype=torch.float32
+        )
         return img.as_subclass(torch.Tensor), b.clamp(0.0, 1.0), int(target["label"])
 
     def __repr__(self) -> str:
@@ -309,31 +389,51 @@ class LocalizationTransform:
 
 
 def _tail(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(mean), std=list(std)),
+    ]
 
 
-def localization_eval_transforms(image_size: int, mean: Sequence[float], std: Sequence[float]) -> LocalizationTransform:
+def localization_eval_transforms(
+    image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> LocalizationTransform:
     """Resize the whole image to ``image_size x image_size`` (no crop, so no object is cut), float, normalise."""
     s = int(image_size)
     return LocalizationTransform([v2.Resize((s, s), antialias=True)] + _tail(mean, std))
 
 
-def localization_train_transforms(image_size: int, mean: Sequence[float], std: Sequence[float], *, hflip: bool = True,
-                                  color_jitter: float = 0.0) -> LocalizationTransform:
+def localization_train_transforms(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    hflip: bool = True,
+    color_jitter: float = 0.0,
+) -> LocalizationTransform:
     """Resize to ``image_size x image_size`` -> random horizontal flip (box flipped too) -> colour jitter -> float -> normalise."""
     s = int(image_size)
     steps: list[Callable] = [v2.Resize((s, s), antialias=True)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
     if color_jitter > 0:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        steps.append(
+            v2.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter
+            )
+        )
     return LocalizationTransform(steps + _tail(mean, std))
 
 
-def localization_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def localization_collate(
+    batch: list,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[(image, box, label)] -> (images [N,3,S,S], boxes [N,4], labels [N])``."""
-    return (torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch]),
-            torch.tensor([int(b[2]) for b in batch], dtype=torch.int64))
+    return (
+        torch.stack([b[0] for b in batch]),
+        torch.stack([b[1] for b in batch]),
+        torch.tensor([int(b[2]) for b in batch], dtype=torch.int64),
+    )
 
 
 # ------------------------------------------------------------------------------------------ factory
@@ -348,22 +448,32 @@ def detect_format(data: str) -> str:
     raise DataError(f"{data}: expected 'synthetic', a .csv or a .json annotation file")
 
 
-def build_localization_dataset(cfg: Any, split: str, transforms: Callable | None = None,
-                               classes: Sequence[str] | None = None) -> LocalizationDataset:
+def build_localization_dataset(
+    cfg: Any,
+    split: str,
+    transforms: Callable | None = None,
+    classes: Sequence[str] | None = None,
+) -> LocalizationDataset:
     """The ``split`` of the data ``cfg`` (a LocalizeDataConfig-like object) describes."""
     if split not in SPLITS:
         raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
     fmt = detect_format(cfg.data)
     if fmt == "synthetic":
         n = cfg.num_train if split == "train" else cfg.num_val
-        ds: LocalizationDataset = SyntheticLocalization(split, n, cfg.scene_size, cfg.num_classes, int(cfg.data_seed))
+        ds: LocalizationDataset = SyntheticLocalization(
+            split, n, cfg.scene_size, cfg.num_classes, int(cfg.data_seed)
+        )
     elif split == "val" and cfg.val_data:
         detect_format(cfg.val_data)
-        ds = AnnotatedLocalization(cfg.val_data, classes=classes or AnnotatedLocalization(cfg.data).classes)
+        ds = AnnotatedLocalization(
+            cfg.val_data, classes=classes or AnnotatedLocalization(cfg.data).classes
+        )
     else:
         ds = AnnotatedLocalization(cfg.data, classes=classes)
         if not cfg.val_data:
-            train_idx, val_idx = holdout_split(ds.targets, cfg.val_fraction, int(cfg.data_seed))
+            train_idx, val_idx = holdout_split(
+                ds.targets, cfg.val_fraction, int(cfg.data_seed)
+            )
             ds = ds.select(train_idx if split == "train" else val_idx)  # type: ignore[attr-defined]
     ds.transforms = transforms
     return ds

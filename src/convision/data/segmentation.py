@@ -5,6 +5,7 @@ Every data set returns ``(image, mask)``: without transforms a ``tv_tensors.Imag
 whatever ``transforms(image, mask)`` returns. Each has ``classes``, ``colors``, ``name(i)`` and
 ``validate()``, which reads every sample once so that bad files are reported before training.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -33,13 +34,36 @@ VAL_INDEX_OFFSET = 1_000_000
 """Synthetic validation scenes use indices ``VAL_INDEX_OFFSET + i``: never the training scenes."""
 
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
-def _to_tv(image: np.ndarray, mask: np.ndarray) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
-    img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+def _to_tv(
+    image: np.ndarray, mask: np.ndarray
+) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    img = tv_tensors.Image(
+        torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    )
     return img, tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64, copy=False)))
 
 
@@ -105,9 +129,13 @@ class SyntheticSegmentation(SegmentationDataset):
         if split not in SPLITS:
             raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
         if not 2 <= num_classes <= MAX_SYNTHETIC_CLASSES:
-            raise ConfigError(f"num_classes: synthetic scenes have 2..{MAX_SYNTHETIC_CLASSES} classes, got {num_classes}")
+            raise ConfigError(
+                f"num_classes: synthetic scenes have 2..{MAX_SYNTHETIC_CLASSES} classes, got {num_classes}"
+            )
         if num_images < 1:
-            raise ConfigError(f"num_{split}: need at least 1 synthetic image, got {num_images}")
+            raise ConfigError(
+                f"num_{split}: need at least 1 synthetic image, got {num_images}"
+            )
         try:
             self.image_size = image_hw(image_size)
         except ValueError as e:
@@ -127,8 +155,11 @@ class SyntheticSegmentation(SegmentationDataset):
     def scene(self, i: int):
         """The full :class:`~convision.data.synthetic.Scene` (instances, boxes, labels) of sample ``i``."""
         return make_scene(
-            self.offset + i, seed=self.seed, image_size=self.image_size,
-            num_classes=self.num_classes, max_objects=self.max_objects,
+            self.offset + i,
+            seed=self.seed,
+            image_size=self.image_size,
+            num_classes=self.num_classes,
+            max_objects=self.max_objects,
         )
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,7 +191,9 @@ class _PairedFiles(SegmentationDataset):
         mask = read_mask(self.masks[i], num_classes=self.num_classes)
         if image.shape[:2] != mask.shape:
             (h, w), (mh, mw) = image.shape[:2], mask.shape
-            raise DataError(f"{self.masks[i]}: mask is {mw}x{mh} (WxH) but its image {self.images[i].name} is {w}x{h}")
+            raise DataError(
+                f"{self.masks[i]}: mask is {mw}x{mh} (WxH) but its image {self.images[i].name} is {w}x{h}"
+            )
         return image, mask
 
 
@@ -198,14 +231,20 @@ def read_classes_file(path: str | Path) -> tuple[list[str], list[tuple[int, int,
                 names.append(parts[0])
                 colors.append(rgb)  # type: ignore[arg-type]
                 continue
-        raise DataError(f"{path} line {n}: expected 'name' or 'name r g b' (0..255), got {line!r}")
+        raise DataError(
+            f"{path} line {n}: expected 'name' or 'name r g b' (0..255), got {line!r}"
+        )
     if len(names) < 2:
-        raise DataError(f"{path}: need at least 2 classes (background and one more), found {len(names)}")
+        raise DataError(
+            f"{path}: need at least 2 classes (background and one more), found {len(names)}"
+        )
     if len(set(names)) != len(names):
         dup = next(c for c in names if names.count(c) > 1)
         raise DataError(f"{path}: class {dup!r} is listed twice")
     if len(names) > IGNORE_INDEX:
-        raise DataError(f"{path}: at most {IGNORE_INDEX} classes (255 means ignore), found {len(names)}")
+        raise DataError(
+            f"{path}: at most {IGNORE_INDEX} classes (255 means ignore), found {len(names)}"
+        )
     palette = voc_palette(len(names))
     return names, [c if c is not None else palette[i] for i, c in enumerate(colors)]
 
@@ -227,7 +266,9 @@ class SegmentationFolder(_PairedFiles):
     reads every mask once at start-up; a ``classes.txt`` avoids it).
     """
 
-    def __init__(self, root: str | Path, split: str = "train", transforms: Callable | None = None) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "train", transforms: Callable | None = None
+    ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
         self.root = root = Path(root)
@@ -238,14 +279,22 @@ class SegmentationFolder(_PairedFiles):
         image_dir, mask_dir = root / "images", root / "masks"
         for d in (image_dir, mask_dir):
             if not d.is_dir():
-                raise DataError(f"{d}: folder not found (a data folder holds images/ and masks/, or is a Pascal VOC folder)")
+                raise DataError(
+                    f"{d}: folder not found (a data folder holds images/ and masks/, or is a Pascal VOC folder)"
+                )
 
         by_stem: dict[str, Path] = {}
         for p in sorted(image_dir.iterdir()):
-            if p.name.startswith(".") or p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file():
+            if (
+                p.name.startswith(".")
+                or p.suffix.lower() not in IMAGE_EXTENSIONS
+                or not p.is_file()
+            ):
                 continue
             if p.stem in by_stem:
-                raise DataError(f"{p}: two images with the stem {p.stem!r} ({by_stem[p.stem].name} and {p.name})")
+                raise DataError(
+                    f"{p}: two images with the stem {p.stem!r} ({by_stem[p.stem].name} and {p.name})"
+                )
             by_stem[p.stem] = p
         if not by_stem:
             raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -258,7 +307,9 @@ class SegmentationFolder(_PairedFiles):
                 raise DataError(f"{img}: no mask for this image (expected {mask})")
         if not self.images:
             if split_file is not None:
-                raise DataError(f"{split_file}: no images for split {split!r} in {split_file.name}")
+                raise DataError(
+                    f"{split_file}: no images for split {split!r} in {split_file.name}"
+                )
             raise DataError(
                 f"{root}: no images for split {split!r} ({len(by_stem)} image(s) in images/; "
                 "add images or list the stems in train.txt and val.txt)"
@@ -280,12 +331,19 @@ class SegmentationFolder(_PairedFiles):
             if Path(entry).suffix.lower() in IMAGE_EXTENSIONS:
                 stem = Path(entry).stem
             if stem not in by_stem:
-                raise DataError(f"{path} line {n}: image {entry!r} not found in {path.parent / 'images'}")
+                raise DataError(
+                    f"{path} line {n}: image {entry!r} not found in {path.parent / 'images'}"
+                )
             stems.append(stem)
         return stems
 
-    def _split_stems(self, root: Path, split: str, by_stem: dict[str, Path]) -> tuple[list[str], Path | None]:
-        own, other = root / f"{split}.txt", root / f"{'val' if split == 'train' else 'train'}.txt"
+    def _split_stems(
+        self, root: Path, split: str, by_stem: dict[str, Path]
+    ) -> tuple[list[str], Path | None]:
+        own, other = (
+            root / f"{split}.txt",
+            root / f"{'val' if split == 'train' else 'train'}.txt",
+        )
         if own.is_file():
             return self._listed(own, by_stem), own
         if other.is_file():
@@ -293,7 +351,9 @@ class SegmentationFolder(_PairedFiles):
             return [s for s in sorted(by_stem) if s not in listed], None
         return default_split(sorted(by_stem), split), None
 
-    def _all_mask_paths(self, root: Path, by_stem: dict[str, Path], mask_dir: Path) -> list[Path]:
+    def _all_mask_paths(
+        self, root: Path, by_stem: dict[str, Path], mask_dir: Path
+    ) -> list[Path]:
         stems: set[str] = set()
         for s in SPLITS:
             if (root / f"{s}.txt").is_file():
@@ -308,7 +368,9 @@ class SegmentationFolder(_PairedFiles):
             paths.append(p)
         return paths
 
-    def _infer_num_classes(self, root: Path, by_stem: dict[str, Path], mask_dir: Path) -> int:
+    def _infer_num_classes(
+        self, root: Path, by_stem: dict[str, Path], mask_dir: Path
+    ) -> int:
         first: dict[int, Path] = {}  # each mask value -> the first mask holding it
         for p in self._all_mask_paths(root, by_stem, mask_dir):
             m = read_mask(p)
@@ -317,11 +379,16 @@ class SegmentationFolder(_PairedFiles):
         top = max(first, default=0)
         absent = [v for v in range(top + 1) if v not in first]
         if absent and top > 0:
-            warnings.warn(f"{mask_dir}: no classes.txt, so the classes are the mask values 0..{top} ({top + 1} classes), "
-                          f"but {len(absent)} of them never occur (first: {absent[0]}; value {top} first in {first[top]}); "
-                          "add a classes.txt if that is not meant", stacklevel=2)
+            warnings.warn(
+                f"{mask_dir}: no classes.txt, so the classes are the mask values 0..{top} ({top + 1} classes), "
+                f"but {len(absent)} of them never occur (first: {absent[0]}; value {top} first in {first[top]}); "
+                "add a classes.txt if that is not meant",
+                stacklevel=2,
+            )
         if top + 1 > IGNORE_INDEX:
-            raise DataError(f"{mask_dir}: mask values reach {top}; at most 254 classes (255 means ignore)")
+            raise DataError(
+                f"{mask_dir}: mask values reach {top}; at most 254 classes (255 means ignore)"
+            )
         if top == 0:
             raise DataError(
                 f"{mask_dir}: masks hold only class 0 (and 255 = ignore); objects need values 1, 2, ... "
@@ -347,14 +414,18 @@ def largest_image_size(dataset: SegmentationDataset) -> tuple[int, int]:
             with Image.open(path) as im:
                 w, h = im.size
         except OSError as e:
-            raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+            raise DataError(
+                f"{path}: cannot read image ({' '.join(str(e).split())})"
+            ) from None
         height, width = max(height, h), max(width, w)
     if not height:
         raise DataError(f"{dataset!r}: no images")
     return height, width
 
 
-def default_crop_size(dataset: SegmentationDataset, limit: int = DEFAULT_CROP) -> tuple[int, int]:
+def default_crop_size(
+    dataset: SegmentationDataset, limit: int = DEFAULT_CROP
+) -> tuple[int, int]:
     """The training crop when none is set: the data's own size, each side capped at ``limit``.
 
     Images smaller than the crop would otherwise be padded (with ignored labels) to ``limit``:
@@ -388,7 +459,9 @@ class VOCSegmentation(_PairedFiles):
     ``ImageSets/Segmentation/<split>.txt``. 21 classes with the VOC palette.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", transforms: Callable | None = None) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "train", transforms: Callable | None = None
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"{root}: data folder not found")
@@ -409,7 +482,10 @@ class VOCSegmentation(_PairedFiles):
         self.images, self.masks = [], []
         for n, stem in _read_lines(split_file):
             stem = stem.split()[0]
-            img, mask = voc / "JPEGImages" / f"{stem}.jpg", voc / "SegmentationClass" / f"{stem}.png"
+            img, mask = (
+                voc / "JPEGImages" / f"{stem}.jpg",
+                voc / "SegmentationClass" / f"{stem}.png",
+            )
             if not img.is_file():
                 raise DataError(f"{split_file} line {n}: image {img} not found")
             if not mask.is_file():
@@ -417,7 +493,9 @@ class VOCSegmentation(_PairedFiles):
             self.images.append(img)
             self.masks.append(mask)
         if not self.images:
-            raise DataError(f"{split_file}: no images for split {split!r} in {split_file.name}")
+            raise DataError(
+                f"{split_file}: no images for split {split!r} in {split_file.name}"
+            )
 
 
 def detect_format(root: str | Path) -> str:
@@ -435,7 +513,9 @@ def detect_format(root: str | Path) -> str:
     )
 
 
-def build_segmentation_dataset(data_cfg: Any, split: str, transforms: Callable | None = None) -> SegmentationDataset:
+def build_segmentation_dataset(
+    data_cfg: Any, split: str, transforms: Callable | None = None
+) -> SegmentationDataset:
     """The data set that ``data_cfg`` (a :class:`convision.tasks.segment.SegmentDataConfig`-like object) names, for ``split``."""
     if split not in SPLITS:
         raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
@@ -450,7 +530,9 @@ def build_segmentation_dataset(data_cfg: Any, split: str, transforms: Callable |
         )
     fmt = data_cfg.format
     if fmt not in ("auto", "folder", "voc"):
-        raise ConfigError(f"format: unknown data format {fmt!r} (expected auto, folder or voc)")
+        raise ConfigError(
+            f"format: unknown data format {fmt!r} (expected auto, folder or voc)"
+        )
     root = Path(data_cfg.data).expanduser()
     if fmt == "auto":
         fmt = detect_format(root)

@@ -37,6 +37,7 @@ reached mIoU 0.798 / 0.773 / 0.798 on 100 validation scenes (three seeds; backgr
 with 10 classes 0.67. Wider colour spread or smaller shapes quickly brought the 6-class figure
 below 0.75; the margin above 0.75 is a few points, not more.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -48,20 +49,41 @@ from typing import Callable
 import numpy as np
 
 SYNTHETIC_CLASS_NAMES: tuple[str, ...] = (
-    "background", "disc", "square", "triangle", "ring", "cross", "star", "crescent", "bar", "heart",
+    "background",
+    "disc",
+    "square",
+    "triangle",
+    "ring",
+    "cross",
+    "star",
+    "crescent",
+    "bar",
+    "heart",
 )
 """Class names of the built-in scenes; ``num_classes`` (2..10) uses the first ``num_classes``."""
 
 SYNTHETIC_COLORS: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
-    (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230), (170, 110, 40),
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (170, 110, 40),
 )
 """Display colours (for masks and overlays), one per class of :data:`SYNTHETIC_CLASS_NAMES`."""
 
 MAX_SYNTHETIC_CLASSES = len(SYNTHETIC_CLASS_NAMES)
 MIN_VISIBLE_PIXELS = 4
 
-_SIZE_BANDS = ((0.04, None, 0.05), (0.84, 0.15, 0.35), (0.12, 0.35, 0.55))  # (prob, lo, hi) x shorter side
+_SIZE_BANDS = (
+    (0.04, None, 0.05),
+    (0.84, 0.15, 0.35),
+    (0.12, 0.35, 0.55),
+)  # (prob, lo, hi) x shorter side
 _TINY_RADIUS_PX = 2.5
 _HUE_SIGMA = 0.03
 _RANDOM_COLOR_P = 0.05
@@ -79,7 +101,9 @@ class Scene:
 
     image: np.ndarray  # H x W x 3 uint8 RGB
     mask: np.ndarray  # H x W uint8 class ids, 0 = background
-    instances: np.ndarray  # H x W int32, 0 = none, 1..N = instance k (drawing order, back to front)
+    instances: (
+        np.ndarray
+    )  # H x W int32, 0 = none, 1..N = instance k (drawing order, back to front)
     boxes: np.ndarray  # N x 4 float32 xyxy, visible extent, x2/y2 exclusive
     labels: np.ndarray  # N int64 class ids (1..num_classes-1) of the instances
     label: int  # class of the largest visible object, 0 if the scene has none
@@ -97,7 +121,9 @@ def synthetic_colors(num_classes: int) -> list[tuple[int, int, int]]:
 
 def _check_num_classes(num_classes: int) -> None:
     if not 2 <= int(num_classes) <= MAX_SYNTHETIC_CLASSES:
-        raise ValueError(f"num_classes must be 2..{MAX_SYNTHETIC_CLASSES} for synthetic scenes, got {num_classes}")
+        raise ValueError(
+            f"num_classes must be 2..{MAX_SYNTHETIC_CLASSES} for synthetic scenes, got {num_classes}"
+        )
 
 
 def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -149,7 +175,9 @@ def _cross(u: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
 _STAR_OUTER, _STAR_INNER = 1.1, 0.45
 _STAR_A = np.array([_STAR_OUTER, 0.0])
 _STAR_B = _STAR_INNER * np.array([math.cos(math.pi / 5), math.sin(math.pi / 5)])
-_STAR_N = np.array([_STAR_B[1] - _STAR_A[1], -(_STAR_B[0] - _STAR_A[0])])  # outward normal of edge A-B
+_STAR_N = np.array(
+    [_STAR_B[1] - _STAR_A[1], -(_STAR_B[0] - _STAR_A[0])]
+)  # outward normal of edge A-B
 
 
 def _star(u: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
@@ -177,7 +205,15 @@ def _heart(u: np.ndarray, v: np.ndarray, p: float) -> np.ndarray:
 
 
 _SHAPES: tuple[Callable[[np.ndarray, np.ndarray, float], np.ndarray], ...] = (
-    _disc, _square, _triangle, _ring, _cross, _star, _crescent, _bar, _heart,
+    _disc,
+    _square,
+    _triangle,
+    _ring,
+    _cross,
+    _star,
+    _crescent,
+    _bar,
+    _heart,
 )
 assert len(_SHAPES) == MAX_SYNTHETIC_CLASSES - 1
 
@@ -219,20 +255,31 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     # linear gradient, a different slope per channel
     theta = rng.uniform(0, 2 * math.pi)
     ramp = xs * math.cos(theta) + ys * math.sin(theta)  # [H,W] in about [-0.7, 0.7]
-    img += ramp[:, :, None] * (rng.uniform(-60, 60, size=3).astype(np.float32) * _BG_AMP)
+    img += ramp[:, :, None] * (
+        rng.uniform(-60, 60, size=3).astype(np.float32) * _BG_AMP
+    )
     # smooth blobs: a coarse random grid, bilinearly upsampled
     if rng.random() < 0.7:
         gh, gw = rng.integers(3, 8, size=2)
-        coarse = rng.standard_normal((3, gh, gw), dtype=np.float32) * (rng.uniform(8, 28) * _BG_AMP)
-        blobs = _interp_matrix(h, int(gh)) @ coarse @ _interp_matrix(w, int(gw)).T  # [3, H, W]
+        coarse = rng.standard_normal((3, gh, gw), dtype=np.float32) * (
+            rng.uniform(8, 28) * _BG_AMP
+        )
+        blobs = (
+            _interp_matrix(h, int(gh)) @ coarse @ _interp_matrix(w, int(gw)).T
+        )  # [3, H, W]
         img += blobs.transpose(1, 2, 0)
     # stripes
     if rng.random() < 0.35:
         theta = rng.uniform(0, 2 * math.pi)
         freq = rng.uniform(3, 14)
         phase = rng.uniform(0, 2 * math.pi)
-        wave = np.sin(2 * math.pi * freq * (xs * math.cos(theta) + ys * math.sin(theta)) + phase)
-        img += wave[:, :, None] * (rng.uniform(-1, 1, size=3).astype(np.float32) * (rng.uniform(8, 25) * _BG_AMP))
+        wave = np.sin(
+            2 * math.pi * freq * (xs * math.cos(theta) + ys * math.sin(theta)) + phase
+        )
+        img += wave[:, :, None] * (
+            rng.uniform(-1, 1, size=3).astype(np.float32)
+            * (rng.uniform(8, 25) * _BG_AMP)
+        )
     return img
 
 
@@ -276,7 +323,11 @@ def _sample_shape(rng: np.random.Generator, h: int, w: int, num_classes: int) ->
     if rng.random() < _RANDOM_COLOR_P:
         color = _hsv(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.25, 1.0))
     else:
-        color = _hsv(_CLASS_HUES[kind - 1] + rng.normal(0, _HUE_SIGMA), rng.uniform(0.45, 1.0), rng.uniform(0.4, 1.0))
+        color = _hsv(
+            _CLASS_HUES[kind - 1] + rng.normal(0, _HUE_SIGMA),
+            rng.uniform(0.45, 1.0),
+            rng.uniform(0.4, 1.0),
+        )
     return _Shape(
         kind=kind,
         cx=float(rng.uniform(0, w)),
@@ -341,7 +392,9 @@ def make_scene(
     """
     _check_num_classes(num_classes)
     if index < 0 or seed < 0:
-        raise ValueError(f"index and seed must be non-negative, got index={index}, seed={seed}")
+        raise ValueError(
+            f"index and seed must be non-negative, got index={index}, seed={seed}"
+        )
     if max_objects < 1:
         raise ValueError(f"max_objects must be at least 1, got {max_objects}")
     h, w = image_hw(image_size)
@@ -375,7 +428,9 @@ def make_scene(
         color = s.color
         under = region[fp].mean(axis=0)
         if float(np.linalg.norm(color - under)) < _MIN_CONTRAST:
-            color = color * 0.45 if under.mean() > 110 else color + (255.0 - color) * 0.6
+            color = (
+                color * 0.45 if under.mean() > 110 else color + (255.0 - color) * 0.6
+            )
         shade = _texture(s, rng)
         if isinstance(shade, float):
             region[fp] = color
@@ -394,6 +449,18 @@ def make_scene(
         sub = instances[y0:y1, x0:x1] == k
         rows = np.flatnonzero(sub.any(axis=1))
         cols = np.flatnonzero(sub.any(axis=0))
-        boxes[k - 1] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
+        boxes[k - 1] = (
+            x0 + cols[0],
+            y0 + rows[0],
+            x0 + cols[-1] + 1,
+            y0 + rows[-1] + 1,
+        )
     label = int(labels[int(np.argmax(counts))]) if len(shapes) else 0
-    return Scene(image=image, mask=mask, instances=instances, boxes=boxes, labels=labels, label=label)
+    return Scene(
+        image=image,
+        mask=mask,
+        instances=instances,
+        boxes=boxes,
+        labels=labels,
+        label=label,
+    )

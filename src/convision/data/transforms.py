@@ -9,6 +9,7 @@ scale, random crop (padding with 255 = ignore where the scaled image is smaller 
 horizontal flip, mild colour jitter. Evaluation keeps the original resolution (VOC's protocol):
 only dtype conversion and normalisation; :func:`pad_collate` batches images of different sizes.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -36,7 +37,9 @@ class RandomScale(v2.Transform):
         super().__init__()
         lo, hi = float(scale_range[0]), float(scale_range[1])
         if not 0 < lo <= hi:
-            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+            raise ValueError(
+                f"scale_range must satisfy 0 < min <= max, got {scale_range}"
+            )
         self.scale_range = (lo, hi)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
@@ -47,19 +50,36 @@ class RandomScale(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            return self._call_kernel(F.resize, inpt, params["size"], interpolation=v2.InterpolationMode.NEAREST_EXACT)
-        return self._call_kernel(F.resize, inpt, params["size"], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
+            return self._call_kernel(
+                F.resize,
+                inpt,
+                params["size"],
+                interpolation=v2.InterpolationMode.NEAREST_EXACT,
+            )
+        return self._call_kernel(
+            F.resize,
+            inpt,
+            params["size"],
+            interpolation=v2.InterpolationMode.BILINEAR,
+            antialias=True,
+        )
 
 
 def _query_size(flat_inputs: list[Any]) -> tuple[int, int]:
     for x in flat_inputs:
-        if isinstance(x, (tv_tensors.Image, tv_tensors.Mask, tv_tensors.Video, PILImage.Image)):
+        if isinstance(
+            x, (tv_tensors.Image, tv_tensors.Mask, tv_tensors.Video, PILImage.Image)
+        ):
             h, w = F.get_size(x)
             return h, w
-    raise TypeError("RandomScale needs a tv_tensors.Image, tv_tensors.Mask or PIL image among its inputs")
+    raise TypeError(
+        "RandomScale needs a tv_tensors.Image, tv_tensors.Mask or PIL image among its inputs"
+    )
 
 
-def as_tv_tensors(image: Any, mask: Any | None = None) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
+def as_tv_tensors(
+    image: Any, mask: Any | None = None
+) -> tuple[tv_tensors.Image, tv_tensors.Mask | None]:
     """Wrap an image (HxWx3 uint8 array, PIL image, [3,H,W] tensor) and a mask (HxW array/tensor/PIL)
     as ``tv_tensors.Image`` (uint8 unless given otherwise) and ``tv_tensors.Mask`` (int64)."""
     if not isinstance(image, tv_tensors.Image):
@@ -69,7 +89,9 @@ def as_tv_tensors(image: Any, mask: Any | None = None) -> tuple[tv_tensors.Image
             arr = image if image.ndim == 3 else image[:, :, None].repeat(3, axis=2)
             image = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
         image = tv_tensors.Image(image)
-    if mask is not None and not (isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64):
+    if mask is not None and not (
+        isinstance(mask, tv_tensors.Mask) and mask.dtype == torch.int64
+    ):
         if isinstance(mask, PILImage.Image):
             mask = np.asarray(mask)
         if isinstance(mask, np.ndarray):
@@ -95,9 +117,18 @@ class JointTransform:
         return f"{type(self).__name__}({self.pipeline!r})"
 
 
-def _to_float_and_normalize(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
+def _to_float_and_normalize(
+    mean: Sequence[float], std: Sequence[float]
+) -> list[Callable]:
     return [
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+        v2.ToDtype(
+            {
+                tv_tensors.Image: torch.float32,
+                tv_tensors.Mask: torch.int64,
+                "others": None,
+            },
+            scale=True,
+        ),
         v2.Normalize(mean=list(mean), std=list(std)),
     ]
 
@@ -115,17 +146,31 @@ def segmentation_train_transforms(
     """Random scale -> random crop (pad: image 0, mask ``ignore_index``) -> flip -> colour jitter
     (image only) -> float in [0, 1] -> normalise. Output: image float32 [3,h,w], mask int64 [h,w]
     with ``(h, w) = crop_size``."""
-    size = (int(crop_size), int(crop_size)) if isinstance(crop_size, (int, np.integer)) else tuple(int(v) for v in crop_size)
+    size = (
+        (int(crop_size), int(crop_size))
+        if isinstance(crop_size, (int, np.integer))
+        else tuple(int(v) for v in crop_size)
+    )
     if min(size) < 1:
         raise ValueError(f"crop_size must be positive, got {crop_size}")
     steps: list[Callable] = []
     if tuple(scale_range) != (1.0, 1.0):
         steps.append(RandomScale(scale_range))
-    steps.append(v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}))
+    steps.append(
+        v2.RandomCrop(
+            size,
+            pad_if_needed=True,
+            fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index},
+        )
+    )
     if hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
     if color_jitter > 0:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+        steps.append(
+            v2.ColorJitter(
+                brightness=color_jitter, contrast=color_jitter, saturation=color_jitter
+            )
+        )
     steps += _to_float_and_normalize(mean, std)
     return JointTransform(steps)
 
@@ -138,7 +183,9 @@ def segmentation_eval_transforms(
 
 
 def pad_collate(
-    batch: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int = IGNORE_INDEX, multiple: int = 1
+    batch: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    ignore_index: int = IGNORE_INDEX,
+    multiple: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(image [C,h,w], mask [h,w])`` pairs of different sizes into ``[N,C,H,W]`` and
     ``[N,H,W]`` int64, padding at the bottom and right (image 0, mask ``ignore_index``) to the
@@ -155,7 +202,15 @@ def pad_collate(
     for i, (img, mask) in enumerate(batch):
         h, w = img.shape[-2:]
         if tuple(mask.shape[-2:]) != (h, w):
-            raise ValueError(f"pad_collate: sample {i} has image {h}x{w} but mask {tuple(mask.shape[-2:])}")
-        images[i, :, :h, :w] = img.as_subclass(torch.Tensor) if isinstance(img, torch.Tensor) else img
-        masks[i, :h, :w] = mask.as_subclass(torch.Tensor) if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+            raise ValueError(
+                f"pad_collate: sample {i} has image {h}x{w} but mask {tuple(mask.shape[-2:])}"
+            )
+        images[i, :, :h, :w] = (
+            img.as_subclass(torch.Tensor) if isinstance(img, torch.Tensor) else img
+        )
+        masks[i, :h, :w] = (
+            mask.as_subclass(torch.Tensor)
+            if isinstance(mask, torch.Tensor)
+            else torch.as_tensor(mask)
+        )
     return images, masks

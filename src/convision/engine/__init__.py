@@ -1,4 +1,5 @@
 """Training engine: the one training loop, checkpoints, torchrun helpers."""
+
 from __future__ import annotations
 
 from convision.engine.checkpoint import (

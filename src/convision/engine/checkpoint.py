@@ -3,6 +3,7 @@
 A convision checkpoint is one ``torch.save`` file holding a dict of plain types and tensors with a
 ``"format"`` key (see docs/architecture.md), so it loads with ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         except FileNotFoundError:
             pass
         if isinstance(e, (OSError, RuntimeError)):
-            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-            raise CheckpointError(f"{path}: could not write the checkpoint ({_first_line(e)}); {kept}") from None
+            kept = (
+                f"the previous {path.name} is intact"
+                if path.exists()
+                else f"no {path.name} was written"
+            )
+            raise CheckpointError(
+                f"{path}: could not write the checkpoint ({_first_line(e)}); {kept}"
+            ) from None
         raise
     _fsync_dir(path.parent)
 
@@ -64,7 +71,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load a convision checkpoint with ``weights_only=True``; any problem is a one-line CheckpointError."""
     path = Path(path)
     if not path.is_file():
@@ -76,25 +85,34 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(
                 f"{path}: not a convision checkpoint (it holds Python objects that cannot be loaded safely)"
             ) from None
-        raise CheckpointError(f"{path}: cannot be read (truncated or corrupt file)") from None
+        raise CheckpointError(
+            f"{path}: cannot be read (truncated or corrupt file)"
+        ) from None
     except Exception:  # noqa: BLE001 - torch raises many kinds for damaged files
-        raise CheckpointError(f"{path}: cannot be read (truncated or corrupt file)") from None
+        raise CheckpointError(
+            f"{path}: cannot be read (truncated or corrupt file)"
+        ) from None
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise CheckpointError(f"{path}: not a convision checkpoint (no 'format' key)")
     if ckpt["format"] != FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['format']!r} is not supported (expected {FORMAT})")
+        raise CheckpointError(
+            f"{path}: checkpoint format {ckpt['format']!r} is not supported (expected {FORMAT})"
+        )
     return ckpt
 
 
 def _strip_module(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop a DistributedDataParallel ``module.`` prefix if every key has it."""
     if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
 def load_matching_state(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str = "checkpoint",
 ) -> tuple[list[str], list[str]]:
     """Copy the tensors of ``state_dict`` whose name and shape match ``model``'s into it.
 
@@ -106,9 +124,15 @@ def load_matching_state(
     """
     state_dict = _strip_module(state_dict)
     own = model.state_dict()
-    matched = {k: v for k, v in state_dict.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    matched = {
+        k: v
+        for k, v in state_dict.items()
+        if k in own and tuple(own[k].shape) == tuple(v.shape)
+    }
     if not matched:
-        raise CheckpointError(f"{source}: no parameter matches the model by name and shape")
+        raise CheckpointError(
+            f"{source}: no parameter matches the model by name and shape"
+        )
     model.load_state_dict(matched, strict=False)
     loaded = list(matched)
     skipped = [k for k in own if k not in matched]

@@ -8,6 +8,7 @@ on CPU). Without torchrun everything runs in one process and these helpers are n
 to be on GPU ..."), so on CPU :func:`convert_sync_batchnorm` uses :class:`CPUSyncBatchNorm`, which
 computes the batch statistics over all processes with autograd-aware all-reduces (Gloo).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,23 +38,35 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(
+    device: str | torch.device = "auto", local_rank: int = 0
+) -> torch.device:
     """``auto`` -> ``cuda:LOCAL_RANK`` if CUDA is available, else ``cpu``; also ``cpu``, ``cuda``, ``cuda:N``."""
     if isinstance(device, torch.device):
         device = str(device)
     text = str(device).strip().lower()
     if text == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        return (
+            torch.device("cuda", local_rank)
+            if torch.cuda.is_available()
+            else torch.device("cpu")
+        )
     if text == "cpu":
         return torch.device("cpu")
     m = re.fullmatch(r"cuda(?::(\d+))?", text)
     if not m:
-        raise ConfigError(f"device: expected auto | cpu | cuda | cuda:N, got {device!r}")
+        raise ConfigError(
+            f"device: expected auto | cpu | cuda | cuda:N, got {device!r}"
+        )
     if not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} requested but CUDA is not available on this machine")
+        raise ConfigError(
+            f"device: {device!r} requested but CUDA is not available on this machine"
+        )
     index = int(m.group(1)) if m.group(1) is not None else local_rank
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise ConfigError(
+            f"device: {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
     return torch.device("cuda", index)
 
 
@@ -64,7 +77,9 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"{name}: expected an integer in the environment, got {value!r}") from None
+        raise ConfigError(
+            f"{name}: expected an integer in the environment, got {value!r}"
+        ) from None
 
 
 def init_distributed(device: str | torch.device = "auto") -> DistInfo:
@@ -76,10 +91,18 @@ def init_distributed(device: str | torch.device = "auto") -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-            dist.init_process_group("nccl", rank=rank, world_size=world_size, device_id=dev)
+            dist.init_process_group(
+                "nccl", rank=rank, world_size=world_size, device_id=dev
+            )
         else:
             dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev, is_main=rank == 0)
+    return DistInfo(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        device=dev,
+        is_main=rank == 0,
+    )
 
 
 def is_initialized() -> bool:
@@ -174,12 +197,20 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, input.dim()))
         shape = [1, channels] + [1] * (input.dim() - 2)
         x = input.float() if input.dtype in (torch.float16, torch.bfloat16) else input
-        count = torch.full((1,), input.numel() // channels, dtype=x.dtype, device=x.device)
+        count = torch.full(
+            (1,), input.numel() // channels, dtype=x.dtype, device=x.device
+        )
         totals = all_reduce(torch.cat([x.sum(dims), count]))
         n = totals[channels]
         mean = totals[:channels] / n
-        var = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / n  # biased, as batch norm uses
-        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+        var = (
+            all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / n
+        )  # biased, as batch norm uses
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
             factor = 0.0 if self.momentum is None else self.momentum
             if self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
@@ -187,8 +218,12 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
                     factor = 1.0 / float(self.num_batches_tracked)
             with torch.no_grad():
                 unbiased = var * (n / (n - 1).clamp_min(1))
-                self.running_mean.mul_(1 - factor).add_(factor * mean.to(self.running_mean.dtype))
-                self.running_var.mul_(1 - factor).add_(factor * unbiased.to(self.running_var.dtype))
+                self.running_mean.mul_(1 - factor).add_(
+                    factor * mean.to(self.running_mean.dtype)
+                )
+                self.running_var.mul_(1 - factor).add_(
+                    factor * unbiased.to(self.running_var.dtype)
+                )
         y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
@@ -207,8 +242,13 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
         module, (CPUSyncBatchNorm, nn.SyncBatchNorm)
     ):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = CPUSyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
         if module.affine:
             out.weight = module.weight
             out.bias = module.bias

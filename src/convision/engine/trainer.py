@@ -23,6 +23,7 @@ Validation under torchrun: each process evaluates the samples ``rank, rank + wor
 validation set (no padding, no duplicates, unlike DistributedSampler) with the unwrapped model,
 then the metric is all-reduced, so the numbers are those of the full set exactly.
 """
+
 from __future__ import annotations
 
 import io
@@ -65,9 +66,13 @@ class Task(Protocol):
     main_metric: str  # higher is better
 
     def collate(self, batch: list) -> Any: ...
-    def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor: ...
+    def loss(
+        self, model: nn.Module, batch: Any, device: torch.device
+    ) -> torch.Tensor: ...
     def new_metric(self) -> Metric: ...
-    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: Metric) -> None: ...
+    def eval_step(
+        self, model: nn.Module, batch: Any, device: torch.device, metric: Metric
+    ) -> None: ...
 
 
 def seed_everything(seed: int) -> None:
@@ -111,17 +116,25 @@ class _SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
-        words = np.random.SeedSequence([self.seed % 2**63, epoch, index]).generate_state(2)
+        words = np.random.SeedSequence(
+            [self.seed % 2**63, epoch, index]
+        ).generate_state(2)
         sample_seed = (int(words[0]) << 32) | int(words[1])
         in_worker = torch.utils.data.get_worker_info() is not None
-        saved = None if in_worker else (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        saved = (
+            None
+            if in_worker
+            else (torch.get_rng_state(), np.random.get_state(), random.getstate())
+        )
         try:
             torch.manual_seed(sample_seed)
             np.random.seed(int(words[0]))
             random.seed(sample_seed)
             return self.dataset[index]
         finally:
-            if saved is not None:  # the main process's RNGs (dropout, ...) must not be disturbed
+            if (
+                saved is not None
+            ):  # the main process's RNGs (dropout, ...) must not be disturbed
                 torch.set_rng_state(saved[0])
                 np.random.set_state(saved[1])
                 random.setstate(saved[2])
@@ -148,7 +161,9 @@ def _loader_kwargs(workers: int, device: torch.device) -> dict[str, Any]:
     }
 
 
-def eval_loader(task: Task, dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
+def eval_loader(
+    task: Task, dataset: Dataset, batch_size: int, workers: int, device: torch.device
+) -> DataLoader:
     """Batches of this process's shard of ``dataset`` (rank r takes r, r+W, ...; no padding)."""
     rank, world = dist_utils.rank_world()
     return DataLoader(
@@ -169,20 +184,41 @@ def _unwrap(model: nn.Module) -> nn.Module:
 _BAR_INTERVAL = 0.1 if sys.stderr.isatty() else 10.0
 
 
-def _run_eval(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> dict:
+def _run_eval(
+    task: Task,
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    progress: bool,
+) -> dict:
     return run_metric(task, model, loader, device, progress).compute()
 
 
 @torch.no_grad()
-def run_metric(task: Task, model: nn.Module, loader: DataLoader, device: torch.device, progress: bool) -> Metric:
+def run_metric(
+    task: Task,
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    progress: bool,
+) -> Metric:
     """The task's metric updated over ``loader`` and reduced over processes (not yet computed)."""
-    model = _unwrap(model)  # DDP's forward would sync buffers; shards may differ in length
+    model = _unwrap(
+        model
+    )  # DDP's forward would sync buffers; shards may differ in length
     was_training = model.training
     model.eval()
     metric = task.new_metric()
     show = progress and dist_utils.rank_world()[0] == 0
-    for batch in tqdm(loader, desc="val", leave=False, file=sys.stderr, disable=not show, dynamic_ncols=True,
-                      mininterval=_BAR_INTERVAL):
+    for batch in tqdm(
+        loader,
+        desc="val",
+        leave=False,
+        file=sys.stderr,
+        disable=not show,
+        dynamic_ncols=True,
+        mininterval=_BAR_INTERVAL,
+    ):
         task.eval_step(model, batch, device, metric)
     metric.reduce_()
     model.train(was_training)
@@ -209,15 +245,21 @@ def evaluate(
 # ---------------------------------------------------------------- schedule
 
 
-def make_lr_lambda(schedule: str, total_iters: int, warmup_iters: int, poly_power: float) -> Callable[[int], float]:
+def make_lr_lambda(
+    schedule: str, total_iters: int, warmup_iters: int, poly_power: float
+) -> Callable[[int], float]:
     """Factor of the peak lr at iteration ``step`` (0-based): linear warm-up, then poly/cosine/constant."""
     if schedule not in SCHEDULES:
-        raise ConfigError(f"schedule: unknown {schedule!r} (expected {' | '.join(SCHEDULES)})")
+        raise ConfigError(
+            f"schedule: unknown {schedule!r} (expected {' | '.join(SCHEDULES)})"
+        )
 
     def factor(step: int) -> float:
         if step < warmup_iters:
             return (step + 1) / warmup_iters
-        t = min(1.0, max(0.0, (step - warmup_iters) / max(1, total_iters - warmup_iters)))
+        t = min(
+            1.0, max(0.0, (step - warmup_iters) / max(1, total_iters - warmup_iters))
+        )
         if schedule == "poly":
             return (1.0 - t) ** poly_power
         if schedule == "cosine":
@@ -232,8 +274,16 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *np_state[2:],
+        ],
+        "python": [
+            random.getstate()[0],
+            list(random.getstate()[1]),
+            random.getstate()[2],
+        ],
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -244,7 +294,9 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
         name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        np.random.set_state(
+            (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
+        )
     if "python" in state:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
@@ -267,8 +319,11 @@ class _Progress:
     def add(self, record: dict[str, Any], value: Any) -> bool:
         """Append the epoch's record; True when ``value`` (the main metric) is a new best."""
         self.history.append(record)
-        improved = isinstance(value, (int, float)) and math.isfinite(value) and (
-            self.best_metric is None or value > self.best_metric)
+        improved = (
+            isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (self.best_metric is None or value > self.best_metric)
+        )
         if improved:
             self.best_metric, self.best_epoch = float(value), record["epoch"]
         return improved
@@ -307,7 +362,9 @@ class Trainer:
         self.cfg = cfg
         self.meta = dict(meta)
         self.workers = workers
-        self.dist = dist if dist is not None else DistInfo(device=resolve_device(cfg.device))
+        self.dist = (
+            dist if dist is not None else DistInfo(device=resolve_device(cfg.device))
+        )
         self.progress = progress
         self.out = Path(cfg.out)
         self._log = log if log is not None else (lambda msg: print(msg, flush=True))
@@ -329,9 +386,13 @@ class Trainer:
                 f"batch_size: {cfg.batch_size} cannot be split over {world} processes; use a multiple of {world}"
             )
         if cfg.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer: unknown {cfg.optimizer!r} (expected {' | '.join(OPTIMIZERS)})")
+            raise ConfigError(
+                f"optimizer: unknown {cfg.optimizer!r} (expected {' | '.join(OPTIMIZERS)})"
+            )
         if cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule: unknown {cfg.schedule!r} (expected {' | '.join(SCHEDULES)})")
+            raise ConfigError(
+                f"schedule: unknown {cfg.schedule!r} (expected {' | '.join(SCHEDULES)})"
+            )
         if cfg.lr <= 0:
             raise ConfigError(f"lr: must be positive, got {cfg.lr}")
         if cfg.warmup_epochs < 0:
@@ -349,7 +410,9 @@ class Trainer:
             torch.load(buffer, weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0]
-            raise TypeError(f"Trainer meta must hold only plain types and tensors: {first}") from None
+            raise TypeError(
+                f"Trainer meta must hold only plain types and tensors: {first}"
+            ) from None
 
     def _check_out(self) -> Path | None:
         """Apply the resume/overwrite rules; returns the checkpoint to resume from, if any."""
@@ -360,7 +423,9 @@ class Trainer:
         overwrite = getattr(self.cfg, "overwrite", False)
         if self.cfg.resume:
             if not last.is_file():
-                raise ConfigError(f"{last}: nothing to resume; drop --resume to start a new run")
+                raise ConfigError(
+                    f"{last}: nothing to resume; drop --resume to start a new run"
+                )
             return last
         if last.is_file() and not overwrite:
             raise ConfigError(
@@ -374,10 +439,18 @@ class Trainer:
         if not params:
             raise ConfigError("model: no trainable parameters")
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(
+                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    def _payload(self, epoch: int, best_metric: float | None, best_epoch: int | None, metrics: dict) -> dict:
+    def _payload(
+        self,
+        epoch: int,
+        best_metric: float | None,
+        best_epoch: int | None,
+        metrics: dict,
+    ) -> dict:
         payload = dict(self.meta)
         payload.update(
             {
@@ -407,7 +480,11 @@ class Trainer:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= upto:
+            if (
+                isinstance(record, dict)
+                and isinstance(record.get("epoch"), int)
+                and record["epoch"] <= upto
+            ):
                 records.append(record)
         return records
 
@@ -446,23 +523,45 @@ class Trainer:
         run_start = time.time()
         for epoch in range(progress.start_epoch, self.cfg.epochs + 1):
             sampler.set_epoch(epoch)
-            record, metrics = self._epoch(epoch, train_model, train_loader, val_loader, per_batch, len(sampler))
+            record, metrics = self._epoch(
+                epoch, train_model, train_loader, val_loader, per_batch, len(sampler)
+            )
             improved = progress.add(record, metrics.get(self.task.main_metric))
             if self.dist.is_main:
                 self._save_epoch(record, metrics, progress, improved)
-                self.log(self._summary(record, self.cfg.epochs, run_start, epoch - progress.start_epoch + 1))
-        return {"best_epoch": progress.best_epoch, "best_metric": progress.best_metric, "history": progress.history}
+                self.log(
+                    self._summary(
+                        record,
+                        self.cfg.epochs,
+                        run_start,
+                        epoch - progress.start_epoch + 1,
+                    )
+                )
+        return {
+            "best_epoch": progress.best_epoch,
+            "best_metric": progress.best_metric,
+            "history": progress.history,
+        }
 
     def _start_out(self, resume_from: Path | None) -> None:
         """Rank 0 creates the output folder (a fresh start clears this trainer's files) and writes run.json."""
         info = self.dist
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:  # fresh start (or --overwrite): clear this trainer's outputs
+            if (
+                resume_from is None
+            ):  # fresh start (or --overwrite): clear this trainer's outputs
                 for name in OUTPUT_FILES:
                     (self.out / name).unlink(missing_ok=True)
-            run = {**self.meta, "world_size": info.world_size, "device": str(info.device), "torch": torch.__version__}
-            (self.out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+            run = {
+                **self.meta,
+                "world_size": info.world_size,
+                "device": str(info.device),
+                "torch": torch.__version__,
+            }
+            (self.out / "run.json").write_text(
+                json.dumps(run, indent=2, default=str) + "\n"
+            )
         dist_utils.barrier()
 
     def _place_model(self) -> nn.Module:
@@ -476,14 +575,27 @@ class Trainer:
         self.model = model
         if not info.distributed:
             return model
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                       find_unused_parameters=self.find_unused_parameters)
+        return DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=self.find_unused_parameters,
+        )
 
-    def _loaders(self, per_batch: int) -> tuple[_EpochSampler, DataLoader, DataLoader | None]:
+    def _loaders(
+        self, per_batch: int
+    ) -> tuple[_EpochSampler, DataLoader, DataLoader | None]:
         """The training sampler and loader (this process's shard) and the validation loader, if any."""
         cfg, info, device = self.cfg, self.dist, self.dist.device
-        sampler = _EpochSampler(DistributedSampler(self.train_set, num_replicas=info.world_size, rank=info.rank,
-                                                   shuffle=True, seed=cfg.seed, drop_last=False))
+        sampler = _EpochSampler(
+            DistributedSampler(
+                self.train_set,
+                num_replicas=info.world_size,
+                rank=info.rank,
+                shuffle=True,
+                seed=cfg.seed,
+                drop_last=False,
+            )
+        )
         # a last batch of one image would break batch norm on 1x1 maps ("Expected more than 1 value
         # per channel"); every process holds the same shard length, so all drop it together
         drop_single = len(sampler) % per_batch == 1 and len(sampler) > 1
@@ -493,12 +605,16 @@ class Trainer:
             sampler=sampler,
             collate_fn=self.task.collate,
             drop_last=drop_single,
-            generator=torch.Generator().manual_seed(cfg.seed + info.rank),  # keeps the global RNG untouched
+            generator=torch.Generator().manual_seed(
+                cfg.seed + info.rank
+            ),  # keeps the global RNG untouched
             **_loader_kwargs(self.workers, device),
         )
         val_loader = None
         if self.val_set is not None and len(self.val_set) > 0:  # type: ignore[arg-type]
-            val_loader = eval_loader(self.task, self.val_set, per_batch, self.workers, device)
+            val_loader = eval_loader(
+                self.task, self.val_set, per_batch, self.workers, device
+            )
         return sampler, train_loader, val_loader
 
     def _build_optimisation(self, iters: int) -> None:
@@ -506,7 +622,12 @@ class Trainer:
         cfg = self.cfg
         self.iters = iters
         self.optimizer = self._build_optimizer(self.model)
-        lr_lambda = make_lr_lambda(cfg.schedule, cfg.epochs * iters, round(cfg.warmup_epochs * iters), cfg.poly_power)
+        lr_lambda = make_lr_lambda(
+            cfg.schedule,
+            cfg.epochs * iters,
+            round(cfg.warmup_epochs * iters),
+            cfg.poly_power,
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.use_amp = bool(cfg.amp) and self.dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
@@ -519,29 +640,51 @@ class Trainer:
         except RuntimeError as e:
             lines = str(e).strip().splitlines()
             detail = (lines[1] if len(lines) > 1 else lines[0]).strip()
-            raise CheckpointError(f"{path}: does not match the model ({detail})") from None
+            raise CheckpointError(
+                f"{path}: does not match the model ({detail})"
+            ) from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         done = int(ckpt["epoch"])
-        progress = _Progress(done + 1, ckpt.get("best_metric"), ckpt.get("best_epoch"), self._read_history(done))
+        progress = _Progress(
+            done + 1,
+            ckpt.get("best_metric"),
+            ckpt.get("best_epoch"),
+            self._read_history(done),
+        )
         if self.dist.is_main:
             self._write_history(progress.history)
         _set_rng_state(ckpt["rng"], self.dist.device)
         self.log(f"resuming from {path} (epoch {done}), continuing at epoch {done + 1}")
         if done + 1 > self.cfg.epochs:
-            self.log(f"nothing to do: the run already finished {done} of {self.cfg.epochs} epochs")
+            self.log(
+                f"nothing to do: the run already finished {done} of {self.cfg.epochs} epochs"
+            )
         return progress
 
-    def _epoch(self, epoch: int, train_model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None,
-               per_batch: int, shard: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _epoch(
+        self,
+        epoch: int,
+        train_model: nn.Module,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        per_batch: int,
+        shard: int,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """One epoch of training and validation; returns (the metrics.jsonl record, the full metrics)."""
         t0 = time.time()
-        loss_total, seen, lr = self._train_epoch(epoch, train_model, train_loader, per_batch, shard, self.use_amp)
+        loss_total, seen, lr = self._train_epoch(
+            epoch, train_model, train_loader, per_batch, shard, self.use_amp
+        )
         train_time = time.time() - t0
         device = self.dist.device
-        metrics = _run_eval(self.task, self.model, val_loader, device, self.progress) if val_loader is not None else {}
+        metrics = (
+            _run_eval(self.task, self.model, val_loader, device, self.progress)
+            if val_loader is not None
+            else {}
+        )
         record: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": loss_total / self.iters,
@@ -550,22 +693,43 @@ class Trainer:
             "time": time.time() - t0,
         }
         for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+            ):
                 record[k] = v
         return record, metrics
 
-    def _save_epoch(self, record: dict[str, Any], metrics: dict[str, Any], progress: _Progress, improved: bool) -> None:
+    def _save_epoch(
+        self,
+        record: dict[str, Any],
+        metrics: dict[str, Any],
+        progress: _Progress,
+        improved: bool,
+    ) -> None:
         """Rank 0: the record, then the checkpoints (last.pt; best.pt when improved), then the curves."""
         # order matters for SIGKILL: metrics first (truncated on resume), then checkpoints
         self._append_history(record)
-        payload = self._payload(record["epoch"], progress.best_metric, progress.best_epoch, {**metrics, **record})
+        payload = self._payload(
+            record["epoch"],
+            progress.best_metric,
+            progress.best_epoch,
+            {**metrics, **record},
+        )
         if improved:
             save_checkpoint(self.out / "best.pt", payload)
         save_checkpoint(self.out / "last.pt", payload)
         self._plot()
 
     def _train_epoch(
-        self, epoch: int, model: nn.Module, loader: DataLoader, per_batch: int, shard: int, use_amp: bool
+        self,
+        epoch: int,
+        model: nn.Module,
+        loader: DataLoader,
+        per_batch: int,
+        shard: int,
+        use_amp: bool,
     ) -> tuple[float, int, float]:
         """One pass over the training shard; returns (sum of step losses, images seen, last lr)."""
         cfg, info, device = self.cfg, self.dist, self.dist.device
@@ -573,18 +737,36 @@ class Trainer:
         model.train()
         loss_total, seen, t0 = 0.0, 0, time.time()
         lr = self.optimizer.param_groups[0]["lr"]
-        bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
-                   disable=not (self.progress and info.is_main), dynamic_ncols=True, mininterval=_BAR_INTERVAL)
+        bar = tqdm(
+            total=len(loader),
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            file=sys.stderr,
+            disable=not (self.progress and info.is_main),
+            dynamic_ncols=True,
+            mininterval=_BAR_INTERVAL,
+        )
         try:
             for step, batch in enumerate(loader, start=1):
-                with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+                with (
+                    torch.autocast("cuda", dtype=torch.float16)
+                    if use_amp
+                    else nullcontext()
+                ):
                     loss = self.task.loss(model, batch, device)
                 if loss.ndim != 0:
-                    raise ValueError(f"task.loss must return a scalar, got shape {tuple(loss.shape)}")
+                    raise ValueError(
+                        f"task.loss must return a scalar, got shape {tuple(loss.shape)}"
+                    )
                 # one small all-reduce per step: the mean loss for the log, and a divergence flag so
                 # that every process stops at the same step instead of hanging in backward()
                 detached = loss.detach().float()
-                stats = torch.stack([torch.nan_to_num(detached, 0.0, 0.0, 0.0), (~torch.isfinite(detached)).float()])
+                stats = torch.stack(
+                    [
+                        torch.nan_to_num(detached, 0.0, 0.0, 0.0),
+                        (~torch.isfinite(detached)).float(),
+                    ]
+                )
                 dist_utils.all_reduce_sum_(stats)
                 loss_sum, bad = stats.tolist()
                 if bad:
@@ -608,7 +790,10 @@ class Trainer:
                 loss_total += loss_sum / info.world_size
                 seen = min(step * per_batch, shard) * info.world_size
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_total / step:.4f}", img_s=f"{seen / max(time.time() - t0, 1e-9):.1f}")
+                bar.set_postfix(
+                    loss=f"{loss_total / step:.4f}",
+                    img_s=f"{seen / max(time.time() - t0, 1e-9):.1f}",
+                )
         finally:
             bar.close()
         return loss_total, seen, lr
@@ -619,12 +804,13 @@ class Trainer:
             kept = f"{last} (epoch {epoch - 1}) is the last good checkpoint"
         else:
             kept = "no checkpoint was written yet"
-        return (
-            f"loss became NaN or infinite at epoch {epoch}, step {step} (try a lower --lr or --grad-clip); {kept}"
-        )
+        return f"loss became NaN or infinite at epoch {epoch}, step {step} (try a lower --lr or --grad-clip); {kept}"
 
     def _summary(self, record: dict, epochs: int, run_start: float, done: int) -> str:
-        parts = [f"epoch {record['epoch']}/{epochs}", f"train_loss {record['train_loss']:.4f}"]
+        parts = [
+            f"epoch {record['epoch']}/{epochs}",
+            f"train_loss {record['train_loss']:.4f}",
+        ]
         skip = {"epoch", "train_loss", "lr", "images_per_s", "time"}
         parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in skip]
         remaining = (time.time() - run_start) / done * (epochs - record["epoch"])

@@ -4,6 +4,7 @@ is what :func:`convision.load` returns for a ``.onnx`` path.
 
 Nothing is imported here, so ``convision.export.runtime`` loads without torch.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -20,6 +20,7 @@ restated here, so that a tracer records it as graph operators instead of Python 
   ``1 x 3 x S x S`` image (already resized to the model's square input, in ``[0, 1]``) and the
   original ``(height, width)`` as an int64 tensor ``[2]``; boxes in original pixels.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,14 @@ from torchvision.ops import nms
 
 from convision.models.detection.box_coder import ROI_WEIGHTS, RPN_WEIGHTS, decode
 
-__all__ = ["LocalizerGraph", "TwoStageGraph", "YOLOv1Graph", "classwise_nms", "clip_to", "keep_large"]
+__all__ = [
+    "LocalizerGraph",
+    "TwoStageGraph",
+    "YOLOv1Graph",
+    "classwise_nms",
+    "clip_to",
+    "keep_large",
+]
 
 
 def clip_to(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
@@ -42,10 +50,19 @@ def clip_to(boxes: Tensor, height: Tensor, width: Tensor) -> Tensor:
 
 def keep_large(boxes: Tensor, min_size: float) -> Tensor:
     """Boolean mask of the boxes at least ``min_size`` wide and high (:func:`torchvision.ops.remove_small_boxes`)."""
-    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & (
+        (boxes[:, 3] - boxes[:, 1]) >= min_size
+    )
 
 
-def classwise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou: float, height: Tensor, width: Tensor) -> Tensor:
+def classwise_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou: float,
+    height: Tensor,
+    width: Tensor,
+) -> Tensor:
     """NMS within each class, as :func:`torchvision.ops.batched_nms` (its coordinate trick: each
     class's boxes shifted apart so that one NMS never compares two classes), with the shift
     ``max(height, width) + 1`` taken from the image instead of the boxes (they are clipped to it), so
@@ -93,8 +110,16 @@ class TwoStageGraph(nn.Module):
         rpn = self.model.rpn
         logits, deltas = rpn.head(features)
         scores = torch.softmax(logits[0].float(), dim=-1)[:, 1]
-        boxes = clip_to(decode(self.anchors(features), deltas[0].float(), RPN_WEIGHTS), height, width)
-        scores = torch.where(keep_large(boxes, rpn.min_size), scores, torch.full_like(scores, float("-inf")))
+        boxes = clip_to(
+            decode(self.anchors(features), deltas[0].float(), RPN_WEIGHTS),
+            height,
+            width,
+        )
+        scores = torch.where(
+            keep_large(boxes, rpn.min_size),
+            scores,
+            torch.full_like(scores, float("-inf")),
+        )
         k = torch.clamp(_size(scores, 0), max=rpn.pre_nms[False])
         scores, idx = scores.topk(k)
         boxes = boxes[idx]
@@ -103,7 +128,9 @@ class TwoStageGraph(nn.Module):
         keep = nms(boxes, scores, rpn.nms_thresh)[: rpn.post_nms[False]]
         return boxes[keep]
 
-    def forward(self, image: Tensor, proposals: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, image: Tensor, proposals: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         m = self.model
         heads = m.roi_heads
         x = (image - m.mean.view(1, 3, 1, 1)) / m.std.view(1, 3, 1, 1)
@@ -115,13 +142,27 @@ class TwoStageGraph(nn.Module):
         rois = torch.cat((torch.zeros_like(proposals[:, :1]), proposals), dim=1)
         class_logits, box_deltas = heads.box_head(heads.pooler(features, rois))
         k = heads.num_classes
-        scores = torch.softmax(class_logits.float(), dim=1)[:, 1:]  # P x K, column j = user class j
-        boxes = clip_to(decode(proposals.float(), box_deltas.float(), ROI_WEIGHTS).reshape(-1, k, 4), height, width)
+        scores = torch.softmax(class_logits.float(), dim=1)[
+            :, 1:
+        ]  # P x K, column j = user class j
+        boxes = clip_to(
+            decode(proposals.float(), box_deltas.float(), ROI_WEIGHTS).reshape(
+                -1, k, 4
+            ),
+            height,
+            width,
+        )
         labels = torch.arange(k, device=boxes.device).expand_as(scores)
-        boxes, scores, labels = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
+        boxes, scores, labels = (
+            boxes.reshape(-1, 4),
+            scores.reshape(-1),
+            labels.reshape(-1),
+        )
         cand = (scores > heads.score_thresh) & keep_large(boxes, 1e-2)
         boxes, scores, labels = boxes[cand], scores[cand], labels[cand]
-        keep = classwise_nms(boxes, scores, labels, heads.nms_thresh, height, width)[: heads.detections_per_image]
+        keep = classwise_nms(boxes, scores, labels, heads.nms_thresh, height, width)[
+            : heads.detections_per_image
+        ]
         return boxes[keep], labels[keep], scores[keep]
 
 
@@ -135,7 +176,9 @@ class YOLOv1Graph(nn.Module):
     def forward(self, image: Tensor, size: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         m = self.model
         s, b, k = m.grid, m.boxes_per_cell, m.num_classes
-        out = m.predict_grid((image - m.mean[None]) / m.std[None])[0].float()  # S x S x (B*5 + C)
+        out = m.predict_grid((image - m.mean[None]) / m.std[None])[
+            0
+        ].float()  # S x S x (B*5 + C)
         cells = out[..., : b * 5].reshape(s, s, b, 5)
         rows = torch.arange(s, dtype=out.dtype).view(s, 1, 1)
         cols = torch.arange(s, dtype=out.dtype).view(1, s, 1)
@@ -145,9 +188,15 @@ class YOLOv1Graph(nn.Module):
         scores = (conf[..., None] * prob[..., None, :]).reshape(-1)  # S*S*B*C
         height, width = size[0].to(out.dtype), size[1].to(out.dtype)
         scale = torch.stack((width, height, width, height))
-        boxes = clip_to((xyxy.reshape(-1, 1, 4) * scale).expand(-1, k, 4).reshape(-1, 4), height, width)
+        boxes = clip_to(
+            (xyxy.reshape(-1, 1, 4) * scale).expand(-1, k, 4).reshape(-1, 4),
+            height,
+            width,
+        )
         labels = torch.arange(k).expand(s * s * b, k).reshape(-1)
         cand = (scores > m.score_threshold) & keep_large(boxes, 1e-3)
         boxes, scores, labels = boxes[cand], scores[cand], labels[cand]
-        keep = classwise_nms(boxes, scores, labels, m.nms_threshold, height, width)[: m.detections_per_image]
+        keep = classwise_nms(boxes, scores, labels, m.nms_threshold, height, width)[
+            : m.detections_per_image
+        ]
         return boxes[keep], labels[keep], scores[keep]

@@ -9,6 +9,7 @@ run image by image); a graph exported without ``--dynamic`` runs one image at a 
 segmentation graph of fixed size gets the batch resized to its size and the logits resized back
 (bilinear), which PyTorch would not do.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,10 @@ class OnnxModule(nn.Module):
         return f"{self.runtime.path.name}: {self.task} {self.spec.get('name')} on onnxruntime"
 
     def _run(self, *arrays: Tensor) -> list[Tensor]:
-        feeds = {n: a.detach().cpu().contiguous().numpy() for n, a in zip(self.runtime.input_names, arrays)}
+        feeds = {
+            n: a.detach().cpu().contiguous().numpy()
+            for n, a in zip(self.runtime.input_names, arrays)
+        }
         return [torch.from_numpy(o) for o in self.runtime.run(**feeds)]
 
     def _dense(self, images: Tensor) -> list[Tensor]:
@@ -65,37 +69,67 @@ class OnnxModule(nn.Module):
         parts = [self._run(images[i : i + 1]) for i in range(images.shape[0])]
         return [torch.cat(p) for p in zip(*parts)]
 
-    def forward(self, images: Any, targets: Any = None, proposals: Sequence[Tensor] | None = None) -> Any:
+    def forward(
+        self,
+        images: Any,
+        targets: Any = None,
+        proposals: Sequence[Tensor] | None = None,
+    ) -> Any:
         if targets is not None:
             raise RuntimeError("an ONNX model cannot be trained")
         if self.task == "segment":
             h, w = images.shape[-2:]
             x = images.float()
             if self.fixed_size and tuple(self.fixed_size) != (h, w):
-                x = F.interpolate(x, size=tuple(self.fixed_size), mode="bilinear", align_corners=False)
-                return F.interpolate(self._dense(x)[0], size=(h, w), mode="bilinear", align_corners=False)
+                x = F.interpolate(
+                    x, size=tuple(self.fixed_size), mode="bilinear", align_corners=False
+                )
+                return F.interpolate(
+                    self._dense(x)[0], size=(h, w), mode="bilinear", align_corners=False
+                )
             return self._dense(x)[0]
         if self.task == "classify":
             return self._dense(images.float())[0]
         if self.task == "localize":
             logits, boxes = self._dense(images.float())[:2]
             return {"logits": logits, "boxes": boxes}
-        return [self._detect(im, None if proposals is None else proposals[i]) for i, im in enumerate(images)]
+        return [
+            self._detect(im, None if proposals is None else proposals[i])
+            for i, im in enumerate(images)
+        ]
 
     def _detect(self, image: Tensor, proposals: Tensor | None) -> dict[str, Tensor]:
         x = image.float()[None]
-        if "size" in self.runtime.input_names:  # YOLOv1: the model's own square resize, then the graph
+        if (
+            "size" in self.runtime.input_names
+        ):  # YOLOv1: the model's own square resize, then the graph
             h, w = x.shape[-2:]
             s = self.image_size
             if (h, w) != (s, s):
-                x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=h > s or w > s)
-            boxes, labels, scores = self._run(x, torch.tensor([h, w], dtype=torch.int64))
+                x = F.interpolate(
+                    x,
+                    size=(s, s),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=h > s or w > s,
+                )
+            boxes, labels, scores = self._run(
+                x, torch.tensor([h, w], dtype=torch.int64)
+            )
         elif "proposals" in self.runtime.input_names:
             if proposals is None:
-                raise ValueError("proposals: this Fast R-CNN graph needs one P x 4 box tensor per image")
+                raise ValueError(
+                    "proposals: this Fast R-CNN graph needs one P x 4 box tensor per image"
+                )
             proposals = proposals.float().reshape(-1, 4)
-            if not len(proposals):  # nothing to classify (the graph's reshapes need a row)
-                return {"boxes": x.new_zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64), "scores": x.new_zeros(0)}
+            if not len(
+                proposals
+            ):  # nothing to classify (the graph's reshapes need a row)
+                return {
+                    "boxes": x.new_zeros((0, 4)),
+                    "labels": torch.zeros(0, dtype=torch.int64),
+                    "scores": x.new_zeros(0),
+                }
             boxes, labels, scores = self._run(x, proposals)
         else:
             boxes, labels, scores = self._run(x)

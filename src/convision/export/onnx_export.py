@@ -27,6 +27,7 @@ R-CNN is refused: it warps every proposal in Python and scores it with linear SV
 Every export is checked: the file is run with ONNX Runtime on the example input and compared with
 PyTorch (``info["max_abs_diff"]``).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,13 +56,19 @@ def default_input_size(model: nn.Module) -> int:
     if model.task in ("classify", "localize"):
         return int(model.image_size)
     if model.task == "detect":
-        return int(getattr(model, "image_size", 0) or 0) if model.spec["name"] == "yolov1" else int(model.min_size)
+        return (
+            int(getattr(model, "image_size", 0) or 0)
+            if model.spec["name"] == "yolov1"
+            else int(model.min_size)
+        )
     data = (getattr(model, "train_config", None) or {}).get("data") or {}
     if data.get("crop_size"):
         return int(data["crop_size"])
     if data.get("data", "synthetic") != "synthetic":
         return 320
-    return int(data.get("scene_size") or data.get("image_size") or 320)  # image_size: checkpoints before the rename
+    return int(
+        data.get("scene_size") or data.get("image_size") or 320
+    )  # image_size: checkpoints before the rename
 
 
 def _graph(model: nn.Module, size: int, dynamic: bool) -> dict[str, Any]:
@@ -74,44 +81,92 @@ def _graph(model: nn.Module, size: int, dynamic: bool) -> dict[str, Any]:
         mean = torch.tensor(model.normalization["mean"]).view(1, 3, 1, 1)
         std = torch.tensor(model.normalization["std"]).view(1, 3, 1, 1)
         x = (x - mean) / std
-        axes = {0: "batch", 2: "height", 3: "width"} if task == "segment" else {0: "batch"}
+        axes = (
+            {0: "batch", 2: "height", 3: "width"} if task == "segment" else {0: "batch"}
+        )
         pre: dict[str, Any] = {"normalize": True}
         if task == "classify":
-            pre |= {"resize_shorter": max(size, int(round(size * 256 / 224))), "center_crop": size}
+            pre |= {
+                "resize_shorter": max(size, int(round(size * 256 / 224))),
+                "center_crop": size,
+            }
         elif task == "localize":
             pre |= {"resize": size}
         outputs = ["logits", "boxes"] if task == "localize" else ["logits"]
-        post = {"segment": "argmax over dim 1 (classes)", "classify": "softmax over dim 1, top-k",
-                "localize": "softmax over logits; boxes are normalised x1, y1, x2, y2: multiply by the image's width, height"}[task]
-        return {"module": LocalizerGraph(model) if task == "localize" else model, "args": (x,),
-                "inputs": ["images"], "outputs": outputs, "axes": {"images": axes} if dynamic else {},
-                "dynamo": True, "pre": pre, "post": post}
-    pre = {"min_size": int(model.min_size), "max_size": int(model.max_size), "scale": "x / 255 (no mean/std: inside the graph)"}
+        post = {
+            "segment": "argmax over dim 1 (classes)",
+            "classify": "softmax over dim 1, top-k",
+            "localize": "softmax over logits; boxes are normalised x1, y1, x2, y2: multiply by the image's width, height",
+        }[task]
+        return {
+            "module": LocalizerGraph(model) if task == "localize" else model,
+            "args": (x,),
+            "inputs": ["images"],
+            "outputs": outputs,
+            "axes": {"images": axes} if dynamic else {},
+            "dynamo": True,
+            "pre": pre,
+            "post": post,
+        }
+    pre = {
+        "min_size": int(model.min_size),
+        "max_size": int(model.max_size),
+        "scale": "x / 255 (no mean/std: inside the graph)",
+    }
     post = "boxes (x1, y1, x2, y2 in the graph input's pixels, NMS done) times original / resized size; labels index classes"
     if name == "yolov1":
         side = int(model.image_size) // 32
         if model.backbone_name != "darknet" and side % model.grid:
-            raise ConfigError(f"export: this YOLOv1's {model.backbone_name} map is {side}x{side} at {model.image_size} px, which its "
-                              f"adaptive pooling to {model.grid}x{model.grid} does not divide and ONNX cannot express; "
-                              f"train at an image size that is a multiple of {32 * model.grid} (e.g. {32 * model.grid})")
+            raise ConfigError(
+                f"export: this YOLOv1's {model.backbone_name} map is {side}x{side} at {model.image_size} px, which its "
+                f"adaptive pooling to {model.grid}x{model.grid} does not divide and ONNX cannot express; "
+                f"train at an image size that is a multiple of {32 * model.grid} (e.g. {32 * model.grid})"
+            )
         pre |= {"graph": "yolov1", "resize": int(model.image_size)}
         size_t = torch.tensor([size, size], dtype=torch.int64)
         post = "boxes in the pixels of the 'size' input (the image after the min_size resize), NMS done; times original / resized size"
-        return {"module": YOLOv1Graph(model), "args": (x, size_t), "inputs": ["image", "size"],
-                "outputs": ["boxes", "labels", "scores"], "axes": {}, "dynamo": False, "pre": pre, "post": post}
+        return {
+            "module": YOLOv1Graph(model),
+            "args": (x, size_t),
+            "inputs": ["image", "size"],
+            "outputs": ["boxes", "labels", "scores"],
+            "axes": {},
+            "dynamo": False,
+            "pre": pre,
+            "post": post,
+        }
     if name not in ("faster_rcnn", "fast_rcnn"):
-        raise ConfigError(f"export: {name} cannot be exported to ONNX: R-CNN warps every proposal and scores it with "
-                          "linear SVMs outside the network; export a Fast R-CNN or Faster R-CNN instead")
+        raise ConfigError(
+            f"export: {name} cannot be exported to ONNX: R-CNN warps every proposal and scores it with "
+            "linear SVMs outside the network; export a Fast R-CNN or Faster R-CNN instead"
+        )
     axes: dict[str, dict[int, str]] = {"image": {2: "height", 3: "width"}}
     args: tuple[Any, ...] = (x,)
     inputs = ["image"]
     if name == "fast_rcnn":
-        args = (x, torch.tensor([[0.0, 0.0, size / 2, size / 2], [size / 4, size / 4, size, size]]))
+        args = (
+            x,
+            torch.tensor(
+                [[0.0, 0.0, size / 2, size / 2], [size / 4, size / 4, size, size]]
+            ),
+        )
         inputs.append("proposals")
         axes["proposals"] = {0: "num_proposals"}
-        pre |= {"proposals": dict(model.proposal_settings or {"mode": "fast", "max_proposals": 2000})}
-    return {"module": TwoStageGraph(model), "args": args, "inputs": inputs, "outputs": ["boxes", "labels", "scores"],
-            "axes": axes, "dynamo": False, "pre": pre | {"graph": "two_stage"}, "post": post}
+        pre |= {
+            "proposals": dict(
+                model.proposal_settings or {"mode": "fast", "max_proposals": 2000}
+            )
+        }
+    return {
+        "module": TwoStageGraph(model),
+        "args": args,
+        "inputs": inputs,
+        "outputs": ["boxes", "labels", "scores"],
+        "axes": axes,
+        "dynamo": False,
+        "pre": pre | {"graph": "two_stage"},
+        "post": post,
+    }
 
 
 def _export(g: dict[str, Any], path: Path, opset: int) -> None:
@@ -120,23 +175,45 @@ def _export(g: dict[str, Any], path: Path, opset: int) -> None:
         warnings.simplefilter("ignore")
         if g["dynamo"]:
             dim = torch.export.Dim.DYNAMIC
-            shapes = tuple({a: dim for a in g["axes"].get(n, {})} or None for n in g["inputs"])
-            program = torch.onnx.export(module, g["args"], dynamo=True, input_names=g["inputs"], output_names=g["outputs"],
-                                        dynamic_shapes=shapes if g["axes"] else None, opset_version=opset, verbose=False)
+            shapes = tuple(
+                {a: dim for a in g["axes"].get(n, {})} or None for n in g["inputs"]
+            )
+            program = torch.onnx.export(
+                module,
+                g["args"],
+                dynamo=True,
+                input_names=g["inputs"],
+                output_names=g["outputs"],
+                dynamic_shapes=shapes if g["axes"] else None,
+                opset_version=opset,
+                verbose=False,
+            )
             program.save(str(path), external_data=False)
         else:
-            torch.onnx.export(module, g["args"], str(path), dynamo=False, input_names=g["inputs"], output_names=g["outputs"],
-                              dynamic_axes=g["axes"] or None, opset_version=opset)
+            torch.onnx.export(
+                module,
+                g["args"],
+                str(path),
+                dynamo=False,
+                input_names=g["inputs"],
+                output_names=g["outputs"],
+                dynamic_axes=g["axes"] or None,
+                opset_version=opset,
+            )
 
 
-def _input_size(model: nn.Module, g: dict[str, Any], size: int, dynamic: bool) -> list[int] | None:
+def _input_size(
+    model: nn.Module, g: dict[str, Any], size: int, dynamic: bool
+) -> list[int] | None:
     """The graph's fixed input side ``[H, W]``, or None where any size is taken."""
     if (dynamic and model.task == "segment") or "image" in g["axes"]:
         return None
     return [size, size]
 
 
-def _metadata(model: nn.Module, g: dict[str, Any], size: int, dynamic: bool) -> dict[str, Any]:
+def _metadata(
+    model: nn.Module, g: dict[str, Any], size: int, dynamic: bool
+) -> dict[str, Any]:
     return {
         "convision_format": 1,
         "task": model.task,
@@ -182,16 +259,31 @@ def _check(g: dict[str, Any], path: Path) -> float:
         ref = g["module"](*g["args"])
     ref = [r.numpy() for r in (ref if isinstance(ref, (tuple, list)) else (ref,))]
     got = runtime.run(**{n: a.numpy() for n, a in zip(g["inputs"], g["args"])})
-    diffs = [float(np.abs(r.astype(np.float64) - o).max()) if r.size else 0.0 for r, o in zip(ref, got) if r.shape == o.shape]
+    diffs = [
+        float(np.abs(r.astype(np.float64) - o).max()) if r.size else 0.0
+        for r, o in zip(ref, got)
+        if r.shape == o.shape
+    ]
     if len(diffs) != len(ref):
-        shapes = ", ".join(f"{tuple(r.shape)} vs {tuple(o.shape)}" for r, o in zip(ref, got))
-        raise RuntimeError(f"export check: ONNX Runtime's outputs differ in shape from PyTorch's ({shapes})")
+        shapes = ", ".join(
+            f"{tuple(r.shape)} vs {tuple(o.shape)}" for r, o in zip(ref, got)
+        )
+        raise RuntimeError(
+            f"export check: ONNX Runtime's outputs differ in shape from PyTorch's ({shapes})"
+        )
     return max(diffs, default=0.0)
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike, *, dynamic: bool = False, opset: int | None = None,
-                image_size: int | None = None, quantize: str | None = None,
-                calibration: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+def export_onnx(
+    model: nn.Module,
+    out: str | os.PathLike,
+    *,
+    dynamic: bool = False,
+    opset: int | None = None,
+    image_size: int | None = None,
+    quantize: str | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Write ``model`` (from :func:`convision.load`) to ``out`` as ONNX with convision's metadata props.
     Returns ``{"path", "task", "model", "inputs", "outputs", "input_size", "dynamic", "opset", "bytes",
     "max_abs_diff"}`` (int8: also ``"agreement"``, the share of equal arg-max outputs on the check input).
@@ -212,9 +304,13 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, dynamic: bool = Fal
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize: expected int8, got {quantize!r}")
     if quantize and model.task != "segment":
-        raise ConfigError(f"--quantize: int8 is offered for segmentation models, not {model.task}")
+        raise ConfigError(
+            f"--quantize: int8 is offered for segmentation models, not {model.task}"
+        )
     if quantize and not calibration:
-        raise ConfigError("--quantize int8: needs calibration images (--calibration N > 0)")
+        raise ConfigError(
+            "--quantize int8: needs calibration images (--calibration N > 0)"
+        )
     g = _graph(model.cpu().eval(), size, dynamic)
     opset = int(opset) if opset else (DENSE_OPSET if g["dynamo"] else DETECT_OPSET)
     if not 11 <= opset <= 23:
@@ -226,19 +322,35 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, *, dynamic: bool = Fal
         raise
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"export: {model.spec['name']} could not be exported at {size}x{size}, opset {opset}: {first}") from None
+        raise ConfigError(
+            f"export: {model.spec['name']} could not be exported at {size}x{size}, opset {opset}: {first}"
+        ) from None
     meta = _metadata(model, g, size, dynamic)
     extra: dict[str, Any] = {}
     if quantize:
-        meta["quantization"] = {"type": "int8 static (QDQ)", "weights": "int8 per channel", "activations": "uint8",
-                                "calibration_images": len(calibration)}
+        meta["quantization"] = {
+            "type": "int8 static (QDQ)",
+            "weights": "int8 per channel",
+            "activations": "uint8",
+            "calibration_images": len(calibration),
+        }
         _quantize(path, calibration)
     _write_metadata(path, meta)
     if quantize:
         extra["agreement"] = _agreement(g, path)
-    return {"path": str(path), "task": model.task, "model": model.spec["name"], "inputs": g["inputs"],
-            "outputs": g["outputs"], "input_size": meta["input_size"], "dynamic": bool(dynamic), "opset": opset,
-            "bytes": path.stat().st_size, "max_abs_diff": _check(g, path), **extra}
+    return {
+        "path": str(path),
+        "task": model.task,
+        "model": model.spec["name"],
+        "inputs": g["inputs"],
+        "outputs": g["outputs"],
+        "input_size": meta["input_size"],
+        "dynamic": bool(dynamic),
+        "opset": opset,
+        "bytes": path.stat().st_size,
+        "max_abs_diff": _check(g, path),
+        **extra,
+    }
 
 
 def _quantize(path: Path, calibration: Sequence[np.ndarray]) -> None:
@@ -255,7 +367,9 @@ def _quantize(path: Path, calibration: Sequence[np.ndarray]) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str) -> None:
-            self.items = iter([{name: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration])
+            self.items = iter(
+                [{name: np.ascontiguousarray(x, dtype=np.float32)} for x in calibration]
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -266,9 +380,16 @@ def _quantize(path: Path, calibration: Sequence[np.ndarray]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(path), Reader(name), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(prepared),
+                str(path),
+                Reader(name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -279,5 +400,7 @@ def _agreement(g: dict[str, Any], path: Path) -> float:
 
     with torch.no_grad():
         ref = g["module"](*g["args"])
-    got = OnnxModel(path, threads=1).run(**{n: a.numpy() for n, a in zip(g["inputs"], g["args"])})[0]
+    got = OnnxModel(path, threads=1).run(
+        **{n: a.numpy() for n, a in zip(g["inputs"], g["args"])}
+    )[0]
     return float((ref.argmax(1).numpy() == got.argmax(1)).mean())

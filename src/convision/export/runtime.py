@@ -29,6 +29,7 @@ antialiased bilinear resize on tensors, which can differ by about one grey level
 agree with PyTorch's up to that (the PyTorch-side adapter, :mod:`convision.export.module`, feeds
 the graph torchvision's own tensors and matches PyTorch to float precision).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,22 @@ import numpy as np
 __all__ = ["OnnxModel", "METADATA_KEYS", "resize_rgb", "shortest_side_size"]
 
 #: Metadata props written by :func:`convision.export.onnx_export.export_onnx` (JSON values).
-METADATA_KEYS = ("convision_format", "task", "model", "classes", "colors", "normalization", "input_size", "dynamic",
-                 "preprocess", "postprocess", "inputs", "outputs", "config", "quantization")
+METADATA_KEYS = (
+    "convision_format",
+    "task",
+    "model",
+    "classes",
+    "colors",
+    "normalization",
+    "input_size",
+    "dynamic",
+    "preprocess",
+    "postprocess",
+    "inputs",
+    "outputs",
+    "config",
+    "quantization",
+)
 
 
 def _error(message: str) -> Exception:
@@ -53,7 +68,9 @@ def _error(message: str) -> Exception:
     return CheckpointError(message)
 
 
-def shortest_side_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+def shortest_side_size(
+    height: int, width: int, min_size: int, max_size: int
+) -> tuple[int, int]:
     """``(height, width)`` after torchvision's ``RandomShortestSize([min_size], max_size)``."""
     r = min_size / min(height, width)
     r = min(r, max_size / max(height, width))
@@ -76,8 +93,14 @@ def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 def _check_image(image: np.ndarray) -> np.ndarray:
     a = np.asarray(image)
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected a uint8 image H x W or H x W x 3, got {a.dtype} {tuple(a.shape)}")
+    if (
+        a.dtype != np.uint8
+        or a.ndim not in (2, 3)
+        or (a.ndim == 3 and a.shape[2] not in (1, 3, 4))
+    ):
+        raise ValueError(
+            f"expected a uint8 image H x W or H x W x 3, got {a.dtype} {tuple(a.shape)}"
+        )
     if a.ndim == 2:
         a = a[:, :, None]
     if a.shape[2] == 1:
@@ -100,25 +123,41 @@ class OnnxModel:
         if not p.is_file():
             raise _error(f"{p}: no such file")
         opts = ort.SessionOptions()
-        n = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        n = (
+            threads
+            if threads is not None
+            else int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        )
         if n:
             opts.intra_op_num_threads = int(n)
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for unreadable files
+            self.session = ort.InferenceSession(
+                str(p), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except (
+            Exception
+        ) as e:  # onnxruntime raises its own exception types for unreadable files
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise _error(f"{p}: not a readable ONNX model ({first})") from None
         raw = self.session.get_modelmeta().custom_metadata_map
         if "task" not in raw or "classes" not in raw:
-            raise _error(f"{p}: an ONNX model without convision's metadata (export it with 'convision TASK export')")
+            raise _error(
+                f"{p}: an ONNX model without convision's metadata (export it with 'convision TASK export')"
+            )
         self.path = p
-        self.meta: dict[str, Any] = {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
+        self.meta: dict[str, Any] = {
+            k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS
+        }
         self.task: str = self.meta["task"]
         self.classes: list[str] = list(self.meta["classes"])
-        self.colors: list[tuple[int, ...]] = [tuple(c) for c in self.meta.get("colors") or []]
-        self.normalization: dict[str, list[float]] = dict(self.meta.get("normalization") or {})
+        self.colors: list[tuple[int, ...]] = [
+            tuple(c) for c in self.meta.get("colors") or []
+        ]
+        self.normalization: dict[str, list[float]] = dict(
+            self.meta.get("normalization") or {}
+        )
         self.spec: dict[str, Any] = dict(self.meta.get("model") or {})
         self.input_size: list[int] | None = self.meta.get("input_size")
         self.preprocess: dict[str, Any] = dict(self.meta.get("preprocess") or {})
@@ -133,9 +172,15 @@ class OnnxModel:
 
     def describe(self) -> dict[str, Any]:
         """Task, classes, colours, input size and the model's architecture (plain JSON values)."""
-        return {"task": self.task, "classes": self.classes, "colors": [list(c) for c in self.colors],
-                "input_size": self.input_size, "model": self.spec.get("name"), "runtime": "onnxruntime",
-                "file": self.path.name}
+        return {
+            "task": self.task,
+            "classes": self.classes,
+            "colors": [list(c) for c in self.colors],
+            "input_size": self.input_size,
+            "model": self.spec.get("name"),
+            "runtime": "onnxruntime",
+            "file": self.path.name,
+        }
 
     def _normalized(self, image: np.ndarray) -> np.ndarray:
         mean = np.asarray(self.normalization["mean"], dtype=np.float32).reshape(1, 1, 3)
@@ -145,7 +190,9 @@ class OnnxModel:
 
     # ------------------------------------------------------------------------------------ tasks
 
-    def predict(self, image: np.ndarray, *, topk: int = 5, proposals: np.ndarray | None = None) -> Any:
+    def predict(
+        self, image: np.ndarray, *, topk: int = 5, proposals: np.ndarray | None = None
+    ) -> Any:
         """One RGB uint8 image (``H x W x 3``) -> the task's prediction, as :func:`convision.predict`:
         a class-index mask (``uint8 H x W``), top-k ``[(class, probability)]``, ``{"class", "score",
         "box"}`` or ``{"boxes", "labels", "classes", "scores"}`` (original pixels)."""
@@ -170,7 +217,12 @@ class OnnxModel:
         if fixed and tuple(fixed) != (h, w):
             from PIL import Image
 
-            probs = np.stack([np.asarray(Image.fromarray(c).resize((w, h), Image.BILINEAR)) for c in probs])
+            probs = np.stack(
+                [
+                    np.asarray(Image.fromarray(c).resize((w, h), Image.BILINEAR))
+                    for c in probs
+                ]
+            )
         return probs
 
     def classify(self, image: np.ndarray, *, topk: int = 5) -> list[tuple[str, float]]:
@@ -181,7 +233,9 @@ class OnnxModel:
         resized = resize_rgb(image, nh, nw)
         top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
         crop = resized[top : top + size, left : left + size]
-        probs = _softmax(self.run(**{self.input_names[0]: self._normalized(crop)})[0][0], 0)
+        probs = _softmax(
+            self.run(**{self.input_names[0]: self._normalized(crop)})[0][0], 0
+        )
         k = max(1, min(int(topk), len(self.classes)))
         order = np.argsort(-probs, kind="stable")[:k]
         return [(self.classes[int(i)], float(probs[i])) for i in order]
@@ -189,37 +243,64 @@ class OnnxModel:
     def localize(self, image: np.ndarray) -> dict[str, Any]:
         s = int(self.preprocess["resize"])
         h, w = image.shape[:2]
-        logits, boxes = self.run(**{self.input_names[0]: self._normalized(resize_rgb(image, s, s))})[:2]
+        logits, boxes = self.run(
+            **{self.input_names[0]: self._normalized(resize_rgb(image, s, s))}
+        )[:2]
         probs = _softmax(logits[0], 0)
         c = int(probs.argmax())
         box = boxes[0].astype(np.float64) * np.array([w, h, w, h])
-        return {"class": self.classes[c], "score": float(probs[c]), "box": [float(v) for v in box]}
+        return {
+            "class": self.classes[c],
+            "score": float(probs[c]),
+            "box": [float(v) for v in box],
+        }
 
-    def detect(self, image: np.ndarray, *, proposals: np.ndarray | None = None) -> dict[str, Any]:
+    def detect(
+        self, image: np.ndarray, *, proposals: np.ndarray | None = None
+    ) -> dict[str, Any]:
         h, w = image.shape[:2]
-        nh, nw = shortest_side_size(h, w, int(self.preprocess["min_size"]), int(self.preprocess["max_size"]))
+        nh, nw = shortest_side_size(
+            h, w, int(self.preprocess["min_size"]), int(self.preprocess["max_size"])
+        )
         resized = resize_rgb(image, nh, nw)
         kind = self.preprocess.get("graph", "two_stage")
         if kind == "yolov1":
             s = int(self.preprocess["resize"])
             x = resize_rgb(resized, s, s)
-            feeds = {"image": np.ascontiguousarray(x.astype(np.float32).transpose(2, 0, 1)[None] / 255.0),
-                     "size": np.array([nh, nw], dtype=np.int64)}
+            feeds = {
+                "image": np.ascontiguousarray(
+                    x.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+                ),
+                "size": np.array([nh, nw], dtype=np.int64),
+            }
         else:
-            feeds = {"image": np.ascontiguousarray(resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)}
+            feeds = {
+                "image": np.ascontiguousarray(
+                    resized.astype(np.float32).transpose(2, 0, 1)[None] / 255.0
+                )
+            }
             if "proposals" in self.input_names:
                 if proposals is None:
                     from convision.models.detection.proposals import (
                         selective_search,  # imports torch (see the docstring)
                     )
 
-                    proposals = selective_search(image, **self.preprocess.get("proposals", {}))
+                    proposals = selective_search(
+                        image, **self.preprocess.get("proposals", {})
+                    )
                 scale = np.array([nw / w, nh / h, nw / w, nh / h], dtype=np.float32)
-                feeds["proposals"] = np.asarray(proposals, dtype=np.float32).reshape(-1, 4) * scale
-                if not len(feeds["proposals"]):  # nothing to classify (the graph's reshapes need a row)
+                feeds["proposals"] = (
+                    np.asarray(proposals, dtype=np.float32).reshape(-1, 4) * scale
+                )
+                if not len(
+                    feeds["proposals"]
+                ):  # nothing to classify (the graph's reshapes need a row)
                     return {"boxes": [], "labels": [], "classes": [], "scores": []}
         boxes, labels, scores = self.run(**feeds)[:3]
         boxes = boxes.astype(np.float64) * np.array([w / nw, h / nh, w / nw, h / nh])
-        return {"boxes": [[float(v) for v in b] for b in boxes], "labels": [int(c) for c in labels],
-                "classes": [self.classes[int(c)] for c in labels], "scores": [float(v) for v in scores]}
-
+        return {
+            "boxes": [[float(v) for v in b] for b in boxes],
+            "labels": [int(c) for c in labels],
+            "classes": [self.classes[int(c)] for c in labels],
+            "scores": [float(v) for v in scores],
+        }

@@ -36,6 +36,7 @@ Choices made here (the paper leaves them open or differs):
   a class with none in either (absent, or covering whole images) is ``None`` and left out.
   A class with ground-truth boundaries but no predicted ones scores 0, and vice versa.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,12 +54,19 @@ _MATCHED_PRED, _PRED, _MATCHED_GT, _GT = range(4)
 class BoundaryF:
     """Accumulates boundary-pixel counts per class; ``compute()`` gives BF per class and its mean."""
 
-    def __init__(self, num_classes: int, tolerance: int = 2, ignore_index: int = 255,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        tolerance: int = 2,
+        ignore_index: int = 255,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if int(tolerance) != tolerance or tolerance < 0:
-            raise ValueError(f"tolerance must be a whole number of pixels >= 0, got {tolerance}")
+            raise ValueError(
+                f"tolerance must be a whole number of pixels >= 0, got {tolerance}"
+            )
         self.num_classes = int(num_classes)
         self.tolerance = int(tolerance)
         self.ignore_index = ignore_index
@@ -71,13 +79,19 @@ class BoundaryF:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of integer class maps ``pred`` and ``target`` ([N,H,W] or [H,W], same shape)."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"
+            )
         if pred.is_floating_point() or target.is_floating_point():
-            raise TypeError("BoundaryF.update expects integer class maps (use logits.argmax(1))")
+            raise TypeError(
+                "BoundaryF.update expects integer class maps (use logits.argmax(1))"
+            )
         if target.dim() == 2:
             pred, target = pred[None], target[None]
         if target.dim() != 3:
-            raise ValueError(f"expected class maps [N,H,W] or [H,W], got shape {tuple(target.shape)}")
+            raise ValueError(
+                f"expected class maps [N,H,W] or [H,W], got shape {tuple(target.shape)}"
+            )
         if target.numel() == 0:
             return
         n = self.num_classes
@@ -92,7 +106,9 @@ class BoundaryF:
             )
         if bool((valid & ((pred < 0) | (pred >= n))).any()):
             raise ValueError(f"predicted class outside 0..{n - 1}")
-        self.counts += _boundary_counts(pred, target, valid, n, self.tolerance).to(self.counts.device)
+        self.counts += _boundary_counts(pred, target, valid, n, self.tolerance).to(
+            self.counts.device
+        )
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
@@ -102,13 +118,28 @@ class BoundaryF:
         """``{"boundary_f": mean over classes with boundaries (NaN if none), "per_class_boundary_f": [...]}``
         with ``None`` for classes that have no boundary pixels in the prediction or the ground truth."""
         c = self.counts.double().cpu()
-        matched_pred, predicted, matched_gt, gt = c[_MATCHED_PRED], c[_PRED], c[_MATCHED_GT], c[_GT]
-        precision = torch.where(predicted > 0, matched_pred / predicted.clamp_min(1), torch.zeros_like(predicted))
+        matched_pred, predicted, matched_gt, gt = (
+            c[_MATCHED_PRED],
+            c[_PRED],
+            c[_MATCHED_GT],
+            c[_GT],
+        )
+        precision = torch.where(
+            predicted > 0,
+            matched_pred / predicted.clamp_min(1),
+            torch.zeros_like(predicted),
+        )
         recall = torch.where(gt > 0, matched_gt / gt.clamp_min(1), torch.zeros_like(gt))
         denom = precision + recall
-        f = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), torch.zeros_like(denom))
+        f = torch.where(
+            denom > 0,
+            2 * precision * recall / denom.clamp_min(1e-12),
+            torch.zeros_like(denom),
+        )
         present = (predicted > 0) | (gt > 0)
-        per_class = [float(v) if p else None for v, p in zip(f.tolist(), present.tolist())]
+        per_class = [
+            float(v) if p else None for v, p in zip(f.tolist(), present.tolist())
+        ]
         values = [v for v in per_class if v is not None]
         return {
             "boundary_f": sum(values) / len(values) if values else float("nan"),
@@ -120,13 +151,15 @@ def boundary_labels(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """[N,H,W] map holding the class of each boundary pixel of ``labels`` and -1 elsewhere (the
     definition of the module docstring: a valid pixel with a valid 8-neighbour of another class)."""
     lab = torch.where(valid, labels, torch.full_like(labels, -1))
-    padded = F.pad(lab, (1, 1, 1, 1), value=-1)  # outside the image: like an ignored pixel
+    padded = F.pad(
+        lab, (1, 1, 1, 1), value=-1
+    )  # outside the image: like an ignored pixel
     H, W = lab.shape[-2:]
     edge = torch.zeros_like(valid)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                nb = padded[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
+                nb = padded[:, 1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W]
                 edge |= (nb != lab) & (nb >= 0)
     edge &= valid
     return torch.where(edge, lab, torch.full_like(lab, -1))
@@ -148,7 +181,9 @@ def _matched(a: torch.Tensor, b: torch.Tensor, t: int) -> torch.Tensor:
     return cls[hit]
 
 
-def _boundary_counts(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, n: int, t: int) -> torch.Tensor:
+def _boundary_counts(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, n: int, t: int
+) -> torch.Tensor:
     dtype = torch.int16 if n < 32000 else torch.int32
     pb = boundary_labels(pred.to(dtype), valid)
     gb = boundary_labels(target.to(dtype), valid)
@@ -156,4 +191,11 @@ def _boundary_counts(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tens
     def count(labels: torch.Tensor) -> torch.Tensor:
         return torch.bincount(labels.reshape(-1).long(), minlength=n)[:n]
 
-    return torch.stack([count(_matched(pb, gb, t)), count(pb[pb >= 0]), count(_matched(gb, pb, t)), count(gb[gb >= 0])])
+    return torch.stack(
+        [
+            count(_matched(pb, gb, t)),
+            count(pb[pb >= 0]),
+            count(_matched(gb, pb, t)),
+            count(gb[gb >= 0]),
+        ]
+    )

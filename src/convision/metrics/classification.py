@@ -8,6 +8,7 @@ predicted; 0 when present but never predicted). Macro means skip None.
 Accuracy is the trace over the total; top-5 (only with more than 5 classes) counts an image as
 right when its class is among the 5 highest scores.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ class ClassificationMetric:
     misclassified-examples grid; these are local to the process.
     """
 
-    def __init__(self, num_classes: int, topk: int = 5, keep_predictions: bool = False) -> None:
+    def __init__(
+        self, num_classes: int, topk: int = 5, keep_predictions: bool = False
+    ) -> None:
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -42,7 +45,9 @@ class ClassificationMetric:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         if logits.ndim != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"expected logits [N,{self.num_classes}], got {tuple(logits.shape)}")
+            raise ValueError(
+                f"expected logits [N,{self.num_classes}], got {tuple(logits.shape)}"
+            )
         target = target.reshape(-1).long().cpu()
         logits = logits.detach().float().cpu()
         if len(target) != len(logits):
@@ -64,7 +69,9 @@ class ClassificationMetric:
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
-        flat = all_reduce_sum_(torch.cat([self.mat.reshape(-1), self.topk_correct.reshape(1)]))
+        flat = all_reduce_sum_(
+            torch.cat([self.mat.reshape(-1), self.topk_correct.reshape(1)])
+        )
         self.mat.copy_(flat[:-1].reshape(self.mat.shape))
         self.topk_correct.copy_(flat[-1])
 
@@ -74,15 +81,28 @@ class ClassificationMetric:
         tp = h.diag()
         support = h.sum(1)
         predicted = h.sum(0)
-        precision = [float(tp[c] / predicted[c]) if predicted[c] > 0 else None for c in range(self.num_classes)]
-        recall = [float(tp[c] / support[c]) if support[c] > 0 else None for c in range(self.num_classes)]
+        precision = [
+            float(tp[c] / predicted[c]) if predicted[c] > 0 else None
+            for c in range(self.num_classes)
+        ]
+        recall = [
+            float(tp[c] / support[c]) if support[c] > 0 else None
+            for c in range(self.num_classes)
+        ]
         # F1 = 2TP / (2TP + FP + FN): defined whenever the class was present or predicted
         denom = support + predicted
-        f1 = [float(2 * tp[c] / denom[c]) if denom[c] > 0 else None for c in range(self.num_classes)]
+        f1 = [
+            float(2 * tp[c] / denom[c]) if denom[c] > 0 else None
+            for c in range(self.num_classes)
+        ]
         out: dict[str, Any] = {
             "accuracy": float(tp.sum() / total) if total else math.nan,
             "macro_f1": _mean(f1),
-            "macro": {"precision": _mean(precision), "recall": _mean(recall), "f1": _mean(f1)},
+            "macro": {
+                "precision": _mean(precision),
+                "recall": _mean(recall),
+                "f1": _mean(f1),
+            },
             "per_class_precision": precision,
             "per_class_recall": recall,
             "per_class_f1": f1,
@@ -90,7 +110,9 @@ class ClassificationMetric:
             "confusion_matrix": self.mat.tolist(),
         }
         if self.num_classes > self.topk:
-            out[f"top{self.topk}"] = float(self.topk_correct) / total if total else math.nan
+            out[f"top{self.topk}"] = (
+                float(self.topk_correct) / total if total else math.nan
+            )
         return out
 
 
@@ -101,10 +123,17 @@ def _mean(values: Sequence[float | None]) -> float:
 
 def format_table(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     """A plain-text report: accuracy, top-5, then precision/recall/F1/support per class."""
-    def f(v: Any) -> str:
-        return "   -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:6.3f}"
 
-    lines = [f"accuracy {f(metrics['accuracy']).strip()}  ({metrics.get('num_images', int(sum(metrics['support'])))} images)"]
+    def f(v: Any) -> str:
+        return (
+            "   -  "
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else f"{v:6.3f}"
+        )
+
+    lines = [
+        f"accuracy {f(metrics['accuracy']).strip()}  ({metrics.get('num_images', int(sum(metrics['support'])))} images)"
+    ]
     topk = [k for k in metrics if k.startswith("top") and k[3:].isdigit()]
     for k in topk:
         lines.append(f"{k.replace('top', 'top-')} accuracy {f(metrics[k]).strip()}")

@@ -28,6 +28,7 @@ builds the ground truth in memory and runs the bbox evaluation of ``pycocotools`
 ``faster_coco_eval``, which gives the same numbers faster): AP averaged over IoU 0.50:0.05:0.95
 (``mAP``), AP50, AP75, AP by object size and the average recalls.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,15 +48,30 @@ from convision.errors import ConfigError, DataError
 
 IOU_THRESHOLD = 0.5
 COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
-COCO_STAT_NAMES = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-                   "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+COCO_STAT_NAMES = (
+    "mAP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
 
 
 # --------------------------------------------------------------------------------------------
 # VOC
 # --------------------------------------------------------------------------------------------
-def voc_ap(recall: Sequence[float] | np.ndarray | torch.Tensor, precision: Sequence[float] | np.ndarray | torch.Tensor,
-           use_07_metric: bool = False) -> float:
+def voc_ap(
+    recall: Sequence[float] | np.ndarray | torch.Tensor,
+    precision: Sequence[float] | np.ndarray | torch.Tensor,
+    use_07_metric: bool = False,
+) -> float:
     """AP of a precision/recall curve (points in ranking order, recall non-decreasing), as in VOC ``VOCap.m``.
 
     ``use_07_metric=False``: VOC2010+ area: pad recall with 0 and 1 and precision with 0 and 0,
@@ -63,8 +79,12 @@ def voc_ap(recall: Sequence[float] | np.ndarray | torch.Tensor, precision: Seque
     changes. ``use_07_metric=True``: VOC2007 11-point: mean over ``t = k/10, k = 0..10`` of the
     maximum precision at recall ``>= t`` (0 if none). An empty curve gives 0.
     """
-    rec = np.asarray(torch.as_tensor(recall, dtype=torch.float64).cpu(), dtype=np.float64).reshape(-1)
-    prec = np.asarray(torch.as_tensor(precision, dtype=torch.float64).cpu(), dtype=np.float64).reshape(-1)
+    rec = np.asarray(
+        torch.as_tensor(recall, dtype=torch.float64).cpu(), dtype=np.float64
+    ).reshape(-1)
+    prec = np.asarray(
+        torch.as_tensor(precision, dtype=torch.float64).cpu(), dtype=np.float64
+    ).reshape(-1)
     if rec.shape != prec.shape:
         raise ValueError(f"recall has {rec.size} points, precision {prec.size}")
     if use_07_metric:
@@ -88,7 +108,9 @@ def _boxes(x: Any, what: str) -> torch.Tensor:
     if b.numel() == 0:
         return b.reshape(0, 4)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise DataError(f"{what}: boxes must be N x 4 (x1, y1, x2, y2), got shape {tuple(b.shape)}")
+        raise DataError(
+            f"{what}: boxes must be N x 4 (x1, y1, x2, y2), got shape {tuple(b.shape)}"
+        )
     return b
 
 
@@ -109,11 +131,15 @@ class DetectionMetric:
 
     main_metric = "mAP"
 
-    def __init__(self, classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD) -> None:
+    def __init__(
+        self, classes: Sequence[str], iou_threshold: float = IOU_THRESHOLD
+    ) -> None:
         if len(classes) < 1:
             raise ConfigError("detection metric: at least one class name is needed")
         if not 0.0 < float(iou_threshold) <= 1.0:
-            raise ConfigError(f"detection metric: iou_threshold must be in (0, 1], got {iou_threshold}")
+            raise ConfigError(
+                f"detection metric: iou_threshold must be in (0, 1], got {iou_threshold}"
+            )
         self.classes = [str(c) for c in classes]
         self.iou_threshold = float(iou_threshold)
         self._local: list[dict[str, Any]] = []
@@ -131,33 +157,69 @@ class DetectionMetric:
         return self._local if self._gathered is None else self._gathered
 
     @torch.no_grad()
-    def update(self, preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]) -> None:
+    def update(
+        self, preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]]
+    ) -> None:
         if len(preds) != len(targets):
             raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
         k = len(self.classes)
         for pred, target in zip(preds, targets):
             p_boxes = _boxes(_get(pred, "boxes", "prediction"), "prediction")
-            p_labels = torch.as_tensor(_get(pred, "labels", "prediction")).detach().to("cpu", torch.int64).reshape(-1)
-            scores = torch.as_tensor(_get(pred, "scores", "prediction")).detach().to("cpu", torch.float64).reshape(-1)
+            p_labels = (
+                torch.as_tensor(_get(pred, "labels", "prediction"))
+                .detach()
+                .to("cpu", torch.int64)
+                .reshape(-1)
+            )
+            scores = (
+                torch.as_tensor(_get(pred, "scores", "prediction"))
+                .detach()
+                .to("cpu", torch.float64)
+                .reshape(-1)
+            )
             if not len(p_boxes) == len(p_labels) == len(scores):
-                raise ValueError(f"prediction: {len(p_boxes)} boxes, {len(p_labels)} labels, {len(scores)} scores")
+                raise ValueError(
+                    f"prediction: {len(p_boxes)} boxes, {len(p_labels)} labels, {len(scores)} scores"
+                )
             if bool(((p_labels < 0) | (p_labels >= k)).any()):
                 raise ValueError(f"predicted label outside 0..{k - 1}")
             g_boxes = _boxes(_get(target, "boxes", "target"), "target")
-            g_labels = torch.as_tensor(_get(target, "labels", "target")).detach().to("cpu", torch.int64).reshape(-1)
+            g_labels = (
+                torch.as_tensor(_get(target, "labels", "target"))
+                .detach()
+                .to("cpu", torch.int64)
+                .reshape(-1)
+            )
             if len(g_labels) != len(g_boxes):
-                raise DataError(f"target: {len(g_boxes)} boxes but {len(g_labels)} labels")
+                raise DataError(
+                    f"target: {len(g_boxes)} boxes but {len(g_labels)} labels"
+                )
             bad = (g_labels < 0) | (g_labels >= k)
             if bool(bad.any()):
-                raise DataError(f"target: class id {int(g_labels[bad][0])} is outside 0..{k - 1} ({k} classes)")
+                raise DataError(
+                    f"target: class id {int(g_labels[bad][0])} is outside 0..{k - 1} ({k} classes)"
+                )
             difficult = target.get("difficult")
-            difficult = (torch.zeros(len(g_labels), dtype=torch.bool) if difficult is None
-                         else torch.as_tensor(difficult).detach().to("cpu").bool().reshape(-1))
+            difficult = (
+                torch.zeros(len(g_labels), dtype=torch.bool)
+                if difficult is None
+                else torch.as_tensor(difficult).detach().to("cpu").bool().reshape(-1)
+            )
             if len(difficult) != len(g_labels):
-                raise DataError(f"target: {len(g_labels)} boxes but {len(difficult)} difficult flags")
-            self._local.append({"pred_boxes": p_boxes, "pred_labels": p_labels, "scores": scores,
-                                "gt_boxes": g_boxes, "gt_labels": g_labels, "difficult": difficult,
-                                "image_id": _image_id(target)})
+                raise DataError(
+                    f"target: {len(g_labels)} boxes but {len(difficult)} difficult flags"
+                )
+            self._local.append(
+                {
+                    "pred_boxes": p_boxes,
+                    "pred_labels": p_labels,
+                    "scores": scores,
+                    "gt_boxes": g_boxes,
+                    "gt_labels": g_labels,
+                    "difficult": difficult,
+                    "image_id": _image_id(target),
+                }
+            )
         self._gathered = None
 
     def reduce_(self) -> None:
@@ -181,21 +243,38 @@ class DetectionMetric:
             g = np.full(len(pl), -1, dtype=np.int64)
             ov = np.full(len(pl), -1.0)
             if len(pl) and len(gl):
-                iou = np.where(pl[:, None] == gl[None, :], box_iou(r["pred_boxes"], r["gt_boxes"]).numpy(), -1.0)
+                iou = np.where(
+                    pl[:, None] == gl[None, :],
+                    box_iou(r["pred_boxes"], r["gt_boxes"]).numpy(),
+                    -1.0,
+                )
                 g = iou.argmax(1)  # the first of equal maxima, as MATLAB's max
                 ov = iou[np.arange(len(pl)), g]
                 g = np.where(ov >= 0, g + offset, -1)
-            labels.append(pl), scores.append(r["scores"].numpy()), best.append(g), best_iou.append(ov)
+            (
+                labels.append(pl),
+                scores.append(r["scores"].numpy()),
+                best.append(g),
+                best_iou.append(ov),
+            )
             gt_labels.append(gl), gt_diff.append(r["difficult"].numpy())
             offset += len(gl)
 
         def cat(xs: list[np.ndarray], dtype: type) -> np.ndarray:
             return np.concatenate(xs).astype(dtype) if xs else np.zeros(0, dtype=dtype)
 
-        return {"labels": cat(labels, np.int64), "scores": cat(scores, np.float64), "best": cat(best, np.int64),
-                "iou": cat(best_iou, np.float64), "gt_labels": cat(gt_labels, np.int64), "difficult": cat(gt_diff, bool)}
+        return {
+            "labels": cat(labels, np.int64),
+            "scores": cat(scores, np.float64),
+            "best": cat(best, np.int64),
+            "iou": cat(best_iou, np.float64),
+            "gt_labels": cat(gt_labels, np.int64),
+            "difficult": cat(gt_diff, bool),
+        }
 
-    def _class_curve(self, m: dict[str, np.ndarray], c: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def _class_curve(
+        self, m: dict[str, np.ndarray], c: int
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(recall, precision) over the ranked, non-ignored detections of class ``c``; #non-difficult gt; #detections."""
         npos = int(((m["gt_labels"] == c) & ~m["difficult"]).sum())
         sel = np.flatnonzero(m["labels"] == c)
@@ -203,7 +282,11 @@ class DetectionMetric:
         best, ov = m["best"][order].tolist(), m["iou"][order].tolist()
         difficult = m["difficult"]
         taken: set[int] = set()
-        tp, fp, keep = np.zeros(len(order)), np.zeros(len(order)), np.ones(len(order), dtype=bool)
+        tp, fp, keep = (
+            np.zeros(len(order)),
+            np.zeros(len(order)),
+            np.ones(len(order), dtype=bool),
+        )
         for rank, (g, iou) in enumerate(zip(best, ov)):
             if g < 0 or iou < self.iou_threshold:
                 fp[rank] = 1  # no box of the class in the image, or too little overlap
@@ -244,28 +327,47 @@ class DetectionMetric:
             v = [x for x in d.values() if x is not None]
             return float(np.mean(v)) if v else math.nan
 
-        return {"mAP": mean(ap), "mAP_07": mean(ap07), "AP": ap, "AP_07": ap07, "num_gt": num_gt,
-                "num_det": num_det, "recall": max_recall, "num_images": len(recs), "iou_threshold": self.iou_threshold}
+        return {
+            "mAP": mean(ap),
+            "mAP_07": mean(ap07),
+            "AP": ap,
+            "AP_07": ap07,
+            "num_gt": num_gt,
+            "num_det": num_det,
+            "recall": max_recall,
+            "num_images": len(recs),
+            "iou_threshold": self.iou_threshold,
+        }
 
 
 def format_table(metrics: Mapping[str, Any]) -> str:
     """Per-class AP, AP_07, #gt, #det and max recall (in %), then the means."""
 
     def pct(v: float | None) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+        return (
+            "-"
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else f"{100 * v:.2f}"
+        )
 
     names = list(metrics["AP"])
     width = max([len("class"), len("mean")] + [len(n) for n in names])
     head = f"{'class':<{width}}  {'AP':>7}  {'AP_07':>7}  {'#gt':>7}  {'#det':>7}  {'recall':>7}"
     lines = [head]
     for n in names:
-        lines.append(f"{n:<{width}}  {pct(metrics['AP'][n]):>7}  {pct(metrics['AP_07'][n]):>7}  "
-                     f"{metrics['num_gt'][n]:>7}  {metrics['num_det'][n]:>7}  {pct(metrics['recall'][n]):>7}")
+        lines.append(
+            f"{n:<{width}}  {pct(metrics['AP'][n]):>7}  {pct(metrics['AP_07'][n]):>7}  "
+            f"{metrics['num_gt'][n]:>7}  {metrics['num_det'][n]:>7}  {pct(metrics['recall'][n]):>7}"
+        )
     lines.append("-" * len(head))
-    lines.append(f"{'mean':<{width}}  {pct(metrics['mAP']):>7}  {pct(metrics['mAP_07']):>7}  "
-                 f"{sum(metrics['num_gt'].values()):>7}  {sum(metrics['num_det'].values()):>7}")
+    lines.append(
+        f"{'mean':<{width}}  {pct(metrics['mAP']):>7}  {pct(metrics['mAP_07']):>7}  "
+        f"{sum(metrics['num_gt'].values()):>7}  {sum(metrics['num_det'].values()):>7}"
+    )
     thr = metrics.get("iou_threshold", IOU_THRESHOLD)
-    lines.append(f"mAP (area, VOC2010+) {pct(metrics['mAP'])}, mAP_07 (11-point) {pct(metrics['mAP_07'])} at IoU >= {thr:g}")
+    lines.append(
+        f"mAP (area, VOC2010+) {pct(metrics['mAP'])}, mAP_07 (11-point) {pct(metrics['mAP_07'])} at IoU >= {thr:g}"
+    )
     return "\n".join(lines)
 
 
@@ -287,8 +389,11 @@ def plot_pr_curves(metric: DetectionMetric, path: str | Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.set_title(f"mAP {100 * result['mAP']:.1f} (IoU >= {metric.iou_threshold:g})" if metric.pr_curves
-                     else "no class with ground truth")
+        ax.set_title(
+            f"mAP {100 * result['mAP']:.1f} (IoU >= {metric.iou_threshold:g})"
+            if metric.pr_curves
+            else "no class with ground truth"
+        )
         if metric.pr_curves:
             ax.legend(loc="best", fontsize="small")
         ax.grid(True, alpha=0.3)
@@ -301,8 +406,11 @@ def plot_pr_curves(metric: DetectionMetric, path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # COCO
 # --------------------------------------------------------------------------------------------
-def to_coco_results(preds: Sequence[Mapping[str, Any]], image_ids: Sequence[int],
-                    category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def to_coco_results(
+    preds: Sequence[Mapping[str, Any]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     """COCO results entries ``{image_id, category_id, bbox: [x, y, w, h], score}`` for every detection.
 
     ``category_ids[k]`` is the COCO category of user class ``k``; by default ``k + 1`` (COCO ids
@@ -313,17 +421,33 @@ def to_coco_results(preds: Sequence[Mapping[str, Any]], image_ids: Sequence[int]
     out: list[dict[str, Any]] = []
     for pred, image_id in zip(preds, image_ids):
         boxes = _boxes(_get(pred, "boxes", "prediction"), "prediction")
-        labels = torch.as_tensor(_get(pred, "labels", "prediction")).reshape(-1).tolist()
-        scores = torch.as_tensor(_get(pred, "scores", "prediction")).reshape(-1).tolist()
+        labels = (
+            torch.as_tensor(_get(pred, "labels", "prediction")).reshape(-1).tolist()
+        )
+        scores = (
+            torch.as_tensor(_get(pred, "scores", "prediction")).reshape(-1).tolist()
+        )
         for (x1, y1, x2, y2), label, score in zip(boxes.tolist(), labels, scores):
-            cat = int(category_ids[label]) if category_ids is not None else int(label) + 1
-            out.append({"image_id": int(image_id), "category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "score": float(score)})
+            cat = (
+                int(category_ids[label]) if category_ids is not None else int(label) + 1
+            )
+            out.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": cat,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
     return out
 
 
-def write_coco_results(path: str | Path, preds: Sequence[Mapping[str, Any]], image_ids: Sequence[int],
-                       category_ids: Sequence[int] | None = None) -> Path:
+def write_coco_results(
+    path: str | Path,
+    preds: Sequence[Mapping[str, Any]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int] | None = None,
+) -> Path:
     """Write :func:`to_coco_results` as a JSON results file (what COCO's evaluation server and ``loadRes`` read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,8 +455,11 @@ def write_coco_results(path: str | Path, preds: Sequence[Mapping[str, Any]], ima
     return path
 
 
-def _coco_ground_truth(targets: Sequence[Mapping[str, Any]], classes: Sequence[str],
-                       sizes: Sequence[tuple[int, int]] | None) -> tuple[dict[str, Any], list[int]]:
+def _coco_ground_truth(
+    targets: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    sizes: Sequence[tuple[int, int]] | None,
+) -> tuple[dict[str, Any], list[int]]:
     if sizes is not None and len(sizes) != len(targets):
         raise ValueError(f"{len(sizes)} sizes for {len(targets)} targets")
     images, anns, ids = [], [], []
@@ -346,9 +473,15 @@ def _coco_ground_truth(targets: Sequence[Mapping[str, Any]], classes: Sequence[s
         if len(labels) != len(boxes):
             raise DataError(f"target: {len(boxes)} boxes but {len(labels)} labels")
         diff = t.get("difficult")
-        diff = [False] * len(labels) if diff is None else torch.as_tensor(diff).reshape(-1).bool().tolist()
+        diff = (
+            [False] * len(labels)
+            if diff is None
+            else torch.as_tensor(diff).reshape(-1).bool().tolist()
+        )
         if "orig_size" in t:
-            h, w = (int(v) for v in torch.as_tensor(t["orig_size"]).reshape(-1)[:2].tolist())
+            h, w = (
+                int(v) for v in torch.as_tensor(t["orig_size"]).reshape(-1)[:2].tolist()
+            )
         elif sizes is not None:
             h, w = (int(v) for v in sizes[i])
         else:  # width/height do not enter the bbox evaluation; the boxes' extent keeps the record valid
@@ -357,18 +490,33 @@ def _coco_ground_truth(targets: Sequence[Mapping[str, Any]], classes: Sequence[s
         images.append({"id": image_id, "width": w, "height": h})
         for (x1, y1, x2, y2), label, d in zip(boxes.tolist(), labels, diff):
             if not 0 <= label < k:
-                raise DataError(f"target: class id {label} is outside 0..{k - 1} ({k} classes)")
+                raise DataError(
+                    f"target: class id {label} is outside 0..{k - 1} ({k} classes)"
+                )
             wb, hb = x2 - x1, y2 - y1
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(label) + 1,
-                         "bbox": [x1, y1, wb, hb], "area": wb * hb, "iscrowd": int(bool(d))})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [x1, y1, wb, hb],
+                    "area": wb * hb,
+                    "iscrowd": int(bool(d)),
+                }
+            )
     if len(set(ids)) != len(ids):
         raise DataError("targets: image_id values are not unique")
     cats = [{"id": c + 1, "name": str(n)} for c, n in enumerate(classes)]
     return {"images": images, "annotations": anns, "categories": cats}, ids
 
 
-def coco_evaluate(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], classes: Sequence[str],
-                  backend: str = "pycocotools", sizes: Sequence[tuple[int, int]] | None = None) -> dict[str, Any]:
+def coco_evaluate(
+    preds: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    classes: Sequence[str],
+    backend: str = "pycocotools",
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> dict[str, Any]:
     """COCO bbox evaluation (Lin et al. 2014) of ``preds`` against ``targets`` (same frame), in memory.
 
     Ground truth: one image per target (``image_id`` from the target, else its position; width and
@@ -382,7 +530,9 @@ def coco_evaluate(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[
     None}) and ``summary`` (the backend's printout, captured instead of printed).
     """
     if backend not in COCO_BACKENDS:
-        raise ConfigError(f"unknown COCO evaluation backend {backend!r}; choose one of {', '.join(COCO_BACKENDS)}")
+        raise ConfigError(
+            f"unknown COCO evaluation backend {backend!r}; choose one of {', '.join(COCO_BACKENDS)}"
+        )
     if len(preds) != len(targets):
         raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
     if backend == "pycocotools":
@@ -408,8 +558,11 @@ def coco_evaluate(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[
             dt = gt.loadRes(copy.deepcopy(results))
         else:  # pycocotools' loadRes cannot take an empty list: an empty result set scores 0
             dt = COCO()
-            dt.dataset = {"images": copy.deepcopy(gt_dict["images"]), "categories": copy.deepcopy(gt_dict["categories"]),
-                          "annotations": []}
+            dt.dataset = {
+                "images": copy.deepcopy(gt_dict["images"]),
+                "categories": copy.deepcopy(gt_dict["categories"]),
+                "annotations": [],
+            }
             dt.createIndex()
         if backend == "pycocotools":
             ev = COCOeval(gt, dt, iouType="bbox")
@@ -418,8 +571,12 @@ def coco_evaluate(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = [float(s) for s in np.asarray(ev.stats, dtype=np.float64)[: len(COCO_STAT_NAMES)]]
-    result: dict[str, Any] = {n: (None if s < 0 else s) for n, s in zip(COCO_STAT_NAMES, stats)}
+    stats = [
+        float(s) for s in np.asarray(ev.stats, dtype=np.float64)[: len(COCO_STAT_NAMES)]
+    ]
+    result: dict[str, Any] = {
+        n: (None if s < 0 else s) for n, s in zip(COCO_STAT_NAMES, stats)
+    }
     # precision[T, R, K, A, M]: all IoUs, all recall points, class k, area "all", maxDets 100
     precision = np.asarray(ev.eval["precision"])
     cat_ids = list(ev.params.catIds)
@@ -429,7 +586,9 @@ def coco_evaluate(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[
         p = p[p > -1]
         per_class[str(name)] = float(p.mean()) if p.size else None
     result["AP_per_class"] = per_class
-    summary = "\n".join(line for line in out.getvalue().splitlines() + printed if "Average" in line)
+    summary = "\n".join(
+        line for line in out.getvalue().splitlines() + printed if "Average" in line
+    )
     result["summary"] = summary
     result["backend"] = backend
     return result

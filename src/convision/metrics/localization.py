@@ -13,6 +13,7 @@ Boxes may be in any frame as long as prediction and truth share it (IoU does not
 both are scaled, even with different x and y factors). Under torch.distributed,
 :meth:`LocalizationMetric.reduce_` sums the counts over the processes.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,10 +34,17 @@ def paired_iou(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return box_iou(pred.double(), true.double()).diagonal()
 
 
-def localization_correct(pred_labels: torch.Tensor, pred_boxes: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor,
-                         threshold: float = IOU_THRESHOLD) -> torch.Tensor:
+def localization_correct(
+    pred_labels: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    labels: torch.Tensor,
+    boxes: torch.Tensor,
+    threshold: float = IOU_THRESHOLD,
+) -> torch.Tensor:
     """Boolean ``[N]``: class right and IoU > ``threshold``."""
-    return (pred_labels.reshape(-1).cpu() == labels.reshape(-1).cpu()) & (paired_iou(pred_boxes.cpu(), boxes.cpu()) > threshold)
+    return (pred_labels.reshape(-1).cpu() == labels.reshape(-1).cpu()) & (
+        paired_iou(pred_boxes.cpu(), boxes.cpu()) > threshold
+    )
 
 
 class LocalizationMetric:
@@ -49,17 +57,35 @@ class LocalizationMetric:
         self.counts = torch.zeros(5, dtype=torch.float64)
 
     @torch.no_grad()
-    def update(self, scores: torch.Tensor, pred_boxes: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor) -> None:
+    def update(
+        self,
+        scores: torch.Tensor,
+        pred_boxes: torch.Tensor,
+        labels: torch.Tensor,
+        boxes: torch.Tensor,
+    ) -> None:
         scores = scores.detach().cpu()
         pred = scores.argmax(1) if scores.ndim == 2 else scores.reshape(-1).long()
         labels = labels.reshape(-1).long().cpu()
         if not (len(pred) == len(labels) == len(pred_boxes) == len(boxes)):
-            raise ValueError(f"{len(pred)} predictions, {len(pred_boxes)} boxes for {len(labels)} labels, {len(boxes)} boxes")
-        iou = paired_iou(pred_boxes.detach().float().cpu(), boxes.detach().float().cpu())
+            raise ValueError(
+                f"{len(pred)} predictions, {len(pred_boxes)} boxes for {len(labels)} labels, {len(boxes)} boxes"
+            )
+        iou = paired_iou(
+            pred_boxes.detach().float().cpu(), boxes.detach().float().cpu()
+        )
         cls_ok = pred == labels
         box_ok = iou > self.threshold
-        self.counts += torch.tensor([len(labels), float((cls_ok & box_ok).sum()), float(cls_ok.sum()), float(box_ok.sum()),
-                                     float(iou.sum())], dtype=torch.float64)
+        self.counts += torch.tensor(
+            [
+                len(labels),
+                float((cls_ok & box_ok).sum()),
+                float(cls_ok.sum()),
+                float(box_ok.sum()),
+                float(iou.sum()),
+            ],
+            dtype=torch.float64,
+        )
 
     def reduce_(self) -> None:
         """Sum the counts over all processes (in place); a no-op without torch.distributed."""
@@ -68,13 +94,22 @@ class LocalizationMetric:
     def compute(self) -> dict[str, Any]:
         n, correct, cls_ok, box_ok, iou = (float(v) for v in self.counts)
         div = (lambda v: v / n) if n else (lambda v: math.nan)
-        return {"accuracy": div(correct), "mean_iou": div(iou), "class_accuracy": div(cls_ok), "box_accuracy": div(box_ok),
-                "num_images": int(n)}
+        return {
+            "accuracy": div(correct),
+            "mean_iou": div(iou),
+            "class_accuracy": div(cls_ok),
+            "box_accuracy": div(box_ok),
+            "num_images": int(n),
+        }
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    rows = [("accuracy (class right and IoU > 0.5)", metrics["accuracy"]), ("mean IoU", metrics["mean_iou"]),
-            ("class accuracy", metrics["class_accuracy"]), ("box accuracy (IoU > 0.5)", metrics["box_accuracy"])]
+    rows = [
+        ("accuracy (class right and IoU > 0.5)", metrics["accuracy"]),
+        ("mean IoU", metrics["mean_iou"]),
+        ("class accuracy", metrics["class_accuracy"]),
+        ("box accuracy (IoU > 0.5)", metrics["box_accuracy"]),
+    ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {value:.4f}" for name, value in rows]
     lines.append(f"{'images':<{width}}  {metrics['num_images']}")

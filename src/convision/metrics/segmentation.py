@@ -14,6 +14,7 @@ IoU (its union is empty) and is left out of the means; mean accuracy leaves out 
 t_i = 0. This is what ``torchmetrics.classification.MulticlassJaccardIndex(average="macro")``
 does too (it gives such classes zero weight), so the two mIoUs agree.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,12 +29,19 @@ from convision.errors import DataError
 class ConfusionMatrix:
     """Accumulates ``mat[target, prediction]`` (int64) over any number of batches."""
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
-        self.mat = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
+        self.mat = torch.zeros(
+            self.num_classes, self.num_classes, dtype=torch.int64, device=device
+        )
 
     def reset(self) -> None:
         self.mat.zero_()
@@ -42,9 +50,13 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch: ``pred`` and ``target`` are integer class maps of the same shape ([N,H,W])."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}"
+            )
         if pred.is_floating_point() or target.is_floating_point():
-            raise TypeError("ConfusionMatrix.update expects integer class maps (use logits.argmax(1))")
+            raise TypeError(
+                "ConfusionMatrix.update expects integer class maps (use logits.argmax(1))"
+            )
         n = self.num_classes
         target = target.reshape(-1).long()
         pred = pred.reshape(-1).long().to(target.device)
@@ -106,12 +118,20 @@ def format_table(metrics: dict[str, Any], class_names: Sequence[str]) -> str:
     """A per-class table (IoU and accuracy in %) followed by the four summary metrics."""
 
     def pct(v: float | None) -> str:
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+        return (
+            "-"
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else f"{100 * v:.2f}"
+        )
 
     ious = metrics.get("per_class_iou", [])
     accs = metrics.get("per_class_accuracy", [])
-    names = list(class_names) + [f"class {i}" for i in range(len(class_names), len(ious))]
-    width = max([len("class")] + [len(n) for n in names[: len(ious)]] + [len("pixel accuracy")])
+    names = list(class_names) + [
+        f"class {i}" for i in range(len(class_names), len(ious))
+    ]
+    width = max(
+        [len("class")] + [len(n) for n in names[: len(ious)]] + [len("pixel accuracy")]
+    )
     lines = [f"{'class':<{width}}  {'IoU':>7}  {'acc':>7}"]
     for name, iou, acc in zip(names, ious, accs):
         lines.append(f"{name:<{width}}  {pct(iou):>7}  {pct(acc):>7}")

@@ -3,6 +3,7 @@
 Builders take keyword arguments only, with JSON-serialisable values, so that a checkpoint's
 ``{"name": ..., "kwargs": {...}}`` is enough to rebuild the network.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -25,11 +26,39 @@ from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s
 from convision.models.segmentation.segnet import SegNet, segnet
 from convision.models.segmentation.unet import UNet, unet
 
-__all__ = ["MODELS", "build_model", "Backbone", "BACKBONES", "build_backbone", "FCN", "fcn32s", "fcn16s", "fcn8s"]
+__all__ = [
+    "MODELS",
+    "build_model",
+    "Backbone",
+    "BACKBONES",
+    "build_backbone",
+    "FCN",
+    "fcn32s",
+    "fcn16s",
+    "fcn8s",
+]
 __all__ += ["Classifier", "build_classifier"]
 __all__ += ["Localizer", "build_localizer"]
-__all__ += ["FasterRCNN", "faster_rcnn", "FastRCNN", "fast_rcnn", "YOLOv1", "yolov1", "RCNN", "rcnn"]
-__all__ += ["SegNet", "segnet", "DeconvNet", "deconvnet", "DilatedNet", "dilated", "UNet", "unet"]
+__all__ += [
+    "FasterRCNN",
+    "faster_rcnn",
+    "FastRCNN",
+    "fast_rcnn",
+    "YOLOv1",
+    "yolov1",
+    "RCNN",
+    "rcnn",
+]
+__all__ += [
+    "SegNet",
+    "segnet",
+    "DeconvNet",
+    "deconvnet",
+    "DilatedNet",
+    "dilated",
+    "UNet",
+    "unet",
+]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn32s,
@@ -55,8 +84,15 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     builder = MODELS[name]
     params = inspect.signature(builder).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        accepted = [n for n, p in params.items() if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        accepted = [
+            n
+            for n, p in params.items()
+            if p.kind
+            in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
         unknown = [k for k in kwargs if k not in accepted]
         if unknown:
-            raise ConfigError(f"model {name}: unknown argument(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})")
+            raise ConfigError(
+                f"model {name}: unknown argument(s) {', '.join(unknown)} (accepted: {', '.join(accepted)})"
+            )
     return builder(**kwargs)

@@ -26,6 +26,7 @@ Weights (``weights=``): ``None``/``"none"`` for random initialisation, a torchvi
 (``"IMAGENET1K_V1"``, ``"DEFAULT"``; torchvision downloads into torch.hub's cache and checks the
 hash as usual), or the path of a local ``.pth`` holding a torchvision state dict of that classifier.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,11 +91,17 @@ class Backbone(nn.Module):
         self.stride8 = stride8
         self.stride16 = stride16
         self.stride32 = stride32
-        self.channels: dict[int, int] = {8: _out_channels(stride8), 16: _out_channels(stride16), 32: _out_channels(stride32)}
+        self.channels: dict[int, int] = {
+            8: _out_channels(stride8),
+            16: _out_channels(stride16),
+            32: _out_channels(stride32),
+        }
         self.dropout = float(dropout)
         self.grid = grid
         # A plain tuple is not registered as a submodule: no parameters, no state-dict entries.
-        self._classifier: tuple[nn.Sequential, ...] = (classifier,) if classifier is not None else ()
+        self._classifier: tuple[nn.Sequential, ...] = (
+            (classifier,) if classifier is not None else ()
+        )
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
         c8 = self.stride8(x)
@@ -123,7 +130,9 @@ class Backbone(nn.Module):
         self.eval()  # no batch-norm statistics update
         try:
             with torch.no_grad():
-                feats = self.features(torch.zeros(1, 3, 32, 32, device=param.device, dtype=param.dtype))
+                feats = self.features(
+                    torch.zeros(1, 3, 32, 32, device=param.device, dtype=param.dtype)
+                )
         finally:
             self.train(was_training)
         return {s: f.shape[1] for s, f in sorted(feats.items())}
@@ -163,34 +172,62 @@ def first_line(err: BaseException) -> str:
 
 
 def is_none(weights: Any) -> bool:
-    return weights is None or (isinstance(weights, str) and weights.strip().lower() in ("", "none", "null", "random"))
+    return weights is None or (
+        isinstance(weights, str)
+        and weights.strip().lower() in ("", "none", "null", "random")
+    )
 
 
 def looks_like_path(weights: str) -> bool:
-    return os.path.exists(weights) or weights.lower().endswith(_WEIGHT_SUFFIXES) or "/" in weights or os.sep in weights
+    return (
+        os.path.exists(weights)
+        or weights.lower().endswith(_WEIGHT_SUFFIXES)
+        or "/" in weights
+        or os.sep in weights
+    )
 
 
 def read_state_dict(path: Path, name: str) -> dict[str, Tensor]:
     if not path.is_file():
-        raise CheckpointError(f"{path}: backbone weights file not found (weights= expects 'none', a torchvision weights name or a .pth state dict of torchvision {name})")
+        raise CheckpointError(
+            f"{path}: backbone weights file not found (weights= expects 'none', a torchvision weights name or a .pth state dict of torchvision {name})"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt zip, truncated file, unsafe pickle, not a torch file ...
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch state dict ({type(e).__name__}: {first_line(e)})") from None
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+    except (
+        Exception
+    ) as e:  # corrupt zip, truncated file, unsafe pickle, not a torch file ...
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch state dict ({type(e).__name__}: {first_line(e)})"
+        ) from None
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+    ):
         if isinstance(obj, Mapping):
             keys = ", ".join(repr(k) for k in list(obj)[:5])
-            what = f"a dict with keys {keys}{', ...' if len(obj) > 5 else ''}" if obj else "an empty dict"
+            what = (
+                f"a dict with keys {keys}{', ...' if len(obj) > 5 else ''}"
+                if obj
+                else "an empty dict"
+            )
         else:
             what = f"a {type(obj).__name__}"
-        raise CheckpointError(f"{path}: expected a state dict (parameter name -> tensor) of torchvision {name}, found {what}")
+        raise CheckpointError(
+            f"{path}: expected a state dict (parameter name -> tensor) of torchvision {name}, found {what}"
+        )
     state = dict(obj)
-    if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+    if all(
+        k.startswith("module.") for k in state
+    ):  # saved from DistributedDataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
-def check_state_dict(path: Path, name: str, state: dict[str, Tensor], expected: dict[str, Tensor]) -> None:
+def check_state_dict(
+    path: Path, name: str, state: dict[str, Tensor], expected: dict[str, Tensor]
+) -> None:
     """One-line CheckpointError unless ``state`` has exactly the ``expected`` keys and shapes."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -199,8 +236,12 @@ def check_state_dict(path: Path, name: str, state: dict[str, Tensor], expected: 
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        raise CheckpointError(f"{path}: not a state dict of torchvision {name}: keys {'; '.join(parts)}")
+            parts.append(
+                f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})"
+            )
+        raise CheckpointError(
+            f"{path}: not a state dict of torchvision {name}: keys {'; '.join(parts)}"
+        )
     wrong = [k for k in state if state[k].shape != expected[k].shape]
     if wrong:
         k = wrong[0]
@@ -210,7 +251,9 @@ def check_state_dict(path: Path, name: str, state: dict[str, Tensor], expected: 
         )
 
 
-def load_torchvision_classifier(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
+def load_torchvision_classifier(
+    name: str, weights: str | os.PathLike | None = None
+) -> nn.Module:
     """The torchvision classifier ``name`` with ``weights`` (see the module docstring).
 
     Raises ``ConfigError`` for an unknown name or weights name and ``CheckpointError`` for a weights
@@ -220,18 +263,28 @@ def load_torchvision_classifier(name: str, weights: str | os.PathLike | None = N
         raise ConfigError(f"backbone: unknown backbone {name!r} (known: {_known()})")
     if is_none(weights):
         return torchvision.models.get_model(name, weights=None)
-    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and looks_like_path(weights)):
+    if isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and looks_like_path(weights)
+    ):
         return _from_file(name, Path(weights))
     if not isinstance(weights, str):
-        raise ConfigError(f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}")
+        raise ConfigError(
+            f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}"
+        )
     enum = torchvision.models.get_model_weights(name)
     key = weights.strip().removeprefix(enum.__name__ + ".")
     if key not in enum.__members__:
-        raise ConfigError(f"weights: {weights!r} is neither a file nor a torchvision weights name for {name} (known: {', '.join(enum.__members__)})")
+        raise ConfigError(
+            f"weights: {weights!r} is neither a file nor a torchvision weights name for {name} (known: {', '.join(enum.__members__)})"
+        )
     label = key if enum[key].name == key else f"{key} (= {enum[key].name})"
     try:
         return torchvision.models.get_model(name, weights=enum[key])
-    except (OSError, RuntimeError, ValueError) as e:  # no network, bad hash, corrupt cache file
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as e:  # no network, bad hash, corrupt cache file
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise CheckpointError(
             f"weights: could not load torchvision {name} {label} ({type(e).__name__}: {first_line(e)}); "
@@ -246,10 +299,16 @@ def _from_file(name: str, path: Path) -> nn.Module:
     # The last classification layer is never used by a backbone: a classifier fine-tuned to other
     # classes (different shape there) is accepted, that layer keeps its random initialisation.
     head = BACKBONES[name][1]
-    skipped = [k for k in expected if k.startswith(head) and k in state and state[k].shape != expected[k].shape]
+    skipped = [
+        k
+        for k in expected
+        if k.startswith(head) and k in state and state[k].shape != expected[k].shape
+    ]
     for k in skipped:
         del state[k]
-    check_state_dict(path, name, state, {k: v for k, v in expected.items() if k not in skipped})
+    check_state_dict(
+        path, name, state, {k: v for k, v in expected.items() if k not in skipped}
+    )
     model.load_state_dict(state, strict=False)
     return model
 
@@ -273,15 +332,37 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backb
         )
     if family == "mobilenet_v2":
         feats = model.features
-        dropout = next((m.p for m in model.classifier if isinstance(m, nn.Dropout)), 0.0)
-        return Backbone(name, _slice(feats, 0, 7), _slice(feats, 7, 14), _slice(feats, 14, 19), dropout=dropout, grid="corner")
+        dropout = next(
+            (m.p for m in model.classifier if isinstance(m, nn.Dropout)), 0.0
+        )
+        return Backbone(
+            name,
+            _slice(feats, 0, 7),
+            _slice(feats, 7, 14),
+            _slice(feats, 14, 19),
+            dropout=dropout,
+            grid="corner",
+        )
     # resnet
     stem = nn.Sequential(
         OrderedDict(
-            [("conv1", model.conv1), ("bn1", model.bn1), ("relu", model.relu), ("maxpool", model.maxpool), ("layer1", model.layer1), ("layer2", model.layer2)]
+            [
+                ("conv1", model.conv1),
+                ("bn1", model.bn1),
+                ("relu", model.relu),
+                ("maxpool", model.maxpool),
+                ("layer1", model.layer1),
+                ("layer2", model.layer2),
+            ]
         )
     )
-    return Backbone(name, stem, nn.Sequential(OrderedDict(layer3=model.layer3)), nn.Sequential(OrderedDict(layer4=model.layer4)), grid="corner")
+    return Backbone(
+        name,
+        stem,
+        nn.Sequential(OrderedDict(layer3=model.layer3)),
+        nn.Sequential(OrderedDict(layer4=model.layer4)),
+        grid="corner",
+    )
 
 
 # the former private names, still imported by models/detection/ and models/segmentation/unet.py

@@ -26,6 +26,7 @@ GoogLeNet is always built without its auxiliary classifiers and with ``transform
 torchvision uses with its ImageNet weights), so a checkpoint rebuilds the same function whatever
 the weights were. :func:`preprocessing` gives the input size and normalisation the weights expect.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,15 @@ from convision.models.backbones import (
     read_state_dict,
 )
 
-__all__ = ["ARCHS", "STAGES", "STRATEGIES", "Classifier", "build_classifier", "preprocessing", "default_head_lr_mult"]
+__all__ = [
+    "ARCHS",
+    "STAGES",
+    "STRATEGIES",
+    "Classifier",
+    "build_classifier",
+    "preprocessing",
+    "default_head_lr_mult",
+]
 
 #: arch -> dotted path of the torchvision model's last Linear layer
 ARCHS: dict[str, str] = {
@@ -66,21 +75,49 @@ STRATEGIES = ("feature-extract", "finetune", "scratch")
 #: model: the unit of gradual unfreezing (:meth:`Classifier.freeze_stages`). Pooling-delimited
 #: blocks; the pretrained fully connected layers (fc6/fc7) are the last stage of AlexNet and VGG.
 STAGES: dict[str, list[list[str]]] = {
-    "alexnet": [["features.0"], ["features.3"], ["features.6", "features.8", "features.10"], ["classifier.1", "classifier.4"]],
-    "vgg11": [["features.0"], ["features.3"], ["features.6", "features.8"], ["features.11", "features.13"],
-              ["features.16", "features.18"], ["classifier.0", "classifier.3"]],
-    "vgg16": [["features.0", "features.2"], ["features.5", "features.7"], ["features.10", "features.12", "features.14"],
-              ["features.17", "features.19", "features.21"], ["features.24", "features.26", "features.28"],
-              ["classifier.0", "classifier.3"]],
-    "googlenet": [["conv1"], ["conv2", "conv3"], ["inception3a", "inception3b"],
-                  ["inception4a", "inception4b", "inception4c", "inception4d", "inception4e"], ["inception5a", "inception5b"]],
+    "alexnet": [
+        ["features.0"],
+        ["features.3"],
+        ["features.6", "features.8", "features.10"],
+        ["classifier.1", "classifier.4"],
+    ],
+    "vgg11": [
+        ["features.0"],
+        ["features.3"],
+        ["features.6", "features.8"],
+        ["features.11", "features.13"],
+        ["features.16", "features.18"],
+        ["classifier.0", "classifier.3"],
+    ],
+    "vgg16": [
+        ["features.0", "features.2"],
+        ["features.5", "features.7"],
+        ["features.10", "features.12", "features.14"],
+        ["features.17", "features.19", "features.21"],
+        ["features.24", "features.26", "features.28"],
+        ["classifier.0", "classifier.3"],
+    ],
+    "googlenet": [
+        ["conv1"],
+        ["conv2", "conv3"],
+        ["inception3a", "inception3b"],
+        ["inception4a", "inception4b", "inception4c", "inception4d", "inception4e"],
+        ["inception5a", "inception5b"],
+    ],
     "resnet18": [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]],
     "resnet50": [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]],
-    "densenet121": [["features.conv0", "features.norm0"], ["features.denseblock1", "features.transition1"],
-                    ["features.denseblock2", "features.transition2"], ["features.denseblock3", "features.transition3"],
-                    ["features.denseblock4", "features.norm5"]],
+    "densenet121": [
+        ["features.conv0", "features.norm0"],
+        ["features.denseblock1", "features.transition1"],
+        ["features.denseblock2", "features.transition2"],
+        ["features.denseblock3", "features.transition3"],
+        ["features.denseblock4", "features.norm5"],
+    ],
     # by output stride: 2, 4, 8, 16, 32 (features.18 is the final 1x1 conv to 1280 channels)
-    "mobilenet_v2": [[f"features.{i}" for i in r] for r in (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))],
+    "mobilenet_v2": [
+        [f"features.{i}" for i in r]
+        for r in (range(0, 2), range(2, 4), range(4, 7), range(7, 14), range(14, 19))
+    ],
 }
 
 
@@ -101,7 +138,9 @@ def default_head_lr_mult(optimizer: str, strategy: str) -> float:
 
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise ConfigError(f"arch: unknown architecture {arch!r} (known: {', '.join(ARCHS)})")
+        raise ConfigError(
+            f"arch: unknown architecture {arch!r} (known: {', '.join(ARCHS)})"
+        )
 
 
 def _weights_enum(arch: str, weights: str):
@@ -115,12 +154,23 @@ def _weights_enum(arch: str, weights: str):
     return enum[key]
 
 
-def preprocessing(arch: str, weights: str | os.PathLike | None = None) -> dict[str, Any]:
+def preprocessing(
+    arch: str, weights: str | os.PathLike | None = None
+) -> dict[str, Any]:
     """``{"mean", "std", "crop_size", "resize_size"}`` the weights were trained with (ImageNet's
     mean/std and 224/256 for random or file weights)."""
     _check_arch(arch)
-    info = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "crop_size": 224, "resize_size": 256}
-    if isinstance(weights, str) and not is_none(weights) and not looks_like_path(weights):
+    info = {
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "crop_size": 224,
+        "resize_size": 256,
+    }
+    if (
+        isinstance(weights, str)
+        and not is_none(weights)
+        and not looks_like_path(weights)
+    ):
         tf = _weights_enum(arch, weights).transforms()
         info = {
             "mean": [float(v) for v in tf.mean],
@@ -131,7 +181,9 @@ def preprocessing(arch: str, weights: str | os.PathLike | None = None) -> dict[s
     return info
 
 
-_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Module:
@@ -142,18 +194,26 @@ def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Modul
         if arch == "googlenet":
             extra.update(aux_logits=False, init_weights=True)
         return torchvision.models.get_model(arch, weights=None, **extra)
-    if isinstance(weights, os.PathLike) or (isinstance(weights, str) and looks_like_path(weights)):
+    if isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and looks_like_path(weights)
+    ):
         if arch == "googlenet":
             extra.update(aux_logits=False, init_weights=False)
         model = torchvision.models.get_model(arch, weights=None, **extra)
         _load_file(model, arch, Path(weights))
         return model
     if not isinstance(weights, str):
-        raise ConfigError(f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}")
+        raise ConfigError(
+            f"weights: expected 'none', a torchvision weights name or a .pth path, got {weights!r}"
+        )
     enum = _weights_enum(arch, weights)
     try:
         return torchvision.models.get_model(arch, weights=enum, **extra)
-    except (OSError, RuntimeError, ValueError) as e:  # no network, bad hash, corrupt cache file
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+    ) as e:  # no network, bad hash, corrupt cache file
         cache = Path(torch.hub.get_dir()) / "checkpoints"
         raise CheckpointError(
             f"weights: could not load torchvision {arch} {enum.name} ({type(e).__name__}: {first_line(e)}); "
@@ -163,12 +223,16 @@ def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Modul
 
 def _load_file(model: nn.Module, arch: str, path: Path) -> None:
     state = read_state_dict(path, arch)
-    if arch == "densenet121":  # old-style keys ("norm.1") as in torchvision's own loader
+    if (
+        arch == "densenet121"
+    ):  # old-style keys ("norm.1") as in torchvision's own loader
         state = {(_DENSENET_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
     if arch == "googlenet":  # auxiliary classifiers are not used
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
     last = ARCHS[arch] + "."
-    state = {k: v for k, v in state.items() if not k.startswith(last)}  # replaced by the new head
+    state = {
+        k: v for k, v in state.items() if not k.startswith(last)
+    }  # replaced by the new head
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(last)}
     check_state_dict(path, arch, state, expected)
     model.load_state_dict(state, strict=False)
@@ -192,11 +256,15 @@ class Classifier(nn.Module):
     Attributes: ``arch``, ``num_classes``, ``strategy``, ``in_features`` (D), ``frozen``.
     """
 
-    def __init__(self, arch: str, net: nn.Module, num_classes: int, strategy: str) -> None:
+    def __init__(
+        self, arch: str, net: nn.Module, num_classes: int, strategy: str
+    ) -> None:
         super().__init__()
         last = net.get_submodule(ARCHS[arch])
         if not isinstance(last, nn.Linear):
-            raise TypeError(f"{arch}: expected a Linear at {ARCHS[arch]}, found {type(last).__name__}")
+            raise TypeError(
+                f"{arch}: expected a Linear at {ARCHS[arch]}, found {type(last).__name__}"
+            )
         _set(net, ARCHS[arch], nn.Identity())
         self.arch = arch
         self.num_classes = int(num_classes)
@@ -207,14 +275,19 @@ class Classifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
         self.frozen = strategy == "feature-extract"
-        self.frozen_stages = 0  # gradual unfreezing: this many stages from the input side are frozen
+        self.frozen_stages = (
+            0  # gradual unfreezing: this many stages from the input side are frozen
+        )
         if self.frozen:
             self.net.requires_grad_(False)
             self.net.eval()
 
     def stages(self) -> list[list[nn.Module]]:
         """The backbone's stages (:data:`STAGES`), input side first; the head is not among them."""
-        return [[self.net.get_submodule(name) for name in stage] for stage in STAGES[self.arch]]
+        return [
+            [self.net.get_submodule(name) for name in stage]
+            for stage in STAGES[self.arch]
+        ]
 
     def freeze_stages(self, n: int) -> None:
         """Freeze the first ``n`` backbone stages (input side) and make every later one trainable:
@@ -224,10 +297,14 @@ class Classifier(nn.Module):
         layers keep their running statistics (eval mode, as with ``feature-extract``). ``finetune``
         and ``scratch`` only; ``n = 0`` trains everything."""
         if self.frozen:
-            raise ConfigError("freeze_stages: a feature-extract classifier keeps its whole backbone frozen")
+            raise ConfigError(
+                "freeze_stages: a feature-extract classifier keeps its whole backbone frozen"
+            )
         stages = self.stages()
         if not 0 <= n <= len(stages):
-            raise ConfigError(f"freeze_stages: n must be in [0, {len(stages)}] for {self.arch}, got {n}")
+            raise ConfigError(
+                f"freeze_stages: n must be in [0, {len(stages)}] for {self.arch}, got {n}"
+            )
         self.net.requires_grad_(True)
         for stage in stages[:n]:
             for module in stage:
@@ -247,7 +324,9 @@ class Classifier(nn.Module):
 
     def train(self, mode: bool = True) -> "Classifier":
         super().train(mode)
-        if self.frozen:  # frozen backbone: BN statistics and dropout stay in inference mode
+        if (
+            self.frozen
+        ):  # frozen backbone: BN statistics and dropout stay in inference mode
             self.net.eval()
         elif self.frozen_stages:
             for stage in self.stages()[: self.frozen_stages]:
@@ -255,7 +334,9 @@ class Classifier(nn.Module):
                     module.eval()
         return self
 
-    def parameter_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
+    def parameter_groups(
+        self, lr: float, head_lr_mult: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Optimizer groups ``[{"name": "backbone", "params", "lr": lr}, {"name": "head", "params",
         "lr": lr * head_lr_mult}]``, trainable parameters only (no backbone group when frozen)."""
         backbone = [p for p in self.net.parameters() if p.requires_grad]
@@ -264,7 +345,9 @@ class Classifier(nn.Module):
         if backbone:
             groups.append({"name": "backbone", "params": backbone, "lr": float(lr)})
         if head:
-            groups.append({"name": "head", "params": head, "lr": float(lr) * float(head_lr_mult)})
+            groups.append(
+                {"name": "head", "params": head, "lr": float(lr) * float(head_lr_mult)}
+            )
         return groups
 
     def extra_repr(self) -> str:
@@ -272,15 +355,24 @@ class Classifier(nn.Module):
 
 
 def build_classifier(
-    arch: str, num_classes: int, weights: str | os.PathLike | None = None, strategy: str = "finetune"
+    arch: str,
+    num_classes: int,
+    weights: str | os.PathLike | None = None,
+    strategy: str = "finetune",
 ) -> Classifier:
     """A :class:`Classifier` (see the module notes). Errors are ``ConfigError``/``CheckpointError``."""
     _check_arch(arch)
     if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy: unknown {strategy!r} (expected {' | '.join(STRATEGIES)})")
+        raise ConfigError(
+            f"strategy: unknown {strategy!r} (expected {' | '.join(STRATEGIES)})"
+        )
     if int(num_classes) < 2:
-        raise ConfigError(f"num_classes: a classifier needs at least 2 classes, got {num_classes}")
+        raise ConfigError(
+            f"num_classes: a classifier needs at least 2 classes, got {num_classes}"
+        )
     if strategy == "scratch" and not is_none(weights):
-        raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got weights {weights!r} (use --weights none)")
+        raise ConfigError(
+            f"weights: strategy 'scratch' trains from random initialisation; got weights {weights!r} (use --weights none)"
+        )
     net = _torchvision_model(arch, weights)
     return Classifier(arch, net, int(num_classes), strategy)

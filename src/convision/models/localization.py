@@ -28,6 +28,7 @@ recovered, mean IoU 0.) The input is the whole image resized to ``S x S`` (no cr
 see :mod:`convision.data.localization`), so a normalised box is also normalised to the original
 image and :func:`to_pixels` maps it back: ``x * W, y * H``.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,14 @@ __all__ = ["Localizer", "build_localizer", "to_pixels", "SPATIAL_MODULES", "BOX_
 
 #: arch -> the module whose output is the last spatial feature map (before global pooling)
 SPATIAL_MODULES: dict[str, str] = {
-    "alexnet": "features", "vgg11": "features", "vgg16": "features", "googlenet": "inception5b",
-    "resnet18": "layer4", "resnet50": "layer4", "densenet121": "features", "mobilenet_v2": "features",
+    "alexnet": "features",
+    "vgg11": "features",
+    "vgg16": "features",
+    "googlenet": "inception5b",
+    "resnet18": "layer4",
+    "resnet50": "layer4",
+    "densenet121": "features",
+    "mobilenet_v2": "features",
 }
 BOX_INPUTS = ("spatial", "pooled")
 MIN_SIZE = 1e-3  # smallest predicted width/height (normalised) when boxes are formed
@@ -66,10 +73,14 @@ class Localizer(nn.Module):
     (``feature-extract`` freezes the backbone, both heads train).
     """
 
-    def __init__(self, classifier: Classifier, hidden: int = 256, box_input: str = "spatial") -> None:
+    def __init__(
+        self, classifier: Classifier, hidden: int = 256, box_input: str = "spatial"
+    ) -> None:
         super().__init__()
         if box_input not in BOX_INPUTS:
-            raise ConfigError(f"box_input: unknown {box_input!r} (expected {' | '.join(BOX_INPUTS)})")
+            raise ConfigError(
+                f"box_input: unknown {box_input!r} (expected {' | '.join(BOX_INPUTS)})"
+            )
         self.classifier = classifier
         self.hidden = int(hidden)
         self.box_input = box_input
@@ -79,18 +90,29 @@ class Localizer(nn.Module):
             spatial = classifier.net.get_submodule(self._spatial_name)
             spatial.register_forward_hook(_keep_output)
             channels = _out_channels(classifier.net, self._spatial_name)
-            layers += [nn.Conv2d(channels, _REDUCED, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(_GRID), nn.Flatten(1)]
+            layers += [
+                nn.Conv2d(channels, _REDUCED, 1),
+                nn.ReLU(inplace=True),
+                nn.AdaptiveAvgPool2d(_GRID),
+                nn.Flatten(1),
+            ]
             d = _REDUCED * _GRID * _GRID
         else:
             d = classifier.in_features
         if self.hidden > 0:
-            layers += [nn.Linear(d, self.hidden), nn.ReLU(inplace=True), nn.Linear(self.hidden, 4)]
+            layers += [
+                nn.Linear(d, self.hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(self.hidden, 4),
+            ]
         else:
             layers += [nn.Linear(d, 4)]
         self.box_head = nn.Sequential(*layers)
         last = self.box_head[-1]
         nn.init.normal_(last.weight, std=0.01)
-        nn.init.zeros_(last.bias)  # 0.5 + 0: starts at the centred box of half the image's size
+        nn.init.zeros_(
+            last.bias
+        )  # 0.5 + 0: starts at the centred box of half the image's size
 
     @property
     def arch(self) -> str:
@@ -113,17 +135,23 @@ class Localizer(nn.Module):
         if self.box_input == "spatial":
             holder = self.classifier.net.get_submodule(self._spatial_name)
             fmap = holder.__dict__.pop("_localizer_map")
-            if self.classifier.arch == "densenet121":  # torchvision applies the final ReLU functionally
+            if (
+                self.classifier.arch == "densenet121"
+            ):  # torchvision applies the final ReLU functionally
                 fmap = torch.relu(fmap)
             box_in = fmap
         else:
             box_in = f
-        cxcywh = 0.5 + self.box_head(box_in).float()  # linear: no saturating squashing, the loss always has a gradient
+        cxcywh = (
+            0.5 + self.box_head(box_in).float()
+        )  # linear: no saturating squashing, the loss always has a gradient
         valid = torch.cat([cxcywh[:, :2], cxcywh[:, 2:].clamp(min=MIN_SIZE)], 1)
         boxes = box_convert(valid, "cxcywh", "xyxy").clamp(0.0, 1.0)
         return {"logits": logits, "boxes": boxes, "boxes_cxcywh": cxcywh}
 
-    def parameter_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict[str, Any]]:
+    def parameter_groups(
+        self, lr: float, head_lr_mult: float = 10.0
+    ) -> list[dict[str, Any]]:
         """The classifier's groups (backbone at ``lr``, heads at ``lr * head_lr_mult``) with the box head
         in the head group."""
         groups = self.classifier.parameter_groups(lr, head_lr_mult)
@@ -133,7 +161,9 @@ class Localizer(nn.Module):
                 g["params"] = list(g["params"]) + box
                 break
         else:
-            groups.append({"name": "head", "params": box, "lr": float(lr) * float(head_lr_mult)})
+            groups.append(
+                {"name": "head", "params": box, "lr": float(lr) * float(head_lr_mult)}
+            )
         return groups
 
     def extra_repr(self) -> str:
@@ -152,20 +182,36 @@ def _out_channels(net: nn.Module, name: str) -> int:
     return int(net.get_submodule(name).__dict__.pop("_localizer_map").shape[1])
 
 
-def build_localizer(arch: str = "mobilenet_v2", num_classes: int = 5, weights: str | os.PathLike | None = None,
-                    strategy: str = "finetune", hidden: int = 256, box_input: str = "spatial") -> Localizer:
+def build_localizer(
+    arch: str = "mobilenet_v2",
+    num_classes: int = 5,
+    weights: str | os.PathLike | None = None,
+    strategy: str = "finetune",
+    hidden: int = 256,
+    box_input: str = "spatial",
+) -> Localizer:
     """A :class:`Localizer` on :func:`build_classifier`'s network (same ``arch``/``weights``/``strategy``).
 
     Registered as ``"localizer"`` in :data:`convision.models.MODELS`; all arguments are JSON values.
     """
     if int(hidden) < 0:
-        raise ConfigError(f"hidden: must be >= 0 (0 = a single linear box layer), got {hidden}")
+        raise ConfigError(
+            f"hidden: must be >= 0 (0 = a single linear box layer), got {hidden}"
+        )
     if box_input not in BOX_INPUTS:
-        raise ConfigError(f"box_input: unknown {box_input!r} (expected {' | '.join(BOX_INPUTS)})")
-    return Localizer(build_classifier(arch, num_classes, weights, strategy), hidden=int(hidden), box_input=box_input)
+        raise ConfigError(
+            f"box_input: unknown {box_input!r} (expected {' | '.join(BOX_INPUTS)})"
+        )
+    return Localizer(
+        build_classifier(arch, num_classes, weights, strategy),
+        hidden=int(hidden),
+        box_input=box_input,
+    )
 
 
 def to_pixels(boxes: Tensor, width: int | Tensor, height: int | Tensor) -> Tensor:
     """Normalised xyxy ``[N,4]`` -> pixel xyxy of a ``width x height`` image (x2/y2 exclusive edges)."""
-    scale = torch.as_tensor([width, height, width, height], dtype=torch.float32, device=boxes.device)
+    scale = torch.as_tensor(
+        [width, height, width, height], dtype=torch.float32, device=boxes.device
+    )
     return boxes.float() * scale

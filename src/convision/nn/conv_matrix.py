@@ -21,6 +21,7 @@ bookkeeping.)
 transposed convolution restores the *shape* of the input, not its values. Dumoulin & Visin, "A
 guide to convolution arithmetic for deep learning" (arXiv:1603.07285), Sec. 4, describe this view.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,7 +29,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["conv_matrix", "conv_transpose_matrix", "conv_output_size", "conv_transpose_output_size", "SPARSE_THRESHOLD"]
+__all__ = [
+    "conv_matrix",
+    "conv_transpose_matrix",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "SPARSE_THRESHOLD",
+]
 
 #: ``sparse=None`` returns a sparse matrix when the dense one would have more entries than this.
 SPARSE_THRESHOLD = 1 << 22  # 4M entries = 16 MB of float32
@@ -47,21 +54,29 @@ def conv_output_size(n: int, k: int, s: int = 1, p: int = 0, d: int = 1) -> int:
     """Output size of a convolution along one axis: ``floor((n + 2p - d(k-1) - 1) / s) + 1``."""
     out = (n + 2 * p - d * (k - 1) - 1) // s + 1
     if out < 1:
-        raise ValueError(f"convolution of size {n} with kernel {k}, stride {s}, padding {p}, dilation {d} has no output")
+        raise ValueError(
+            f"convolution of size {n} with kernel {k}, stride {s}, padding {p}, dilation {d} has no output"
+        )
     return out
 
 
-def conv_transpose_output_size(n: int, k: int, s: int = 1, p: int = 0, output_padding: int = 0, d: int = 1) -> int:
+def conv_transpose_output_size(
+    n: int, k: int, s: int = 1, p: int = 0, output_padding: int = 0, d: int = 1
+) -> int:
     """Output size of a transposed convolution along one axis: ``(n-1)s - 2p + d(k-1) + output_padding + 1``.
 
     ``output_padding`` must be smaller than ``s`` or ``d`` (PyTorch's rule); with it the result is a
     size whose convolution (same k, s, p, d) has size ``n`` again.
     """
     if not (0 <= output_padding < max(s, d)):
-        raise ValueError(f"output_padding must be in [0, max(stride, dilation)) = [0, {max(s, d)}), got {output_padding}")
+        raise ValueError(
+            f"output_padding must be in [0, max(stride, dilation)) = [0, {max(s, d)}), got {output_padding}"
+        )
     out = (n - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
     if out < 1:
-        raise ValueError(f"transposed convolution of size {n} with kernel {k}, stride {s}, padding {p} has no output")
+        raise ValueError(
+            f"transposed convolution of size {n} with kernel {k}, stride {s}, padding {p} has no output"
+        )
     return out
 
 
@@ -86,12 +101,18 @@ def conv_matrix(
     ``None`` (default) a sparse one when the dense one would have more than
     :data:`SPARSE_THRESHOLD` entries. Gradients flow to ``weight`` in both forms.
     """
-    return _conv_matrix(weight, input_size, stride, padding, dilation, sparse, groups, None)
+    return _conv_matrix(
+        weight, input_size, stride, padding, dilation, sparse, groups, None
+    )
 
 
-def _conv_matrix(weight, input_size, stride, padding, dilation, sparse, groups, out_size) -> Tensor:
+def _conv_matrix(
+    weight, input_size, stride, padding, dilation, sparse, groups, out_size
+) -> Tensor:
     if weight.dim() != 4:
-        raise ValueError(f"weight must be [C_out, C_in/groups, k_h, k_w], got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must be [C_out, C_in/groups, k_h, k_w], got shape {tuple(weight.shape)}"
+        )
     c_out, c_in_g, kh, kw = weight.shape
     if groups < 1 or c_out % groups:
         raise ValueError(f"groups={groups} must divide C_out={c_out}")
@@ -101,7 +122,9 @@ def _conv_matrix(weight, input_size, stride, padding, dilation, sparse, groups, 
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
     ho, wo = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
-    if out_size is not None:  # only the first rows/columns of the output grid (transposed conv, see below)
+    if (
+        out_size is not None
+    ):  # only the first rows/columns of the output grid (transposed conv, see below)
         ho, wo = min(ho, out_size[0]), min(wo, out_size[1])
     dev = weight.device
 
@@ -126,7 +149,13 @@ def _conv_matrix(weight, input_size, stride, padding, dilation, sparse, groups, 
         sparse = size[0] * size[1] > SPARSE_THRESHOLD
     if sparse:
         # (row, col) pairs are distinct: two taps of one row never read the same input pixel.
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, size, is_coalesced=False, check_invariants=False).coalesce()
+        return torch.sparse_coo_tensor(
+            torch.stack([rows, cols]),
+            vals,
+            size,
+            is_coalesced=False,
+            check_invariants=False,
+        ).coalesce()
     dense = torch.zeros(size, dtype=weight.dtype, device=dev)
     return dense.index_put((rows, cols), vals)
 
@@ -155,7 +184,10 @@ def conv_transpose_matrix(
     ph, pw = _pair(padding, "padding")
     oh, ow = _pair(output_padding, "output_padding")
     dh, dw = _pair(dilation, "dilation")
-    big = (conv_transpose_output_size(h, kh, sh, ph, oh, dh), conv_transpose_output_size(w, kw, sw, pw, ow, dw))
+    big = (
+        conv_transpose_output_size(h, kh, sh, ph, oh, dh),
+        conv_transpose_output_size(w, kw, sw, pw, ow, dw),
+    )
     # With output_padding < stride the convolution from `big` has exactly H x W outputs. PyTorch also
     # allows output_padding < dilation (stride 1): then the convolution has more outputs and the
     # transposed convolution uses the first H x W of them.

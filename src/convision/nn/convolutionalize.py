@@ -30,6 +30,7 @@ their maps are the usual "dense evaluation" (OverFeat, FCN), close to but not eq
 crop-by-crop outputs. The convolutional model computes the shared features once, which is the
 point.
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,7 +52,15 @@ class ConvolutionalClassifier(nn.Module):
     convolution, in feature cells). ``window(i, j) -> (x1, y1, x2, y2)`` gives a cell's crop.
     """
 
-    def __init__(self, features: nn.Module, head: nn.Sequential, *, stride: int, input_size: int, kernel: int) -> None:
+    def __init__(
+        self,
+        features: nn.Module,
+        head: nn.Sequential,
+        *,
+        stride: int,
+        input_size: int,
+        kernel: int,
+    ) -> None:
         super().__init__()
         self.features = features
         self.head = head
@@ -74,7 +83,9 @@ class ConvolutionalClassifier(nn.Module):
         return x1, y1, x1 + self.input_size, y1 + self.input_size
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}, input_size={self.input_size}, kernel={self.kernel}"
+        return (
+            f"stride={self.stride}, input_size={self.input_size}, kernel={self.kernel}"
+        )
 
 
 def total_stride(features: nn.Module) -> int:
@@ -82,22 +93,36 @@ def total_stride(features: nn.Module) -> int:
     stride = 1
     for m in features.modules():
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            s = m.stride if isinstance(m.stride, (tuple, list)) else (m.stride, m.stride)
+            s = (
+                m.stride
+                if isinstance(m.stride, (tuple, list))
+                else (m.stride, m.stride)
+            )
             if s[0] != s[1]:
-                raise ValueError(f"convolutionalize: non-square stride {tuple(s)} in {m}")
+                raise ValueError(
+                    f"convolutionalize: non-square stride {tuple(s)} in {m}"
+                )
             stride *= int(s[0])
     return stride
 
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None, list[nn.Module]]:
     """(features, pool or None, classifier layers after the flatten)."""
-    if isinstance(getattr(model, "net", None), nn.Module) and isinstance(getattr(model, "head", None), nn.Module):
+    if isinstance(getattr(model, "net", None), nn.Module) and isinstance(
+        getattr(model, "head", None), nn.Module
+    ):
         net = model.net  # a convision Classifier: a torchvision network whose last layer is the new ``head``
         if not isinstance(net, (VGG, AlexNet)):
-            raise ValueError(f"convolutionalize: {model.arch} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)")
+            raise ValueError(
+                f"convolutionalize: {model.arch} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)"
+            )
         return net.features, net.avgpool, [*net.classifier, model.head]
-    if type(model).__module__.startswith("torchvision.") and not isinstance(model, (VGG, AlexNet)):
-        raise ValueError(f"convolutionalize: torchvision {type(model).__name__} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)")
+    if type(model).__module__.startswith("torchvision.") and not isinstance(
+        model, (VGG, AlexNet)
+    ):
+        raise ValueError(
+            f"convolutionalize: torchvision {type(model).__name__} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)"
+        )
     if hasattr(model, "features") and hasattr(model, "classifier"):
         cls = model.classifier
         layers = list(cls) if isinstance(cls, nn.Sequential) else [cls]
@@ -108,7 +133,9 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None, list[nn.Modul
         if len(flat) == 1:
             before = layers[: flat[0]]
             pool = None
-            if before and isinstance(before[-1], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            if before and isinstance(
+                before[-1], (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+            ):
                 pool = before.pop()
             return nn.Sequential(*before), pool, layers[flat[0] + 1 :]
     raise ValueError(
@@ -135,12 +162,16 @@ def _out_size(pool: nn.Module | None, default: int) -> int:
     if size[0] is None or size[1] is None or size[0] != size[1]:
         raise ValueError(f"convolutionalize: unsupported pooling output size {size}")
     if isinstance(pool, nn.AdaptiveMaxPool2d):
-        raise ValueError("convolutionalize: an adaptive max pool is not linear; only AdaptiveAvgPool2d can be folded")
+        raise ValueError(
+            "convolutionalize: an adaptive max pool is not linear; only AdaptiveAvgPool2d can be folded"
+        )
     return int(size[0])
 
 
 @torch.no_grad()
-def convolutionalize(model: nn.Module, input_size: int = 224) -> ConvolutionalClassifier:
+def convolutionalize(
+    model: nn.Module, input_size: int = 224
+) -> ConvolutionalClassifier:
     """A :class:`ConvolutionalClassifier` equal to ``model`` at ``input_size`` (see the module notes).
 
     ``model`` is not modified; its feature layers are copied. The result is in the same
@@ -152,17 +183,25 @@ def convolutionalize(model: nn.Module, input_size: int = 224) -> ConvolutionalCl
         raise ValueError("convolutionalize: the classifier has no Linear layer")
     for m in layers:
         if not isinstance(m, (nn.Linear, *_PASS)):
-            raise ValueError(f"convolutionalize: cannot convert classifier layer {type(m).__name__}")
+            raise ValueError(
+                f"convolutionalize: cannot convert classifier layer {type(m).__name__}"
+            )
     features = copy.deepcopy(features)
     param = next(iter(model.parameters()))
     # feature map size at the training size
     was_training = features.training
     features.eval()
-    probe = features(torch.zeros(1, 3, input_size, input_size, device=param.device, dtype=param.dtype))
+    probe = features(
+        torch.zeros(
+            1, 3, input_size, input_size, device=param.device, dtype=param.dtype
+        )
+    )
     features.train(was_training)
     channels, fh, fw = probe.shape[1:]
     if fh != fw:
-        raise ValueError(f"convolutionalize: non-square feature map {fh}x{fw} at input size {input_size}")
+        raise ValueError(
+            f"convolutionalize: non-square feature map {fh}x{fw} at input size {input_size}"
+        )
     f = int(fh)
     first = linears[0]
     k = _out_size(pool, f)
@@ -172,7 +211,9 @@ def convolutionalize(model: nn.Module, input_size: int = 224) -> ConvolutionalCl
             f"{channels} channels x {k}x{k} = {channels * k * k}"
         )
     w = first.weight.detach().reshape(first.out_features, channels, k, k)
-    if k != f:  # fold the adaptive average pool (a fixed linear map f x f -> k x k) into the kernel
+    if (
+        k != f
+    ):  # fold the adaptive average pool (a fixed linear map f x f -> k x k) into the kernel
         p = _pool_matrix(f, k).to(w.device)
         w = torch.einsum("ocuv,ua,vb->ocab", w.double(), p, p).to(w.dtype)
     head: list[nn.Module] = []
@@ -182,13 +223,22 @@ def convolutionalize(model: nn.Module, input_size: int = 224) -> ConvolutionalCl
                 conv = nn.Conv2d(channels, m.out_features, f, bias=m.bias is not None)
                 conv.weight.copy_(w)
             else:
-                conv = nn.Conv2d(m.in_features, m.out_features, 1, bias=m.bias is not None)
-                conv.weight.copy_(m.weight.detach().reshape(m.out_features, m.in_features, 1, 1))
+                conv = nn.Conv2d(
+                    m.in_features, m.out_features, 1, bias=m.bias is not None
+                )
+                conv.weight.copy_(
+                    m.weight.detach().reshape(m.out_features, m.in_features, 1, 1)
+                )
             if m.bias is not None:
                 conv.bias.copy_(m.bias.detach())
             head.append(conv.to(device=m.weight.device, dtype=m.weight.dtype))
         elif not isinstance(m, nn.Identity):
             head.append(copy.deepcopy(m))
-    out = ConvolutionalClassifier(features, nn.Sequential(*head), stride=total_stride(features), input_size=input_size, kernel=f)
+    out = ConvolutionalClassifier(
+        features,
+        nn.Sequential(*head),
+        stride=total_stride(features),
+        input_size=input_size,
+        kernel=f,
+    )
     return out.train(model.training)
-

@@ -68,6 +68,7 @@ output position and returns the extent of the input pixels with a non-zero gradi
 convolutions, average pooling and ReLU with the positive weights it installs; a lower bound when
 max pooling routes the gradient to one pixel per window).
 """
+
 from __future__ import annotations
 
 import copy
@@ -114,7 +115,9 @@ class LayerInfo:
             "params": self.params,
             "trainable": self.trainable,
             "mult_adds": self.mult_adds,
-            "receptive_field": None if self.receptive_field is None else list(self.receptive_field),
+            "receptive_field": None
+            if self.receptive_field is None
+            else list(self.receptive_field),
             "stride": None if self.stride is None else list(self.stride),
         }
 
@@ -123,7 +126,13 @@ class Summary(list):
     """``list[LayerInfo]`` with the totals: ``total_params`` (= ``sum(p.numel())`` over the model's
     parameters), ``trainable_params``, ``total_mult_adds``; ``input_size`` is ``(C, H, W)``."""
 
-    def __init__(self, layers: Sequence[LayerInfo], input_size: tuple[int, ...], total_params: int, trainable_params: int) -> None:
+    def __init__(
+        self,
+        layers: Sequence[LayerInfo],
+        input_size: tuple[int, ...],
+        total_params: int,
+        trainable_params: int,
+    ) -> None:
         super().__init__(layers)
         self.input_size = tuple(input_size)
         self.total_params = total_params
@@ -143,19 +152,32 @@ class Summary(list):
         """A plain-text table (name, type, output shape, params, mult-adds, RF, stride) and totals."""
         head = ("layer", "type", "output shape", "params", "mult-adds", "RF", "stride")
         rows = [
-            (layer.name, layer.type, "x".join(map(str, layer.output_shape)) or "-", f"{layer.params:,}",
-             f"{layer.mult_adds:,}", _fmt_pair(layer.receptive_field), _fmt_pair(layer.stride))
+            (
+                layer.name,
+                layer.type,
+                "x".join(map(str, layer.output_shape)) or "-",
+                f"{layer.params:,}",
+                f"{layer.mult_adds:,}",
+                _fmt_pair(layer.receptive_field),
+                _fmt_pair(layer.stride),
+            )
             for layer in self
         ]
         skipped = 0
         if max_rows is not None and len(rows) > max_rows:
             skipped = len(rows) - max_rows
-            rows = rows[: max_rows - max_rows // 2] + rows[len(rows) - max_rows // 2:]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+            rows = rows[: max_rows - max_rows // 2] + rows[len(rows) - max_rows // 2 :]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(head)
+        ]
         right = {3, 4, 5, 6}
 
         def line(cells: Sequence[str]) -> str:
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+            return "  ".join(
+                c.rjust(w) if i in right else c.ljust(w)
+                for i, (c, w) in enumerate(zip(cells, widths))
+            ).rstrip()
 
         out = [line(head), "  ".join("-" * w for w in widths)]
         for i, r in enumerate(rows):
@@ -165,8 +187,12 @@ class Summary(list):
         out.append("  ".join("-" * w for w in widths))
         frozen = self.total_params - self.trainable_params
         out.append(f"input: {'x'.join(map(str, self.input_size))}")
-        out.append(f"total params: {self.total_params:,} (trainable {self.trainable_params:,}, frozen {frozen:,})")
-        out.append(f"total mult-adds: {self.total_mult_adds:,} ({self.total_mult_adds / 1e9:.2f} G)")
+        out.append(
+            f"total params: {self.total_params:,} (trainable {self.trainable_params:,}, frozen {frozen:,})"
+        )
+        out.append(
+            f"total mult-adds: {self.total_mult_adds:,} ({self.total_mult_adds / 1e9:.2f} G)"
+        )
         return "\n".join(out)
 
 
@@ -184,7 +210,9 @@ def _fmt_pair(p: tuple[float, float] | None) -> str:
 class _RF:
     r: Pair
     j: Pair
-    hw: tuple[int, int] | None  # spatial size of the last 4-D map on the path (for Linear after flatten)
+    hw: (
+        tuple[int, int] | None
+    )  # spatial size of the last 4-D map on the path (for Linear after flatten)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -197,32 +225,58 @@ def _hw(t: Tensor) -> tuple[int, int] | None:
     return (int(t.shape[-2]), int(t.shape[-1])) if t.dim() == 4 else None
 
 
-def _kernel_rule(info: _RF, k: tuple[int, int], s: tuple[Any, Any], d: tuple[int, int] = (1, 1)) -> tuple[Pair, Pair]:
+def _kernel_rule(
+    info: _RF, k: tuple[int, int], s: tuple[Any, Any], d: tuple[int, int] = (1, 1)
+) -> tuple[Pair, Pair]:
     r = tuple(info.r[a] + (d[a] * (k[a] - 1)) * info.j[a] for a in range(2))
     j = tuple(info.j[a] * Fraction(s[a]) for a in range(2))
     return r, j  # type: ignore[return-value]
 
 
-def _window_rule(info: _RF, hin: tuple[int, int], hout: tuple[int, int]) -> tuple[Pair, Pair]:
+def _window_rule(
+    info: _RF, hin: tuple[int, int], hout: tuple[int, int]
+) -> tuple[Pair, Pair]:
     """Adaptive pooling (and unknown size-reducing layers): largest window as k, in/out as s."""
     k = []
     for n_in, n_out in zip(hin, hout):
-        k.append(max(math.ceil((i + 1) * n_in / n_out) - (i * n_in) // n_out for i in range(n_out)) if n_out else 1)
+        k.append(
+            max(
+                math.ceil((i + 1) * n_in / n_out) - (i * n_in) // n_out
+                for i in range(n_out)
+            )
+            if n_out
+            else 1
+        )
     # one output position has no neighbour: its jump is undefined and kept (s = 1)
-    s = tuple(Fraction(n_in, n_out) if n_out > 1 else Fraction(1) for n_in, n_out in zip(hin, hout))
+    s = tuple(
+        Fraction(n_in, n_out) if n_out > 1 else Fraction(1)
+        for n_in, n_out in zip(hin, hout)
+    )
     return _kernel_rule(info, (k[0], k[1]), s)
 
 
-def _upsample_rule(info: _RF, hin: tuple[int, int], hout: tuple[int, int], taps: int) -> tuple[Pair, Pair]:
+def _upsample_rule(
+    info: _RF, hin: tuple[int, int], hout: tuple[int, int], taps: int
+) -> tuple[Pair, Pair]:
     r = tuple(info.r[a] + (taps - 1) * info.j[a] for a in range(2))
     j = tuple(info.j[a] * Fraction(hin[a], hout[a]) for a in range(2))
     return r, j  # type: ignore[return-value]
 
 
-_TAPS = {"nearest": 1, "nearest-exact": 1, "area": 1, "linear": 2, "bilinear": 2, "trilinear": 2, "bicubic": 4}
+_TAPS = {
+    "nearest": 1,
+    "nearest-exact": 1,
+    "area": 1,
+    "linear": 2,
+    "bilinear": 2,
+    "trilinear": 2,
+    "bicubic": 4,
+}
 
 
-def _resample(info: _RF, hin: tuple[int, int] | None, hout: tuple[int, int] | None, taps: int = 2) -> tuple[Pair, Pair]:
+def _resample(
+    info: _RF, hin: tuple[int, int] | None, hout: tuple[int, int] | None, taps: int = 2
+) -> tuple[Pair, Pair]:
     if hin is None or hout is None or hin == hout:
         return info.r, info.j
     if hout[0] >= hin[0] and hout[1] >= hin[1]:
@@ -230,7 +284,9 @@ def _resample(info: _RF, hin: tuple[int, int] | None, hout: tuple[int, int] | No
     return _window_rule(info, hin, hout)
 
 
-def _module_rule(m: nn.Module, info: _RF, x: Tensor, out: Tensor) -> tuple[Pair, Pair, tuple[int, int] | None]:
+def _module_rule(
+    m: nn.Module, info: _RF, x: Tensor, out: Tensor
+) -> tuple[Pair, Pair, tuple[int, int] | None]:
     """(r, j, hw) of ``m``'s output given its input ``x`` and the input's ``info``."""
     hin, hout = _hw(x), _hw(out)
     if isinstance(m, nn.modules.conv._ConvTransposeNd) and x.dim() == 4:
@@ -240,11 +296,15 @@ def _module_rule(m: nn.Module, info: _RF, x: Tensor, out: Tensor) -> tuple[Pair,
         j = tuple(info.j[a] / s[a] for a in range(2))
         return r, j, hout  # type: ignore[return-value]
     if isinstance(m, nn.modules.conv._ConvNd) and x.dim() == 4:
-        r, j = _kernel_rule(info, _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation))
+        r, j = _kernel_rule(
+            info, _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+        )
         return r, j, hout
     if isinstance(m, nn.MaxPool2d):
         k = _pair(m.kernel_size)
-        r, j = _kernel_rule(info, k, _pair(m.stride if m.stride is not None else k), _pair(m.dilation))
+        r, j = _kernel_rule(
+            info, k, _pair(m.stride if m.stride is not None else k), _pair(m.dilation)
+        )
         return r, j, hout
     if isinstance(m, (nn.AvgPool2d, nn.LPPool2d)):
         k = _pair(m.kernel_size)
@@ -256,13 +316,19 @@ def _module_rule(m: nn.Module, info: _RF, x: Tensor, out: Tensor) -> tuple[Pair,
     if isinstance(m, nn.Upsample):
         r, j = _resample(info, hin, hout, _TAPS.get(str(m.mode), 2))
         return r, j, hout
-    if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and hin is not None and hout is not None:
+    if (
+        isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+        and hin is not None
+        and hout is not None
+    ):
         r, j = _window_rule(info, hin, hout)
         return r, j, hout
     if isinstance(m, nn.Linear):
         if x.dim() == 2 and info.hw is not None:
             h, w = info.hw
-            r, j = _kernel_rule(info, (h, w), (1, 1))  # one output position: the jump is kept
+            r, j = _kernel_rule(
+                info, (h, w), (1, 1)
+            )  # one output position: the jump is kept
             return r, j, (1, 1)
         return info.r, info.j, info.hw  # over the last (channel) dimension: point-wise
     if type(m).__module__ == "torch.nn.modules.padding":
@@ -270,9 +336,19 @@ def _module_rule(m: nn.Module, info: _RF, x: Tensor, out: Tensor) -> tuple[Pair,
     if isinstance(m, nn.PixelShuffle) and hin is not None and hout is not None:
         r, j = _upsample_rule(info, hin, hout, 1)
         return r, j, hout
-    if out.numel() == x.numel() and sorted(out.shape) == sorted(x.shape) and out.shape != x.shape:
-        return info.r, info.j, info.hw  # a permutation of the axes (ConvNeXt's NCHW <-> NHWC)
-    if hin is not None and hout is not None:  # PixelUnshuffle, or an unknown size-changing layer
+    if (
+        out.numel() == x.numel()
+        and sorted(out.shape) == sorted(x.shape)
+        and out.shape != x.shape
+    ):
+        return (
+            info.r,
+            info.j,
+            info.hw,
+        )  # a permutation of the axes (ConvNeXt's NCHW <-> NHWC)
+    if (
+        hin is not None and hout is not None
+    ):  # PixelUnshuffle, or an unknown size-changing layer
         r, j = _resample(info, hin, hout)
         return r, j, hout
     return info.r, info.j, hout if hout is not None else info.hw
@@ -298,12 +374,23 @@ def _tensors(obj: Any) -> list[Tensor]:
 class _Tracker(TorchFunctionMode):
     """Attaches (r, j) to tensors and propagates it through every torch operation outside leaf modules."""
 
-    _RESAMPLE = ("max_pool", "avg_pool", "lp_pool", "adaptive", "interpolate", "upsample", "conv2d", "conv_transpose2d")
+    _RESAMPLE = (
+        "max_pool",
+        "avg_pool",
+        "lp_pool",
+        "adaptive",
+        "interpolate",
+        "upsample",
+        "conv2d",
+        "conv_transpose2d",
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self.infos: dict[int, tuple[weakref.ref, _RF]] = {}
-        self.depth = 0  # > 0 inside a leaf module or a hook: operations are not propagated
+        self.depth = (
+            0  # > 0 inside a leaf module or a hook: operations are not propagated
+        )
 
     def get(self, t: Tensor) -> _RF | None:
         entry = self.infos.get(id(t))
@@ -333,9 +420,18 @@ class _Tracker(TorchFunctionMode):
             return
         name = getattr(func, "__name__", "")
         x, info = tracked[0]
-        if any(key in name for key in self._RESAMPLE) and x.dim() == 4 and outs[0].dim() == 4:
-            mode = kwargs.get("mode", args[3] if name == "interpolate" and len(args) > 3 else "nearest")
-            r, j = _functional_rule(name, info, x, outs[0], args, kwargs, _TAPS.get(str(mode), 2))
+        if (
+            any(key in name for key in self._RESAMPLE)
+            and x.dim() == 4
+            and outs[0].dim() == 4
+        ):
+            mode = kwargs.get(
+                "mode",
+                args[3] if name == "interpolate" and len(args) > 3 else "nearest",
+            )
+            r, j = _functional_rule(
+                name, info, x, outs[0], args, kwargs, _TAPS.get(str(mode), 2)
+            )
         else:  # element-wise, concatenation, padding, cropping, reshaping: largest r, smallest j
             r = tuple(max(i.r[a] for _, i in tracked) for a in range(2))
             j = tuple(min(i.j[a] for _, i in tracked) for a in range(2))
@@ -343,7 +439,9 @@ class _Tracker(TorchFunctionMode):
             self.set(t, _RF(r, j, _hw(t) or info.hw))  # type: ignore[arg-type]
 
 
-def _functional_rule(name: str, info: _RF, x: Tensor, out: Tensor, args, kwargs, taps: int) -> tuple[Pair, Pair]:
+def _functional_rule(
+    name: str, info: _RF, x: Tensor, out: Tensor, args, kwargs, taps: int
+) -> tuple[Pair, Pair]:
     def arg(i: int, key: str, default: Any) -> Any:
         return kwargs.get(key, args[i] if len(args) > i else default)
 
@@ -356,7 +454,12 @@ def _functional_rule(name: str, info: _RF, x: Tensor, out: Tensor, args, kwargs,
     if name in ("conv2d", "conv_transpose2d"):
         w = arg(1, "weight", None)
         if isinstance(w, Tensor) and name == "conv2d":
-            return _kernel_rule(info, (w.shape[-2], w.shape[-1]), _pair(arg(3, "stride", 1)), _pair(arg(5, "dilation", 1)))
+            return _kernel_rule(
+                info,
+                (w.shape[-2], w.shape[-1]),
+                _pair(arg(3, "stride", 1)),
+                _pair(arg(5, "dilation", 1)),
+            )
     if "adaptive" in name:
         return _window_rule(info, _hw(x), _hw(out))  # type: ignore[arg-type]
     return _resample(info, _hw(x), _hw(out), taps)
@@ -371,10 +474,14 @@ def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> Su
     """
     input_size = tuple(int(v) for v in input_size)
     if len(input_size) != 3 or min(input_size) < 1:
-        raise ValueError(f"input_size must be (C, H, W) with positive sides, got {input_size}")
+        raise ValueError(
+            f"input_size must be (C, H, W) with positive sides, got {input_size}"
+        )
     params = list(model.parameters())
     device = params[0].device if params else torch.device("cpu")
-    dtype = params[0].dtype if params and params[0].is_floating_point() else torch.float32
+    dtype = (
+        params[0].dtype if params and params[0].is_floating_point() else torch.float32
+    )
     names = {id(m): (n or type(m).__name__) for n, m in model.named_modules()}
     tracker = _Tracker()
     rows: list[LayerInfo] = []
@@ -412,16 +519,18 @@ def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> Su
         if out_info is not None:
             rf = (_plain(out_info.r[0]), _plain(out_info.r[1]))
             stride = (_plain(out_info.j[0]), _plain(out_info.j[1]))
-        rows.append(LayerInfo(
-            name=names.get(id(module), type(module).__name__),
-            type=type(module).__name__,
-            output_shape=tuple(out.shape[1:]) if out is not None else (),
-            params=sum(p.numel() for p in own),
-            trainable=sum(p.numel() for p in own if p.requires_grad),
-            mult_adds=_mult_adds(module, x, out),
-            receptive_field=rf,
-            stride=stride,
-        ))
+        rows.append(
+            LayerInfo(
+                name=names.get(id(module), type(module).__name__),
+                type=type(module).__name__,
+                output_shape=tuple(out.shape[1:]) if out is not None else (),
+                params=sum(p.numel() for p in own),
+                trainable=sum(p.numel() for p in own if p.requires_grad),
+                mult_adds=_mult_adds(module, x, out),
+                receptive_field=rf,
+                stride=stride,
+            )
+        )
 
     for m in model.modules():
         leaf = next(m.children(), None) is None
@@ -460,8 +569,16 @@ def summarize(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> Su
                 own = []
     uncalled = [p for p in params if id(p) not in counted]
     if uncalled:
-        rows.append(LayerInfo("(not called)", "-", (), sum(p.numel() for p in uncalled),
-                              sum(p.numel() for p in uncalled if p.requires_grad), 0))
+        rows.append(
+            LayerInfo(
+                "(not called)",
+                "-",
+                (),
+                sum(p.numel() for p in uncalled),
+                sum(p.numel() for p in uncalled if p.requires_grad),
+                0,
+            )
+        )
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     return Summary(rows, input_size, total, trainable)
@@ -472,7 +589,10 @@ def _plain(v: Fraction) -> float:
 
 
 def gradient_receptive_field(
-    model: nn.Module, input_size: Sequence[int], position: tuple[int, int] | None = None, positive_weights: bool = True
+    model: nn.Module,
+    input_size: Sequence[int],
+    position: tuple[int, int] | None = None,
+    positive_weights: bool = True,
 ) -> tuple[int, int]:
     """Measured receptive field ``(height, width)`` of one output position, by backpropagation.
 
@@ -492,16 +612,25 @@ def gradient_receptive_field(
             for name, p in net.named_parameters():
                 if p.dim() > 1:
                     fan_in = p[0].numel()
-                    p.copy_((torch.rand(p.shape, generator=gen, dtype=p.dtype) + 0.5) / fan_in)
+                    p.copy_(
+                        (torch.rand(p.shape, generator=gen, dtype=p.dtype) + 0.5)
+                        / fan_in
+                    )
                 else:
                     p.fill_(1.0 if name.endswith("weight") else 0.0)
     gen = torch.Generator().manual_seed(1)
-    x = (torch.rand((1, *input_size), generator=gen, dtype=torch.float64) + 0.5).requires_grad_(True)
+    x = (
+        torch.rand((1, *input_size), generator=gen, dtype=torch.float64) + 0.5
+    ).requires_grad_(True)
     out = net(x)
     if not isinstance(out, Tensor):
         out = _tensors(out)[0]
     if out.dim() == 4:
-        y, xx = position if position is not None else (out.shape[-2] // 2, out.shape[-1] // 2)
+        y, xx = (
+            position
+            if position is not None
+            else (out.shape[-2] // 2, out.shape[-1] // 2)
+        )
         target = out[0, :, y, xx].sum()
     else:
         target = out[0].sum()

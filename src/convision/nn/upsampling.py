@@ -26,6 +26,7 @@ Unpooling (fixed, parameter-free upsampling; the "un-" of a pooling layer)
   needs the ``onnx`` and ``onnxscript`` packages (``pip install convision[dev]``); the legacy
   TorchScript exporter (``dynamo=False``) fails on it in this torch version.
 """
+
 from __future__ import annotations
 
 import torch
@@ -94,7 +95,12 @@ class BilinearUpsample(nn.ConvTranspose2d):
     """
 
     def __init__(
-        self, channels: int, factor: int, learnable: bool = False, aligned: bool = True, grid: str = "center"
+        self,
+        channels: int,
+        factor: int,
+        learnable: bool = False,
+        aligned: bool = True,
+        grid: str = "center",
     ) -> None:
         if int(factor) != factor or factor < 1:
             raise ValueError(f"factor must be a positive integer, got {factor}")
@@ -104,11 +110,25 @@ class BilinearUpsample(nn.ConvTranspose2d):
         if not aligned:
             kernel_size, padding, output_padding = 2 * factor, 0, 0
         elif grid == "center":
-            kernel_size, padding, output_padding = 2 * factor - factor % 2, factor // 2, 0
+            kernel_size, padding, output_padding = (
+                2 * factor - factor % 2,
+                factor // 2,
+                0,
+            )
         else:
-            kernel_size, padding, output_padding = 2 * factor - 1, factor - 1, factor - 1
+            kernel_size, padding, output_padding = (
+                2 * factor - 1,
+                factor - 1,
+                factor - 1,
+            )
         super().__init__(
-            channels, channels, kernel_size, stride=factor, padding=padding, output_padding=output_padding, bias=False
+            channels,
+            channels,
+            kernel_size,
+            stride=factor,
+            padding=padding,
+            output_padding=output_padding,
+            bias=False,
         )
         self.factor = factor
         self.aligned = aligned
@@ -141,8 +161,10 @@ def nearest_unpool(x: Tensor, factor: int = 2) -> Tensor:
     return x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
 
 
-def bed_of_nails_unpool(x: Tensor, factor: int = 2, position: tuple[int, int] = (0, 0)) -> Tensor:
-    """"Bed of nails" unpooling: ``[..., H, W] -> [..., f*H, f*W]``; value ``x[..., i, j]`` is put at
+def bed_of_nails_unpool(
+    x: Tensor, factor: int = 2, position: tuple[int, int] = (0, 0)
+) -> Tensor:
+    """ "Bed of nails" unpooling: ``[..., H, W] -> [..., f*H, f*W]``; value ``x[..., i, j]`` is put at
     ``(f*i + position[0], f*j + position[1])`` and every other output is zero.
 
     It is the transposed convolution with stride ``f`` and a 1x1 kernel of one (shifted by
@@ -152,7 +174,9 @@ def bed_of_nails_unpool(x: Tensor, factor: int = 2, position: tuple[int, int] = 
     factor = _check_factor(factor)
     r, c = (int(v) for v in position)
     if not (0 <= r < factor and 0 <= c < factor):
-        raise ValueError(f"position must lie in the {factor}x{factor} cell, got {tuple(position)}")
+        raise ValueError(
+            f"position must lie in the {factor}x{factor} cell, got {tuple(position)}"
+        )
     cell = torch.zeros(factor, factor, dtype=x.dtype, device=x.device)
     cell[r, c] = 1
     *lead, h, w = x.shape
@@ -166,18 +190,37 @@ class MaxPoolWithIndices(nn.MaxPool2d):
     Defaults are SegNet's and DeconvNet's 2x2 pooling with stride 2.
     """
 
-    def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0, ceil_mode: bool = False) -> None:
-        super().__init__(kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode, return_indices=True)
+    def __init__(
+        self,
+        kernel_size: int = 2,
+        stride: int | None = None,
+        padding: int = 0,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__(
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            ceil_mode=ceil_mode,
+            return_indices=True,
+        )
 
 
 class MaxUnpool(nn.MaxUnpool2d):
     """``nn.MaxUnpool2d`` whose ``forward(x, indices, output_size)`` takes the size of the map that
     was pooled (``[H, W]`` or a full shape), so odd sizes are restored exactly."""
 
-    def __init__(self, kernel_size: int = 2, stride: int | None = None, padding: int = 0) -> None:
+    def __init__(
+        self, kernel_size: int = 2, stride: int | None = None, padding: int = 0
+    ) -> None:
         super().__init__(kernel_size, stride=stride, padding=padding)
 
-    def forward(self, x: Tensor, indices: Tensor, output_size: list[int] | torch.Size | None = None) -> Tensor:  # type: ignore[override]
+    def forward(
+        self,
+        x: Tensor,
+        indices: Tensor,
+        output_size: list[int] | torch.Size | None = None,
+    ) -> Tensor:  # type: ignore[override]
         if output_size is not None:
             output_size = list(output_size)[-2:]
         return super().forward(x, indices, output_size=output_size)

@@ -1,5 +1,6 @@
 """``python -m convision.serve model.onnx [--host --port --max-upload-mb]``: the web service without
 the rest of the command line (which imports PyTorch), for machines that only have the ``.onnx``."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,10 @@ from convision.serve.app import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convision.serve", description="Serve a convision model over HTTP.")
+    parser = argparse.ArgumentParser(
+        prog="python -m convision.serve",
+        description="Serve a convision model over HTTP.",
+    )
     add_arguments(parser)
     try:
         return run(parser.parse_args(argv))

@@ -5,6 +5,7 @@ A predictor has ``task``, ``classes``, ``colors``, ``describe()`` (plain JSON va
 ``predict(image)`` for one RGB uint8 ``H x W x 3`` array, returning what :func:`convision.predict`
 returns for that task.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,9 +50,15 @@ class TorchPredictor:
         size = getattr(self.model, "image_size", None) or None
         if self.task == "detect" and self.model.spec["name"] != "yolov1":
             size = None
-        return {"task": self.task, "classes": self.classes, "colors": [list(c) for c in self.colors],
-                "input_size": [size, size] if size else None, "model": self.model.spec["name"], "runtime": "pytorch",
-                "file": os.path.basename(self.path)}
+        return {
+            "task": self.task,
+            "classes": self.classes,
+            "colors": [list(c) for c in self.colors],
+            "input_size": [size, size] if size else None,
+            "model": self.model.spec["name"],
+            "runtime": "pytorch",
+            "file": os.path.basename(self.path),
+        }
 
     def predict(self, image: np.ndarray) -> Any:
         import convision
@@ -60,7 +67,9 @@ class TorchPredictor:
             return convision.predict(self.model, image, device=self.device)[0]
 
 
-def load_predictor(path: str | os.PathLike, *, threads: int | None = None, device: str = "cpu") -> Predictor:
+def load_predictor(
+    path: str | os.PathLike, *, threads: int | None = None, device: str = "cpu"
+) -> Predictor:
     """An ONNX Runtime predictor for a ``.onnx`` file (torch is not imported), else a PyTorch one."""
     if str(path).lower().endswith(".onnx"):
         from convision.export.runtime import OnnxModel
@@ -102,13 +111,33 @@ def to_json(predictor: Predictor, result: Any) -> dict[str, Any]:
     if task == "segment":
         counts = np.bincount(result.reshape(-1), minlength=len(predictor.classes))
         total = max(int(result.size), 1)
-        fractions = {predictor.classes[i]: round(int(n) / total, 6) for i, n in enumerate(counts[: len(predictor.classes)]) if n}
-        return {"task": task, "size": list(result.shape), "fractions": fractions,
-                "mask_png": mask_png(result, _colors(predictor))}
+        fractions = {
+            predictor.classes[i]: round(int(n) / total, 6)
+            for i, n in enumerate(counts[: len(predictor.classes)])
+            if n
+        }
+        return {
+            "task": task,
+            "size": list(result.shape),
+            "fractions": fractions,
+            "mask_png": mask_png(result, _colors(predictor)),
+        }
     if task == "classify":
-        return {"task": task, "top": [{"class": c, "probability": float(p)} for c, p in result]}
+        return {
+            "task": task,
+            "top": [{"class": c, "probability": float(p)} for c, p in result],
+        }
     if task == "localize":
-        return {"task": task, "class": result["class"], "score": float(result["score"]), "box": [float(v) for v in result["box"]]}
-    dets = [{"box": [float(v) for v in b], "label": int(l), "class": c, "score": float(s)}
-            for b, l, c, s in zip(result["boxes"], result["labels"], result["classes"], result["scores"])]
+        return {
+            "task": task,
+            "class": result["class"],
+            "score": float(result["score"]),
+            "box": [float(v) for v in result["box"]],
+        }
+    dets = [
+        {"box": [float(v) for v in b], "label": int(l), "class": c, "score": float(s)}
+        for b, l, c, s in zip(
+            result["boxes"], result["labels"], result["classes"], result["scores"]
+        )
+    ]
     return {"task": task, "detections": dets}

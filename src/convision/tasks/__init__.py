@@ -13,6 +13,7 @@ Each ``convision.tasks.<task>`` module also offers its own entry points with tas
 options (``predict_to_folder``, ``classify.heatmap``, ...); see :mod:`convision.tasks.base` for
 what they share.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,10 +29,24 @@ from convision.tasks.detect import DetectConfig
 from convision.tasks.localize import LocalizeConfig
 from convision.tasks.segment import SegmentConfig
 
-CONFIGS = {SegmentConfig: "segment", ClassifyConfig: "classify", LocalizeConfig: "localize", DetectConfig: "detect"}
+CONFIGS = {
+    SegmentConfig: "segment",
+    ClassifyConfig: "classify",
+    LocalizeConfig: "localize",
+    DetectConfig: "detect",
+}
 
-__all__ = ["TASKS", "ClassifyConfig", "DetectConfig", "LocalizeConfig", "SegmentConfig",
-           "evaluate", "load", "predict", "train"]
+__all__ = [
+    "TASKS",
+    "ClassifyConfig",
+    "DetectConfig",
+    "LocalizeConfig",
+    "SegmentConfig",
+    "evaluate",
+    "load",
+    "predict",
+    "train",
+]
 
 
 def train(cfg: Any = None, **kwargs: Any) -> dict[str, Any]:
@@ -40,7 +55,9 @@ def train(cfg: Any = None, **kwargs: Any) -> dict[str, Any]:
     ``{"best": path, "last": path, "best_metric", "best_epoch", "history"}``."""
     cfg = cfg if cfg is not None else SegmentConfig()
     if type(cfg) not in CONFIGS:
-        raise ConfigError(f"cfg: expected one of {', '.join(c.__name__ for c in CONFIGS)}, got {type(cfg).__name__}")
+        raise ConfigError(
+            f"cfg: expected one of {', '.join(c.__name__ for c in CONFIGS)}, got {type(cfg).__name__}"
+        )
     return task_module(CONFIGS[type(cfg)]).train(cfg, **kwargs)
 
 
@@ -48,21 +65,26 @@ def _loaded(model: nn.Module | str | os.PathLike, device: Any) -> nn.Module:
     if isinstance(model, (str, os.PathLike)):
         return load(model, device=base.device_of(device))
     if getattr(model, "task", None) not in TASKS:
-        raise ConfigError("model: pass a checkpoint path or a model returned by convision.load()")
+        raise ConfigError(
+            "model: pass a checkpoint path or a model returned by convision.load()"
+        )
     return model
 
 
-def evaluate(model: nn.Module | str | os.PathLike, data: Any = None, **kwargs: Any) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module | str | os.PathLike, data: Any = None, **kwargs: Any
+) -> dict[str, Any]:
     """The model's task metrics over a whole split; ``data`` defaults to what it was trained on.
     Keyword arguments go to ``convision.tasks.<task>.evaluate``."""
     net = _loaded(model, kwargs.get("device", "auto"))
     return task_module(net.task).evaluate(net, data, **kwargs)
 
 
-def predict(model: nn.Module | str | os.PathLike, images: Any, **kwargs: Any) -> list[Any]:
+def predict(
+    model: nn.Module | str | os.PathLike, images: Any, **kwargs: Any
+) -> list[Any]:
     """The model's predictions for images (paths, a folder, a glob, or uint8 arrays), one per image:
     a class-index mask (segment), top-k ``(class, probability)`` (classify), ``{"class", "score",
     "box"}`` (localize), ``{"boxes", "labels", "classes", "scores"}`` (detect)."""
     net = _loaded(model, kwargs.get("device", "auto"))
     return task_module(net.task).predict(net, images, **kwargs)
-

@@ -5,6 +5,7 @@ A task module (``convision.tasks.<name>``) provides its config, data sets, model
 engine's Task object (loss, metric, eval step), and ``train``, ``evaluate``, ``predict``,
 ``predict_to_folder`` and ``on_load(model, checkpoint)`` (the task's own attributes of a loaded model).
 """
+
 from __future__ import annotations
 
 import glob
@@ -37,14 +38,21 @@ from convision.errors import CheckpointError, ConfigError, DataError
 from convision.models import MODELS, build_model
 
 TASKS = ("segment", "classify", "localize", "detect")
-WHAT = {"segment": "a segmentation model", "classify": "a classifier", "localize": "a localizer", "detect": "a detector"}
+WHAT = {
+    "segment": "a segmentation model",
+    "classify": "a classifier",
+    "localize": "a localizer",
+    "detect": "a detector",
+}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def task_module(name: str) -> ModuleType:
     """``convision.tasks.<name>`` for one of :data:`TASKS`."""
     if name not in TASKS:
-        raise CheckpointError(f"task: unknown task {name!r} (known: {', '.join(TASKS)})")
+        raise CheckpointError(
+            f"task: unknown task {name!r} (known: {', '.join(TASKS)})"
+        )
     return importlib.import_module(f"convision.tasks.{name}")
 
 
@@ -56,7 +64,9 @@ def device_of(device: str | torch.device | None) -> torch.device:
 # ---------------------------------------------------------------------------------------------- training
 
 
-def train_on_engine(cfg: Any, prepare: Callable[[DistInfo], dict[str, Any]], *, progress: bool) -> dict[str, Any]:
+def train_on_engine(
+    cfg: Any, prepare: Callable[[DistInfo], dict[str, Any]], *, progress: bool
+) -> dict[str, Any]:
     """Run ``prepare(dist)`` (data sets, model, task, meta) and the engine's training loop under
     torchrun or in one process. ``prepare`` returns the Trainer's keyword arguments, optionally with
     ``"trainer"`` (a Trainer subclass) and ``"trainer_kwargs"``. Returns ``{"best", "last", ...fit()}``."""
@@ -65,7 +75,9 @@ def train_on_engine(cfg: Any, prepare: Callable[[DistInfo], dict[str, Any]], *, 
         setup = prepare(dist)
         trainer_cls = setup.pop("trainer", Trainer)
         extra = setup.pop("trainer_kwargs", {})
-        trainer = trainer_cls(cfg=cfg.train, dist=dist, progress=progress, **setup, **extra)
+        trainer = trainer_cls(
+            cfg=cfg.train, dist=dist, progress=progress, **setup, **extra
+        )
         result = trainer.fit()
     finally:
         cleanup()
@@ -77,7 +89,15 @@ def run_paths(out: str | os.PathLike, result: dict[str, Any]) -> dict[str, Any]:
     return {"best": str(out / "best.pt"), "last": str(out / "last.pt"), **result}
 
 
-def check_splits(train_set: Any, val_set: Any, where: str, *, validate: bool, progress: bool, is_main: bool = True) -> None:
+def check_splits(
+    train_set: Any,
+    val_set: Any,
+    where: str,
+    *,
+    validate: bool,
+    progress: bool,
+    is_main: bool = True,
+) -> None:
     """An empty training split is an error; with ``validate`` every sample of both splits is read once."""
     if len(train_set) == 0:
         raise DataError(f"{where}: the training split holds no images")
@@ -87,16 +107,28 @@ def check_splits(train_set: Any, val_set: Any, where: str, *, validate: bool, pr
             val_set.validate(progress=progress)
 
 
-def checkpoint_meta(task: str, name: str, kwargs: dict[str, Any], classes: list[str], cfg: Any, *,
-                    mean: Iterable[float], std: Iterable[float], colors: Iterable[Iterable[int]] = (),
-                    **extra: Any) -> dict[str, Any]:
+def checkpoint_meta(
+    task: str,
+    name: str,
+    kwargs: dict[str, Any],
+    classes: list[str],
+    cfg: Any,
+    *,
+    mean: Iterable[float],
+    std: Iterable[float],
+    colors: Iterable[Iterable[int]] = (),
+    **extra: Any,
+) -> dict[str, Any]:
     """What the engine copies into every checkpoint (plain types only)."""
     return {
         "task": task,
         "model": {"name": name, "kwargs": kwargs},
         "classes": list(classes),
         "colors": [[int(v) for v in c] for c in colors],
-        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "normalization": {
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+        },
         **extra,
         "config": cfg.to_dict(),
     }
@@ -112,7 +144,9 @@ def builder_kwargs(name: str, wanted: dict[str, Any], settings: Any) -> dict[str
     for key, value in wanted.items():
         if key in accepted:
             kwargs[key] = value
-        elif hasattr(defaults, key) and getattr(settings, key) != getattr(defaults, key):
+        elif hasattr(defaults, key) and getattr(settings, key) != getattr(
+            defaults, key
+        ):
             raise ConfigError(f"{key}: model {name} has no such option")
     return kwargs
 
@@ -125,7 +159,12 @@ def weights_name(text: str) -> str | None:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def load(path: str | os.PathLike, device: str | torch.device | None = "cpu", *, task: str | None = None) -> nn.Module:
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device | None = "cpu",
+    *,
+    task: str | None = None,
+) -> nn.Module:
     """Rebuild the model of any convision checkpoint, in eval mode, reading the file once.
 
     The module carries what prediction needs: ``.task``, ``.classes``, ``.colors``,
@@ -142,15 +181,21 @@ def load(path: str | os.PathLike, device: str | torch.device | None = "cpu", *, 
 
         net = OnnxModule(path)
         if task is not None and net.task != task:
-            raise CheckpointError(f"{path}: a {net.task} model, not {WHAT.get(task, task)}")
+            raise CheckpointError(
+                f"{path}: a {net.task} model, not {WHAT.get(task, task)}"
+            )
         return net.eval()
     ckpt = load_checkpoint(path)
     for key in ("model", "state_dict", "classes", "normalization"):
         if key not in ckpt:
-            raise CheckpointError(f"{path}: not a convision model checkpoint (no '{key}')")
+            raise CheckpointError(
+                f"{path}: not a convision model checkpoint (no '{key}')"
+            )
     found = str(ckpt.get("task", "segment"))
     if task is not None and found != task:
-        raise CheckpointError(f"{path}: a {found} checkpoint, not {WHAT.get(task, task)}")
+        raise CheckpointError(
+            f"{path}: a {found} checkpoint, not {WHAT.get(task, task)}"
+        )
     spec = ckpt["model"]
     kwargs = dict(spec["kwargs"])
     kwargs["weights"] = None  # the checkpoint's own weights replace any pretrained ones
@@ -159,7 +204,9 @@ def load(path: str | os.PathLike, device: str | torch.device | None = "cpu", *, 
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit {spec['name']}: {first}") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit {spec['name']}: {first}"
+        ) from None
     model.task = found
     model.classes = list(ckpt["classes"])
     model.colors = [tuple(c) for c in ckpt.get("colors") or []]
@@ -170,13 +217,17 @@ def load(path: str | os.PathLike, device: str | torch.device | None = "cpu", *, 
     return model.to(device_of(device)).eval()
 
 
-def as_model(model: nn.Module | str | os.PathLike, device: torch.device, task: str) -> nn.Module:
+def as_model(
+    model: nn.Module | str | os.PathLike, device: torch.device, task: str
+) -> nn.Module:
     """A path is loaded (it must hold ``task``); a module must come from :func:`load` for ``task``."""
     if isinstance(model, (str, os.PathLike)):
         return load(model, device=device, task=task)
     found = getattr(model, "task", None)
     if found is None:
-        raise ConfigError("model: pass a checkpoint path or a model returned by convision.load()")
+        raise ConfigError(
+            "model: pass a checkpoint path or a model returned by convision.load()"
+        )
     if found != task:
         raise ConfigError(f"model: a {found} model, not {WHAT.get(task, task)}")
     return model.to(device).eval()
@@ -185,13 +236,17 @@ def as_model(model: nn.Module | str | os.PathLike, device: torch.device, task: s
 def trained_section(model: nn.Module, section: str, cls: type) -> Any:
     """``cls`` (a settings section) filled with the model's training settings of ``section``
     (renamed settings of older checkpoints mapped, unknown ones dropped)."""
-    return from_dict(cls, (getattr(model, "train_config", None) or {}).get(section) or {})
+    return from_dict(
+        cls, (getattr(model, "train_config", None) or {}).get(section) or {}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def expand_inputs(
+    inputs: str | os.PathLike | Iterable[str | os.PathLike],
+) -> list[Path]:
     """Image files from paths, folders (their images, sorted) and glob patterns."""
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []
@@ -201,12 +256,18 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise DataError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise DataError(
+                    f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                )
             files.extend(found)
         elif p.is_file():
             files.append(p)
         elif any(ch in text for ch in "*?["):
-            found = sorted(Path(q) for q in glob.glob(text, recursive=True) if Path(q).suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                Path(q)
+                for q in glob.glob(text, recursive=True)
+                if Path(q).suffix.lower() in IMAGE_SUFFIXES
+            )
             if not found:
                 raise DataError(f"{text}: pattern matches no images")
             files.extend(found)
@@ -220,8 +281,14 @@ def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> li
 def check_image(array: np.ndarray, name: str) -> np.ndarray:
     """A uint8 ``HxW`` or ``HxWx{1,3,4}`` array as ``HxWx3`` RGB (grey repeated, alpha dropped)."""
     a = np.asarray(array)
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise DataError(f"{name}: expected a uint8 image HxW or HxWx3, got {a.dtype} {tuple(a.shape)}")
+    if (
+        a.dtype != np.uint8
+        or a.ndim not in (2, 3)
+        or (a.ndim == 3 and a.shape[2] not in (1, 3, 4))
+    ):
+        raise DataError(
+            f"{name}: expected a uint8 image HxW or HxWx3, got {a.dtype} {tuple(a.shape)}"
+        )
     if a.ndim == 2:
         a = a[:, :, None]
     if a.shape[2] == 1:
@@ -233,8 +300,14 @@ def read_inputs(images: Any) -> list[tuple[str, np.ndarray]]:
     """``(name, HxWx3 uint8)`` for images given as paths, a folder, a glob, or uint8 arrays."""
     if isinstance(images, np.ndarray):
         return [("array", check_image(images, "array"))]
-    if isinstance(images, (list, tuple)) and images and all(isinstance(i, np.ndarray) for i in images):
-        return [(f"array{k}", check_image(a, f"array{k}")) for k, a in enumerate(images)]
+    if (
+        isinstance(images, (list, tuple))
+        and images
+        and all(isinstance(i, np.ndarray) for i in images)
+    ):
+        return [
+            (f"array{k}", check_image(a, f"array{k}")) for k, a in enumerate(images)
+        ]
     return [(str(p), read_image(p)) for p in expand_inputs(images)]
 
 
@@ -251,10 +324,15 @@ def output_folder(out: str | os.PathLike, setting: str = "out") -> Path:
     return root
 
 
-def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
-                      predict_one: Callable[[np.ndarray, str], tuple[Any, dict[str, Any]]], *,
-                      strict: bool = False, progress: bool = True,
-                      results_json: str | None = "predictions.json") -> FolderResults:
+def predict_to_folder(
+    inputs: Any,
+    out: str | os.PathLike | None,
+    predict_one: Callable[[np.ndarray, str], tuple[Any, dict[str, Any]]],
+    *,
+    strict: bool = False,
+    progress: bool = True,
+    results_json: str | None = "predictions.json",
+) -> FolderResults:
     """Run ``predict_one(image, path) -> (result, pictures)`` on every input image. Each picture
     (``{sub_folder: HxWx3 or palette image}``, ``""`` = ``out`` itself) is written as ``<stem>.png``;
     ``out/results_json`` maps each path to its result. ``out`` None writes nothing.
@@ -266,7 +344,13 @@ def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
     root = output_folder(out) if out is not None else None
     results = FolderResults()
     used: set[str] = set()
-    for f in tqdm(files, desc="predict", unit="img", disable=not progress or len(files) < 2, leave=False):
+    for f in tqdm(
+        files,
+        desc="predict",
+        unit="img",
+        disable=not progress or len(files) < 2,
+        leave=False,
+    ):
         try:
             array = read_image(f)
         except DataError as e:
@@ -284,7 +368,11 @@ def predict_to_folder(inputs: Any, out: str | os.PathLike | None,
             for sub, picture in pictures.items():
                 folder = root / sub if sub else root
                 folder.mkdir(parents=True, exist_ok=True)
-                image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+                image = (
+                    picture
+                    if isinstance(picture, Image.Image)
+                    else Image.fromarray(picture)
+                )
                 image.save(folder / f"{stem}.png")
         results[str(f)] = result
     if root is not None and results_json:

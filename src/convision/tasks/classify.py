@@ -31,6 +31,7 @@ checkpoint holds the whole network. This is exactly the uncached training *witho
 torchrun every process computes the features of the whole set. ``--no-cache-features`` trains
 through the frozen backbone with augmentation instead.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,23 +86,48 @@ NAME = "classify"
 
 @dataclass
 class ClassifyDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
-    data: str = setting("synthetic", "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder")
-    val_data: str = setting("", "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)")
-    num_classes: int = setting(6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3)
+    data: str = setting(
+        "synthetic",
+        "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder",
+    )
+    val_data: str = setting(
+        "",
+        "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)",
+    )
+    num_classes: int = setting(
+        6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3
+    )
     scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
-    color_jitter: float = setting(0.0, "brightness/contrast/saturation jitter strength (0 = off)", 0)
+    color_jitter: float = setting(
+        0.0, "brightness/contrast/saturation jitter strength (0 = off)", 0
+    )
     format: str = setting("auto", "auto | folder | csv | idx | synthetic")
-    fraction: float = setting(1.0, "keep this share of every training class (stratified, deterministic): 0.01, 0.1, 1", 0)
-    max_objects: int = setting(1, "synthetic scenes: shapes per image (the label is the largest visible one)", 1)
-    image_size: int = setting(0, "network input side; 0 = what the weights expect (224)", 0)
-    scale_min: float = setting(0.5, "random-resized-crop augmentation: smallest area share", 0.01)
+    fraction: float = setting(
+        1.0,
+        "keep this share of every training class (stratified, deterministic): 0.01, 0.1, 1",
+        0,
+    )
+    max_objects: int = setting(
+        1,
+        "synthetic scenes: shapes per image (the label is the largest visible one)",
+        1,
+    )
+    image_size: int = setting(
+        0, "network input side; 0 = what the weights expect (224)", 0
+    )
+    scale_min: float = setting(
+        0.5, "random-resized-crop augmentation: smallest area share", 0.01
+    )
 
 
 @dataclass
 class ClassifyModelConfig(BackboneSection):
     backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
     strategy: str = setting("finetune", " | ".join(STRATEGIES))
-    cache_features: bool = setting(True, "feature-extract: compute backbone features once and train the head on them (no augmentation)")
+    cache_features: bool = setting(
+        True,
+        "feature-extract: compute backbone features once and train the head on them (no augmentation)",
+    )
 
     aliases = {"arch": "backbone"}
 
@@ -109,13 +135,29 @@ class ClassifyModelConfig(BackboneSection):
 @dataclass
 class ClassifyTrainConfig(TrainConfig):
     epochs: int = setting(10, "training epochs", 1)
-    batch_size: int = setting(32, "global batch size (split across processes under torchrun)", 1)
-    lr: float = setting(0.001, "peak learning rate of the backbone (the head gets lr x head_lr_mult)")
+    batch_size: int = setting(
+        32, "global batch size (split across processes under torchrun)", 1
+    )
+    lr: float = setting(
+        0.001, "peak learning rate of the backbone (the head gets lr x head_lr_mult)"
+    )
     weight_decay: float = setting(1e-4, "weight decay", 0)
-    schedule: str = setting("cosine", "learning-rate schedule: poly | cosine | constant")
-    out: str = setting("runs/classify", "output folder for checkpoints, metrics and pictures")
-    head_lr_mult: float = setting(0.0, "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch", 0)
-    unfreeze_every: int = setting(0, "finetune: gradual unfreezing -- epoch 1 trains the head only, then one more backbone stage from the top every N epochs (0 = off)", 0)
+    schedule: str = setting(
+        "cosine", "learning-rate schedule: poly | cosine | constant"
+    )
+    out: str = setting(
+        "runs/classify", "output folder for checkpoints, metrics and pictures"
+    )
+    head_lr_mult: float = setting(
+        0.0,
+        "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch",
+        0,
+    )
+    unfreeze_every: int = setting(
+        0,
+        "finetune: gradual unfreezing -- epoch 1 trains the head only, then one more backbone stage from the top every N epochs (0 = off)",
+        0,
+    )
 
 
 @dataclass
@@ -129,7 +171,14 @@ class ClassifyConfig(Settings):
 
 
 def classification_collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.stack([x.as_subclass(torch.Tensor) if isinstance(x, torch.Tensor) else torch.as_tensor(x) for x, _ in batch])
+    images = torch.stack(
+        [
+            x.as_subclass(torch.Tensor)
+            if isinstance(x, torch.Tensor)
+            else torch.as_tensor(x)
+            for x, _ in batch
+        ]
+    )
     return images, torch.tensor([int(y) for _, y in batch], dtype=torch.int64)
 
 
@@ -142,7 +191,12 @@ class ClassificationTask:
     name = "classify"
     main_metric = "accuracy"
 
-    def __init__(self, num_classes: int, class_weights: Sequence[float] | None = None, keep_predictions: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        class_weights: Sequence[float] | None = None,
+        keep_predictions: bool = False,
+    ) -> None:
         self.num_classes = int(num_classes)
         self.class_weights = list(class_weights) if class_weights else None
         self.keep_predictions = keep_predictions
@@ -153,14 +207,28 @@ class ClassificationTask:
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
         x, y = batch
         logits = model(x.to(device, non_blocking=True))
-        weight = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
-        return F.cross_entropy(logits.float(), y.to(device, non_blocking=True), weight=weight)
+        weight = (
+            None
+            if self.class_weights is None
+            else torch.tensor(self.class_weights, device=logits.device)
+        )
+        return F.cross_entropy(
+            logits.float(), y.to(device, non_blocking=True), weight=weight
+        )
 
     def new_metric(self) -> ClassificationMetric:
-        return ClassificationMetric(self.num_classes, keep_predictions=self.keep_predictions)
+        return ClassificationMetric(
+            self.num_classes, keep_predictions=self.keep_predictions
+        )
 
     @torch.no_grad()
-    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: ClassificationMetric) -> None:
+    def eval_step(
+        self,
+        model: nn.Module,
+        batch: Any,
+        device: torch.device,
+        metric: ClassificationMetric,
+    ) -> None:
         x, y = batch
         metric.update(model(x.to(device, non_blocking=True)).float().cpu(), y)
 
@@ -171,21 +239,33 @@ class GroupedTrainer(Trainer):
     ``(e - 1) // unfreeze_every`` backbone stages (:meth:`Classifier.freeze_stages`). The frozen set
     follows from the epoch number alone, so a resumed run continues where it stopped."""
 
-    def __init__(self, *args: Any, head_lr_mult: float = 1.0, unfreeze_every: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        head_lr_mult: float = 1.0,
+        unfreeze_every: int = 0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.head_lr_mult = float(head_lr_mult)
         self.unfreeze_every = int(unfreeze_every)
         # under torchrun the frozen (gradient-less) stages change between epochs
         self.find_unused_parameters = self.unfreeze_every > 0
 
-    def _train_epoch(self, epoch: int, model: nn.Module, *args: Any, **kwargs: Any) -> tuple[float, int, float]:
+    def _train_epoch(
+        self, epoch: int, model: nn.Module, *args: Any, **kwargs: Any
+    ) -> tuple[float, int, float]:
         if self.unfreeze_every > 0:
             net = self.model
             total = len(net.stages())
             trainable = min(total, (epoch - 1) // self.unfreeze_every)
             if net.frozen_stages != total - trainable:
                 net.freeze_stages(total - trainable)
-                what = "the head only" if trainable == 0 else f"the head and the top {trainable} of {total} backbone stages"
+                what = (
+                    "the head only"
+                    if trainable == 0
+                    else f"the head and the top {trainable} of {total} backbone stages"
+                )
                 self.log(f"gradual unfreezing, epoch {epoch}: training {what}")
         return super()._train_epoch(epoch, model, *args, **kwargs)
 
@@ -197,14 +277,18 @@ class GroupedTrainer(Trainer):
         if not groups:
             raise ConfigError("model: no trainable parameters")
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class FeatureDataset(Dataset):
     """Cached ``(features[D], label)`` pairs; ``classes`` as the image data set's."""
 
-    def __init__(self, features: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> None:
+    def __init__(
+        self, features: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]
+    ) -> None:
         self.features, self.labels, self.classes = features, targets, list(classes)
 
     def __len__(self) -> int:
@@ -215,15 +299,30 @@ class FeatureDataset(Dataset):
 
 
 @torch.no_grad()
-def compute_features(model: nn.Module, dataset: Dataset, *, batch_size: int = 64, workers: int = 0,
-                     device: torch.device | str = "cpu", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_features(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features ``[N, D]`` (float32, CPU) and labels ``[N]`` of every sample, in order."""
     device = torch.device(device)
     was_training = model.training
     model.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=classification_collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=classification_collate,
+    )
     feats, labels = [], []
-    for x, y in tqdm(loader, desc="caching features", disable=not progress, leave=False):
+    for x, y in tqdm(
+        loader, desc="caching features", disable=not progress, leave=False
+    ):
         feats.append(model.features(x.to(device)).float().cpu())
         labels.append(y)
     model.train(was_training)
@@ -238,35 +337,77 @@ def resolve_settings(cfg: ClassifyConfig) -> dict[str, Any]:
     cfg.check()
     m, d, t = cfg.model, cfg.data, cfg.train
     if m.strategy not in STRATEGIES:
-        raise ConfigError(f"strategy: unknown {m.strategy!r} (expected {' | '.join(STRATEGIES)})")
+        raise ConfigError(
+            f"strategy: unknown {m.strategy!r} (expected {' | '.join(STRATEGIES)})"
+        )
     weights = base.weights_name(m.weights)
     if m.strategy == "scratch" and weights is not None:
-        raise ConfigError(f"weights: strategy 'scratch' trains from random initialisation; got {m.weights!r} (use --weights none)")
+        raise ConfigError(
+            f"weights: strategy 'scratch' trains from random initialisation; got {m.weights!r} (use --weights none)"
+        )
     if m.strategy == "feature-extract" and weights is None:
-        raise ConfigError("weights: strategy 'feature-extract' needs pretrained weights (a frozen random backbone learns nothing)")
+        raise ConfigError(
+            "weights: strategy 'feature-extract' needs pretrained weights (a frozen random backbone learns nothing)"
+        )
     pre = preprocessing(m.backbone, weights)
     image_size = d.image_size or pre["crop_size"]
-    unfreeze_every = getattr(t, "unfreeze_every", 0)  # localization shares these rules, without unfreezing
+    unfreeze_every = getattr(
+        t, "unfreeze_every", 0
+    )  # localization shares these rules, without unfreezing
     if unfreeze_every and m.strategy != "finetune":
-        raise ConfigError(f"unfreeze_every: gradual unfreezing is for strategy 'finetune', not {m.strategy!r}")
+        raise ConfigError(
+            f"unfreeze_every: gradual unfreezing is for strategy 'finetune', not {m.strategy!r}"
+        )
     mult = t.head_lr_mult or default_head_lr_mult(t.optimizer, m.strategy)
-    return {"weights": weights, "image_size": int(image_size), "mean": pre["mean"], "std": pre["std"], "head_lr_mult": mult}
+    return {
+        "weights": weights,
+        "image_size": int(image_size),
+        "mean": pre["mean"],
+        "std": pre["std"],
+        "head_lr_mult": mult,
+    }
 
 
-def build_datasets(cfg: ClassifyConfig, image_size: int, mean: Sequence[float], std: Sequence[float], *, augment: bool = True):
+def build_datasets(
+    cfg: ClassifyConfig,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    augment: bool = True,
+):
     """(train, val) with the training (``augment``) / evaluation transforms; val may be empty."""
     d = cfg.data
     eval_tf = classification_eval_transforms(image_size, mean, std)
-    train_tf = classification_train_transforms(image_size, mean, std, scale_min=d.scale_min, hflip=d.hflip,
-                                               color_jitter=d.color_jitter) if augment else eval_tf
+    train_tf = (
+        classification_train_transforms(
+            image_size,
+            mean,
+            std,
+            scale_min=d.scale_min,
+            hflip=d.hflip,
+            color_jitter=d.color_jitter,
+        )
+        if augment
+        else eval_tf
+    )
     train_set = build_classification_dataset(d, "train", transforms=train_tf)
-    val_set = build_classification_dataset(d, "val", transforms=eval_tf, classes=train_set.classes)
+    val_set = build_classification_dataset(
+        d, "val", transforms=eval_tf, classes=train_set.classes
+    )
     if list(val_set.classes) != list(train_set.classes):
-        raise DataError(f"{d.val_data or d.data}: training and validation splits disagree on the classes")
+        raise DataError(
+            f"{d.val_data or d.data}: training and validation splits disagree on the classes"
+        )
     return train_set, val_set
 
 
-def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+def train(
+    cfg: ClassifyConfig | None = None,
+    *,
+    progress: bool = True,
+    validate_data: bool = True,
+) -> dict[str, Any]:
     """Train a classifier as configured; works under ``torchrun``. Returns ``{"best", "last",
     "best_metric", "best_epoch", "history"}``."""
     cfg = cfg if cfg is not None else ClassifyConfig()
@@ -275,38 +416,82 @@ def train(cfg: ClassifyConfig | None = None, *, progress: bool = True, validate_
     cached = cfg.model.strategy == "feature-extract" and cfg.model.cache_features
 
     def prepare(dist: DistInfo) -> dict[str, Any]:
-        train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"], augment=not cached)
-        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
+        train_set, val_set = build_datasets(
+            cfg, s["image_size"], s["mean"], s["std"], augment=not cached
+        )
+        base.check_splits(
+            train_set,
+            val_set,
+            cfg.data.data,
+            validate=validate_data,
+            progress=progress,
+            is_main=dist.is_main,
+        )
         classes = list(train_set.classes)
         weights = parse_class_weights(cfg.train.class_weights)
         if weights is not None and len(weights) != len(classes):
-            raise ConfigError(f"class_weights: {len(weights)} values given for {len(classes)} classes")
+            raise ConfigError(
+                f"class_weights: {len(weights)} values given for {len(classes)} classes"
+            )
         seed_everything(cfg.train.seed)
-        kwargs = {"arch": cfg.model.backbone, "num_classes": len(classes), "weights": s["weights"], "strategy": cfg.model.strategy}
+        kwargs = {
+            "arch": cfg.model.backbone,
+            "num_classes": len(classes),
+            "weights": s["weights"],
+            "strategy": cfg.model.strategy,
+        }
         model = build_model("classifier", **kwargs)
         workers = cfg.data.workers
         train_data: Dataset = train_set
         val_data: Dataset | None = val_set if len(val_set) else None
         if cached:
+
             def features(dataset: Dataset) -> FeatureDataset:
-                feats, labels = compute_features(model, dataset, batch_size=cfg.train.batch_size, workers=workers,
-                                                 device=dist.device, progress=progress and dist.is_main)
+                feats, labels = compute_features(
+                    model,
+                    dataset,
+                    batch_size=cfg.train.batch_size,
+                    workers=workers,
+                    device=dist.device,
+                    progress=progress and dist.is_main,
+                )
                 return FeatureDataset(feats, labels, classes)
 
             train_data = features(train_set)
             val_data = features(val_set) if len(val_set) else None
             workers = 0  # tensors in memory
-        meta = base.checkpoint_meta(NAME, "classifier", kwargs, classes, cfg, mean=s["mean"], std=s["std"],
-                                    image_size=s["image_size"], head_lr_mult=s["head_lr_mult"], feature_cache=cached)
-        return {"trainer": GroupedTrainer, "task": ClassificationTask(len(classes), class_weights=weights), "model": model,
-                "train_set": train_data, "val_set": val_data, "meta": meta, "workers": workers,
-                "trainer_kwargs": {"head_lr_mult": s["head_lr_mult"], "unfreeze_every": cfg.train.unfreeze_every}}
+        meta = base.checkpoint_meta(
+            NAME,
+            "classifier",
+            kwargs,
+            classes,
+            cfg,
+            mean=s["mean"],
+            std=s["std"],
+            image_size=s["image_size"],
+            head_lr_mult=s["head_lr_mult"],
+            feature_cache=cached,
+        )
+        return {
+            "trainer": GroupedTrainer,
+            "task": ClassificationTask(len(classes), class_weights=weights),
+            "model": model,
+            "train_set": train_data,
+            "val_set": val_data,
+            "meta": meta,
+            "workers": workers,
+            "trainer_kwargs": {
+                "head_lr_mult": s["head_lr_mult"],
+                "unfreeze_every": cfg.train.unfreeze_every,
+            },
+        }
 
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-
-def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+def load(
+    path: str | os.PathLike, device: str | torch.device | None = "cpu"
+) -> nn.Module:
     """A classifier from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
     return base.load(path, device, task=NAME)
 
@@ -340,10 +525,16 @@ def evaluate(
         data_cfg = base.trained_section(net, "data", ClassifyDataConfig)
         if data is not None:
             data_cfg.data, data_cfg.format, data_cfg.val_data = str(data), "auto", ""
-    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
-    dataset = build_classification_dataset(data_cfg, split, transforms=tf, classes=net.classes)
+    tf = classification_eval_transforms(
+        net.image_size, net.normalization["mean"], net.normalization["std"]
+    )
+    dataset = build_classification_dataset(
+        data_cfg, split, transforms=tf, classes=net.classes
+    )
     if list(dataset.classes) != list(net.classes):
-        raise DataError(f"{data_cfg.data}: the data set's classes ({', '.join(dataset.classes)}) are not the model's ({', '.join(net.classes)})")
+        raise DataError(
+            f"{data_cfg.data}: the data set's classes ({', '.join(dataset.classes)}) are not the model's ({', '.join(net.classes)})"
+        )
     if len(dataset) == 0:
         raise DataError(f"{data_cfg.data}: the {split} split holds no images")
     task = ClassificationTask(len(net.classes), keep_predictions=True)
@@ -355,32 +546,62 @@ def evaluate(
         return captured["m"]
 
     task.new_metric = keep  # type: ignore[method-assign]
-    metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    metrics = run_evaluation(
+        task,
+        net,
+        dataset,
+        batch_size=batch_size,
+        workers=workers,
+        device=dev,
+        progress=progress,
+    )
     metrics["classes"] = list(net.classes)
     metrics["split"] = split
     metrics["num_images"] = len(dataset)
     if out_dir is not None:
         out = base.output_folder(out_dir)
-        plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), net.classes, out / "confusion_matrix.png")
+        plot_confusion_matrix(
+            np.asarray(metrics["confusion_matrix"]),
+            net.classes,
+            out / "confusion_matrix.png",
+        )
         m = captured["m"]
         wrong = [i for i, (p, t) in enumerate(zip(m.predictions, m.targets)) if p != t]
         wrong.sort(key=lambda i: -m.confidences[i])
         wrong = wrong[:max_examples]
         images = [dataset.load(i) for i in wrong]
-        captions = [f"true {net.classes[m.targets[i]]}\npred {net.classes[m.predictions[i]]} ({m.confidences[i]:.2f})" for i in wrong]
-        save_captioned_grid(images, captions, out / "misclassified.png",
-                            title=f"{len(wrong)} of {sum(p != t for p, t in zip(m.predictions, m.targets))} misclassified")
-        metrics["pictures"] = [str(out / "confusion_matrix.png"), str(out / "misclassified.png")]
+        captions = [
+            f"true {net.classes[m.targets[i]]}\npred {net.classes[m.predictions[i]]} ({m.confidences[i]:.2f})"
+            for i in wrong
+        ]
+        save_captioned_grid(
+            images,
+            captions,
+            out / "misclassified.png",
+            title=f"{len(wrong)} of {sum(p != t for p, t in zip(m.predictions, m.targets))} misclassified",
+        )
+        metrics["pictures"] = [
+            str(out / "confusion_matrix.png"),
+            str(out / "misclassified.png"),
+        ]
     return metrics
 
 
 @torch.no_grad()
-def predict(model: nn.Module | str | os.PathLike, images: Any, *, topk: int = 5, device: str | None = "auto",
-            batch_size: int = 32) -> list[list[tuple[str, float]]]:
+def predict(
+    model: nn.Module | str | os.PathLike,
+    images: Any,
+    *,
+    topk: int = 5,
+    device: str | None = "auto",
+    batch_size: int = 32,
+) -> list[list[tuple[str, float]]]:
     """For each image (paths, folder, glob or HxW[x3] uint8 arrays): its ``topk`` (class, probability)."""
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
-    tf = classification_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
+    tf = classification_eval_transforms(
+        net.image_size, net.normalization["mean"], net.normalization["std"]
+    )
     items = base.read_inputs(images)
     k = max(1, min(int(topk), len(net.classes)))
     out: list[list[tuple[str, float]]] = []
@@ -394,23 +615,41 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, topk: int = 5,
     return out
 
 
-def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out: str | os.PathLike | None, *,
-                      topk: int = 5, device: str | None = "auto", strict: bool = False,
-                      progress: bool = True) -> base.FolderResults:
+def predict_to_folder(
+    model: nn.Module | str | os.PathLike,
+    inputs: Any,
+    out: str | os.PathLike | None,
+    *,
+    topk: int = 5,
+    device: str | None = "auto",
+    strict: bool = False,
+    progress: bool = True,
+) -> base.FolderResults:
     """Classify every input image; ``out/predictions.json`` maps each path to its top-k
     ``[[class, probability], ...]`` (``out`` None: nothing written)."""
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
 
-    def predict_one(image: np.ndarray, name: str) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+    def predict_one(
+        image: np.ndarray, name: str
+    ) -> tuple[list[tuple[str, float]], dict[str, Any]]:
         return predict(net, image, topk=topk, device=dev)[0], {}
 
-    return base.predict_to_folder(inputs, out, predict_one, strict=strict, progress=progress)
+    return base.predict_to_folder(
+        inputs, out, predict_one, strict=strict, progress=progress
+    )
 
 
 @torch.no_grad()
-def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str | None = None,
-            out_png: str | os.PathLike | None = None, device: str | None = "auto", scale: float = 1.0) -> dict[str, Any]:
+def heatmap(
+    model: nn.Module | str | os.PathLike,
+    image: Any,
+    *,
+    class_name: str | None = None,
+    out_png: str | os.PathLike | None = None,
+    device: str | None = "auto",
+    scale: float = 1.0,
+) -> dict[str, Any]:
     """Class-probability map over a large image from ONE forward pass of the convolutionalized
     classifier (VGG/AlexNet), and the box of the best window.
 
@@ -427,11 +666,15 @@ def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str
     if scale <= 0:
         raise ConfigError(f"scale: must be positive, got {scale}")
     if scale != 1.0:
-        img = TF.resize(img, [max(1, round(h0 * scale)), max(1, round(w0 * scale))], antialias=True)
+        img = TF.resize(
+            img, [max(1, round(h0 * scale)), max(1, round(w0 * scale))], antialias=True
+        )
     size = int(net.image_size)
     h, w = img.shape[-2:]
     if h < size or w < size:
-        raise DataError(f"{name}: image is {w}x{h} (after --scale {scale}) but the classifier's window is {size}x{size}; use a larger image or --scale")
+        raise DataError(
+            f"{name}: image is {w}x{h} (after --scale {scale}) but the classifier's window is {size}x{size}; use a larger image or --scale"
+        )
     try:
         conv = convolutionalize(net, input_size=size).eval()
     except ValueError as e:
@@ -445,15 +688,31 @@ def heatmap(model: nn.Module | str | os.PathLike, image: Any, *, class_name: str
     elif class_name in net.classes:
         c = net.classes.index(class_name)
     else:
-        raise ConfigError(f"class: {class_name!r} is not one of the model's classes ({', '.join(net.classes)})")
+        raise ConfigError(
+            f"class: {class_name!r} is not one of the model's classes ({', '.join(net.classes)})"
+        )
     pmap = probs[c]
     flat = int(pmap.argmax())
     i, j = divmod(flat, pmap.shape[1])
     x1, y1, x2, y2 = conv.window(i, j)
     box = tuple(float(v) / scale for v in (x1, y1, x2, y2))
-    result = {"class": net.classes[c], "probability": float(pmap[i, j]), "box": box, "cell": (i, j),
-              "map": pmap.numpy(), "stride": conv.stride / scale, "window": size / scale}
+    result = {
+        "class": net.classes[c],
+        "probability": float(pmap[i, j]),
+        "box": box,
+        "cell": (i, j),
+        "map": pmap.numpy(),
+        "stride": conv.stride / scale,
+        "window": size / scale,
+    }
     if out_png is not None:
-        save_heatmap(array, pmap.numpy(), box, out_png, stride=conv.stride / scale, window=size / scale,
-                     title=f"{net.classes[c]}: best window p={float(pmap[i, j]):.2f}")
+        save_heatmap(
+            array,
+            pmap.numpy(),
+            box,
+            out_png,
+            stride=conv.stride / scale,
+            window=size / scale,
+            title=f"{net.classes[c]}: best window p={float(pmap[i, j]):.2f}",
+        )
     return result

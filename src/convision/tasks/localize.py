@@ -21,6 +21,7 @@ Checkpoint extras (besides the engine's): ``"task": "localize"``, ``"model": {"n
 "kwargs": {arch, num_classes, weights, strategy, hidden, box_input}}``, ``"image_size"``, ``"head_lr_mult"``,
 ``"box_loss"``, ``"box_weight"``.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,11 +71,22 @@ SMOOTH_L1_BETA = 1.0 / 9.0
 
 @dataclass
 class LocalizeDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
-    data: str = setting("synthetic", "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file")
-    val_data: str = setting("", "validation annotation file (empty: a hold-out of the training file)")
-    num_classes: int = setting(6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3)
+    data: str = setting(
+        "synthetic",
+        "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file",
+    )
+    val_data: str = setting(
+        "", "validation annotation file (empty: a hold-out of the training file)"
+    )
+    num_classes: int = setting(
+        6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3
+    )
     scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
-    image_size: int = setting(0, "network input side (the whole image is resized to it); 0 = what the weights expect (224)", 0)
+    image_size: int = setting(
+        0,
+        "network input side (the whole image is resized to it); 0 = what the weights expect (224)",
+        0,
+    )
 
 
 @dataclass
@@ -82,7 +94,10 @@ class LocalizeModelConfig(BackboneSection):
     backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
     strategy: str = setting("finetune", " | ".join(STRATEGIES))
     hidden: int = setting(256, "hidden units of the box head (0 = one linear layer)", 0)
-    box_input: str = setting("spatial", "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)")
+    box_input: str = setting(
+        "spatial",
+        "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)",
+    )
 
     aliases = {"arch": "backbone"}
 
@@ -90,14 +105,28 @@ class LocalizeModelConfig(BackboneSection):
 @dataclass
 class LocalizeTrainConfig(TrainConfig):
     epochs: int = setting(10, "training epochs", 1)
-    batch_size: int = setting(32, "global batch size (split across processes under torchrun)", 1)
-    lr: float = setting(0.001, "peak learning rate of the backbone (the heads get lr x head_lr_mult)")
+    batch_size: int = setting(
+        32, "global batch size (split across processes under torchrun)", 1
+    )
+    lr: float = setting(
+        0.001, "peak learning rate of the backbone (the heads get lr x head_lr_mult)"
+    )
     weight_decay: float = setting(1e-4, "weight decay", 0)
-    schedule: str = setting("cosine", "learning-rate schedule: poly | cosine | constant")
-    out: str = setting("runs/localize", "output folder for checkpoints, metrics and pictures")
-    head_lr_mult: float = setting(1.0, "heads' lr / backbone lr (0 = classification's auto, 10; 10 blew the box loss up in bench/localization.py)", 0)
+    schedule: str = setting(
+        "cosine", "learning-rate schedule: poly | cosine | constant"
+    )
+    out: str = setting(
+        "runs/localize", "output folder for checkpoints, metrics and pictures"
+    )
+    head_lr_mult: float = setting(
+        1.0,
+        "heads' lr / backbone lr (0 = classification's auto, 10; 10 blew the box loss up in bench/localization.py)",
+        0,
+    )
     box_loss: str = setting("mse", "mse (Gaussian log-likelihood) | smooth_l1")
-    box_weight: float = setting(1.0, "lambda: loss = cross-entropy + lambda x box loss", 0)
+    box_weight: float = setting(
+        1.0, "lambda: loss = cross-entropy + lambda x box loss", 0
+    )
 
 
 @dataclass
@@ -110,7 +139,9 @@ class LocalizeConfig(Settings):
 # ---------------------------------------------------------------------------------------------- task
 
 
-def box_loss(pred_cxcywh: torch.Tensor, true_xyxy: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def box_loss(
+    pred_cxcywh: torch.Tensor, true_xyxy: torch.Tensor, kind: str = "mse"
+) -> torch.Tensor:
     """Box loss on normalised ``(cx, cy, w, h)``, mean over coordinates and images."""
     target = box_convert(true_xyxy.float(), "xyxy", "cxcywh")
     if kind == "mse":
@@ -126,9 +157,13 @@ class LocalizationTask:
     name = "localize"
     main_metric = "accuracy"
 
-    def __init__(self, num_classes: int, box_loss: str = "mse", box_weight: float = 1.0) -> None:
+    def __init__(
+        self, num_classes: int, box_loss: str = "mse", box_weight: float = 1.0
+    ) -> None:
         if box_loss not in BOX_LOSSES:
-            raise ConfigError(f"box_loss: unknown {box_loss!r} (expected {' | '.join(BOX_LOSSES)})")
+            raise ConfigError(
+                f"box_loss: unknown {box_loss!r} (expected {' | '.join(BOX_LOSSES)})"
+            )
         if box_weight < 0:
             raise ConfigError(f"box_weight: must be >= 0, got {box_weight}")
         self.num_classes = int(num_classes)
@@ -138,11 +173,17 @@ class LocalizationTask:
     def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return localization_collate(batch)
 
-    def losses(self, model: nn.Module, batch: Any, device: torch.device) -> dict[str, torch.Tensor]:
+    def losses(
+        self, model: nn.Module, batch: Any, device: torch.device
+    ) -> dict[str, torch.Tensor]:
         x, boxes, labels = batch
         out = model(x.to(device, non_blocking=True))
-        ce = F.cross_entropy(out["logits"].float(), labels.to(device, non_blocking=True))
-        bl = box_loss(out["boxes_cxcywh"], boxes.to(device, non_blocking=True), self.box_loss)
+        ce = F.cross_entropy(
+            out["logits"].float(), labels.to(device, non_blocking=True)
+        )
+        bl = box_loss(
+            out["boxes_cxcywh"], boxes.to(device, non_blocking=True), self.box_loss
+        )
         return {"loss": ce + self.box_weight * bl, "cls_loss": ce, "box_loss": bl}
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
@@ -152,63 +193,131 @@ class LocalizationTask:
         return LocalizationMetric(self.num_classes)
 
     @torch.no_grad()
-    def eval_step(self, model: nn.Module, batch: Any, device: torch.device, metric: LocalizationMetric) -> None:
+    def eval_step(
+        self,
+        model: nn.Module,
+        batch: Any,
+        device: torch.device,
+        metric: LocalizationMetric,
+    ) -> None:
         x, boxes, labels = batch
         out = model(x.to(device, non_blocking=True))
-        metric.update(out["logits"].float().cpu(), out["boxes"].float().cpu(), labels, boxes)
+        metric.update(
+            out["logits"].float().cpu(), out["boxes"].float().cpu(), labels, boxes
+        )
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 
 
-def build_datasets(cfg: LocalizeConfig, image_size: int, mean: Sequence[float], std: Sequence[float]):
+def build_datasets(
+    cfg: LocalizeConfig, image_size: int, mean: Sequence[float], std: Sequence[float]
+):
     """(train, val) with the training / evaluation transforms; val may be empty."""
     d = cfg.data
-    train_tf = localization_train_transforms(image_size, mean, std, hflip=d.hflip, color_jitter=d.color_jitter)
+    train_tf = localization_train_transforms(
+        image_size, mean, std, hflip=d.hflip, color_jitter=d.color_jitter
+    )
     train_set = build_localization_dataset(d, "train", transforms=train_tf)
-    val_set = build_localization_dataset(d, "val", transforms=localization_eval_transforms(image_size, mean, std),
-                                         classes=train_set.classes)
+    val_set = build_localization_dataset(
+        d,
+        "val",
+        transforms=localization_eval_transforms(image_size, mean, std),
+        classes=train_set.classes,
+    )
     return train_set, val_set
 
 
-def train(cfg: LocalizeConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+def train(
+    cfg: LocalizeConfig | None = None,
+    *,
+    progress: bool = True,
+    validate_data: bool = True,
+) -> dict[str, Any]:
     """Train a localizer as configured; works under ``torchrun``. Returns ``{"best", "last",
     "best_metric", "best_epoch", "history"}``."""
     cfg = cfg if cfg is not None else LocalizeConfig()
-    s = resolve_settings(cfg)  # same rules as classification: strategy/weights, image size, head lr
+    s = resolve_settings(
+        cfg
+    )  # same rules as classification: strategy/weights, image size, head lr
     if cfg.train.box_loss not in BOX_LOSSES:
-        raise ConfigError(f"box_loss: unknown {cfg.train.box_loss!r} (expected {' | '.join(BOX_LOSSES)})")
+        raise ConfigError(
+            f"box_loss: unknown {cfg.train.box_loss!r} (expected {' | '.join(BOX_LOSSES)})"
+        )
     cfg.data.image_size = s["image_size"]
 
     def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg, s["image_size"], s["mean"], s["std"])
-        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
+        base.check_splits(
+            train_set,
+            val_set,
+            cfg.data.data,
+            validate=validate_data,
+            progress=progress,
+            is_main=dist.is_main,
+        )
         classes = list(train_set.classes)
         if len(classes) < 2:
-            raise DataError(f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}")
+            raise DataError(
+                f"{cfg.data.data}: localization needs at least 2 classes, found {len(classes)}"
+            )
         seed_everything(cfg.train.seed)
-        kwargs = {"arch": cfg.model.backbone, "num_classes": len(classes), "weights": s["weights"],
-                  "strategy": cfg.model.strategy, "hidden": int(cfg.model.hidden), "box_input": cfg.model.box_input}
+        kwargs = {
+            "arch": cfg.model.backbone,
+            "num_classes": len(classes),
+            "weights": s["weights"],
+            "strategy": cfg.model.strategy,
+            "hidden": int(cfg.model.hidden),
+            "box_input": cfg.model.box_input,
+        }
         model = build_model("localizer", **kwargs)
-        meta = base.checkpoint_meta(NAME, "localizer", kwargs, classes, cfg, mean=s["mean"], std=s["std"],
-                                    image_size=s["image_size"], head_lr_mult=s["head_lr_mult"],
-                                    box_loss=cfg.train.box_loss, box_weight=float(cfg.train.box_weight))
-        task = LocalizationTask(len(classes), box_loss=cfg.train.box_loss, box_weight=cfg.train.box_weight)
-        return {"trainer": GroupedTrainer, "task": task, "model": model, "train_set": train_set,
-                "val_set": val_set if len(val_set) else None, "meta": meta, "workers": cfg.data.workers,
-                "trainer_kwargs": {"head_lr_mult": s["head_lr_mult"]}}
+        meta = base.checkpoint_meta(
+            NAME,
+            "localizer",
+            kwargs,
+            classes,
+            cfg,
+            mean=s["mean"],
+            std=s["std"],
+            image_size=s["image_size"],
+            head_lr_mult=s["head_lr_mult"],
+            box_loss=cfg.train.box_loss,
+            box_weight=float(cfg.train.box_weight),
+        )
+        task = LocalizationTask(
+            len(classes), box_loss=cfg.train.box_loss, box_weight=cfg.train.box_weight
+        )
+        return {
+            "trainer": GroupedTrainer,
+            "task": task,
+            "model": model,
+            "train_set": train_set,
+            "val_set": val_set if len(val_set) else None,
+            "meta": meta,
+            "workers": cfg.data.workers,
+            "trainer_kwargs": {"head_lr_mult": s["head_lr_mult"]},
+        }
 
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-
-def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+def load(
+    path: str | os.PathLike, device: str | torch.device | None = "cpu"
+) -> nn.Module:
     """A localizer from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
     return base.load(path, device, task=NAME)
 
 
-def evaluate(model: nn.Module | str | os.PathLike, data: str | LocalizeDataConfig | None = None, *, split: str = "val",
-             batch_size: int = 32, workers: int = 2, device: str | None = "auto", progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    model: nn.Module | str | os.PathLike,
+    data: str | LocalizeDataConfig | None = None,
+    *,
+    split: str = "val",
+    batch_size: int = 32,
+    workers: int = 2,
+    device: str | None = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Accuracy (class right and IoU > 0.5), mean IoU, class and box accuracy over a split (eval
     transforms). ``data`` defaults to what the model was trained on; a file given here is
     evaluated whole (``split`` is ignored for it)."""
@@ -219,26 +328,48 @@ def evaluate(model: nn.Module | str | os.PathLike, data: str | LocalizeDataConfi
     else:
         data_cfg = base.trained_section(net, "data", LocalizeDataConfig)
         if data is not None:
-            data_cfg.data, data_cfg.val_data = str(data), (str(data) if str(data) != "synthetic" else "")
-    tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"])
-    dataset = build_localization_dataset(data_cfg, split, transforms=tf, classes=net.classes)
+            data_cfg.data, data_cfg.val_data = (
+                str(data),
+                (str(data) if str(data) != "synthetic" else ""),
+            )
+    tf = localization_eval_transforms(
+        net.image_size, net.normalization["mean"], net.normalization["std"]
+    )
+    dataset = build_localization_dataset(
+        data_cfg, split, transforms=tf, classes=net.classes
+    )
     if len(dataset) == 0:
         raise DataError(f"{data_cfg.data}: the {split} split holds no images")
     task = LocalizationTask(len(net.classes))
-    metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev, progress=progress)
+    metrics = run_evaluation(
+        task,
+        net,
+        dataset,
+        batch_size=batch_size,
+        workers=workers,
+        device=dev,
+        progress=progress,
+    )
     metrics["classes"] = list(net.classes)
     metrics["split"] = split
     return metrics
 
 
 @torch.no_grad()
-def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | None = "auto",
-            batch_size: int = 32) -> list[dict[str, Any]]:
+def predict(
+    model: nn.Module | str | os.PathLike,
+    images: Any,
+    *,
+    device: str | None = "auto",
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
     """For each image (paths, folder, glob or HxW[x3] uint8 arrays): ``{"class", "score", "box"}`` with
     ``box = [x1, y1, x2, y2]`` in pixels of the original image (x2/y2 exclusive edges)."""
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
-    tf = localization_eval_transforms(net.image_size, net.normalization["mean"], net.normalization["std"]).pipeline
+    tf = localization_eval_transforms(
+        net.image_size, net.normalization["mean"], net.normalization["std"]
+    ).pipeline
     items = base.read_inputs(images)
     out: list[dict[str, Any]] = []
     for start in range(0, len(items), batch_size):
@@ -249,19 +380,36 @@ def predict(model: nn.Module | str | os.PathLike, images: Any, *, device: str | 
         score, label = probs.max(1)
         for img, s, c, b in zip(chunk, score, label, res["boxes"].float().cpu()):
             h, w = img.shape[-2:]
-            out.append({"class": net.classes[int(c)], "score": float(s), "box": [float(v) for v in to_pixels(b[None], w, h)[0]]})
+            out.append(
+                {
+                    "class": net.classes[int(c)],
+                    "score": float(s),
+                    "box": [float(v) for v in to_pixels(b[None], w, h)[0]],
+                }
+            )
     return out
 
 
-def predict_to_folder(model: nn.Module | str | os.PathLike, inputs: Any, out_dir: str | os.PathLike, *,
-                      device: str | None = "auto", strict: bool = False, progress: bool = True) -> base.FolderResults:
+def predict_to_folder(
+    model: nn.Module | str | os.PathLike,
+    inputs: Any,
+    out_dir: str | os.PathLike,
+    *,
+    device: str | None = "auto",
+    strict: bool = False,
+    progress: bool = True,
+) -> base.FolderResults:
     """Predict every input image, write ``<out>/<stem>.png`` with the box, class and score drawn and
     ``<out>/predictions.json`` (``{path: {"class", "score", "box"}}``); returns that dict."""
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
 
-    def predict_one(image: np.ndarray, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def predict_one(
+        image: np.ndarray, name: str
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         p = predict(net, image, device=dev)[0]
         return p, {"": draw_box(image, p["box"], f"{p['class']} {p['score']:.2f}")}
 
-    return base.predict_to_folder(inputs, out_dir, predict_one, strict=strict, progress=progress)
+    return base.predict_to_folder(
+        inputs, out_dir, predict_one, strict=strict, progress=progress
+    )

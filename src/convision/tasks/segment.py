@@ -1,13 +1,14 @@
 """Semantic segmentation: settings, data, model, loss, metric, prediction and drawing.
 
-    import convision
-    cfg = convision.SegmentConfig()
-    cfg.train.epochs = 2
-    run = convision.train(cfg)                      # {"best": path, "last": path, "best_metric": ...}
-    model = convision.load(run["best"])             # ready nn.Module in eval mode
-    metrics = convision.evaluate(model)             # built-in validation split, original resolution
-    masks = convision.predict(model, ["street.jpg"])  # list of HxW class-index arrays
+import convision
+cfg = convision.SegmentConfig()
+cfg.train.epochs = 2
+run = convision.train(cfg)                      # {"best": path, "last": path, "best_metric": ...}
+model = convision.load(run["best"])             # ready nn.Module in eval mode
+metrics = convision.evaluate(model)             # built-in validation split, original resolution
+masks = convision.predict(model, ["street.jpg"])  # list of HxW class-index arrays
 """
+
 from __future__ import annotations
 
 import os
@@ -66,9 +67,15 @@ NAME = "segment"
 
 @dataclass
 class SegmentDataConfig(AugmentSection, ScenesSection, SourceSection):
-    data: str = setting("synthetic", "'synthetic' (built-in scenes) or a data set folder")
+    data: str = setting(
+        "synthetic", "'synthetic' (built-in scenes) or a data set folder"
+    )
     format: str = setting("auto", "folder layout: auto | folder | voc")
-    crop_size: int = setting(0, "training crop side; 0 = the images' own size, each side at most 320 (synthetic: scene size)", 0)
+    crop_size: int = setting(
+        0,
+        "training crop side; 0 = the images' own size, each side at most 320 (synthetic: scene size)",
+        0,
+    )
     scale_min: float = setting(0.5, "random-scale augmentation, lower bound", 0.01)
     scale_max: float = setting(2.0, "random-scale augmentation, upper bound", 0.01)
 
@@ -77,11 +84,23 @@ class SegmentDataConfig(AugmentSection, ScenesSection, SourceSection):
 
 @dataclass
 class SegmentModelConfig(BackboneSection, ModelNameSection):
-    model: str = setting("fcn8s", "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated")
-    backbone: str = setting("mobilenet_v2", "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder; dilated: vgg16 = the paper's or mobilenet_v2)")
-    faithful: bool = setting(False, "FCN: the paper's pad-100-and-crop alignment (VGG16 only)")
-    learnable_upsampling: bool = setting(False, "FCN: train the bilinear-initialised transposed convolutions")
-    init_from: str = setting("", "checkpoint to initialise matching layers from (FCN-32s -> 16s -> 8s)")
+    model: str = setting(
+        "fcn8s",
+        "architecture: fcn32s | fcn16s | fcn8s | segnet | deconvnet | unet | dilated",
+    )
+    backbone: str = setting(
+        "mobilenet_v2",
+        "vgg16 | vgg16_bn | mobilenet_v2 | resnet18 | resnet34 | resnet50 | resnet101 (unet: also none = the paper's encoder; dilated: vgg16 = the paper's or mobilenet_v2)",
+    )
+    faithful: bool = setting(
+        False, "FCN: the paper's pad-100-and-crop alignment (VGG16 only)"
+    )
+    learnable_upsampling: bool = setting(
+        False, "FCN: train the bilinear-initialised transposed convolutions"
+    )
+    init_from: str = setting(
+        "", "checkpoint to initialise matching layers from (FCN-32s -> 16s -> 8s)"
+    )
 
 
 @dataclass
@@ -97,9 +116,16 @@ class SegmentationMetric:
     """The confusion-matrix metrics and the boundary F-score, updated and reduced together;
     ``compute()`` merges both dicts (``miou``, ..., ``boundary_f``, ``per_class_boundary_f``)."""
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, boundary_tolerance: int = 2) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = IGNORE_INDEX,
+        boundary_tolerance: int = 2,
+    ) -> None:
         self.confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index)
-        self.boundary = BoundaryF(num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index)
+        self.boundary = BoundaryF(
+            num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index
+        )
 
     def reset(self) -> None:
         self.confusion.reset()
@@ -123,7 +149,12 @@ class SegmentationTask:
     name = "segment"
     main_metric = "miou"
 
-    def __init__(self, num_classes: int, class_weights: Sequence[float] | None = None, ignore_index: int = IGNORE_INDEX):
+    def __init__(
+        self,
+        num_classes: int,
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+    ):
         self.num_classes = num_classes
         self.class_weights = list(class_weights) if class_weights else None
         self.ignore_index = ignore_index
@@ -131,24 +162,40 @@ class SegmentationTask:
     def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_collate(batch, ignore_index=self.ignore_index)
 
-    def loss(self, model: torch.nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
+    def loss(
+        self, model: torch.nn.Module, batch: Any, device: torch.device
+    ) -> torch.Tensor:
         images, masks = batch
         logits = model(images.to(device, non_blocking=True))
-        weights = None if self.class_weights is None else torch.tensor(self.class_weights, device=logits.device)
-        return segmentation_cross_entropy(logits, masks.to(device, non_blocking=True), weights, self.ignore_index)
+        weights = (
+            None
+            if self.class_weights is None
+            else torch.tensor(self.class_weights, device=logits.device)
+        )
+        return segmentation_cross_entropy(
+            logits, masks.to(device, non_blocking=True), weights, self.ignore_index
+        )
 
     def new_metric(self) -> SegmentationMetric:
         return SegmentationMetric(self.num_classes, ignore_index=self.ignore_index)
 
     @torch.no_grad()
-    def eval_step(self, model: torch.nn.Module, batch: Any, device: torch.device, metric: SegmentationMetric) -> None:
+    def eval_step(
+        self,
+        model: torch.nn.Module,
+        batch: Any,
+        device: torch.device,
+        metric: SegmentationMetric,
+    ) -> None:
         images, masks = batch
         pred = model(images.to(device, non_blocking=True)).argmax(1)
         # counted where the prediction is (GPU or CPU); the metrics keep their totals on the CPU
         metric.update(pred, masks.to(pred.device, non_blocking=True))
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """uint8 [N,3,H,W] -> float normalised with the checkpoint's mean/std."""
     m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
@@ -156,9 +203,15 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
 
 @torch.no_grad()
-def predict_probabilities(model: torch.nn.Module, image: np.ndarray, normalization: dict, device: torch.device) -> torch.Tensor:
+def predict_probabilities(
+    model: torch.nn.Module, image: np.ndarray, normalization: dict, device: torch.device
+) -> torch.Tensor:
     """Softmax probabilities [C,H,W] for one RGB uint8 image [H,W,3] at its own resolution."""
-    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].to(device)
+    x = (
+        torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+        .permute(2, 0, 1)[None]
+        .to(device)
+    )
     logits = model(normalize(x, normalization["mean"], normalization["std"]))
     return F.softmax(logits.float(), dim=1)[0]
 
@@ -173,11 +226,19 @@ def model_kwargs(cfg: SegmentConfig, num_classes: int) -> dict[str, Any]:
     (``--faithful`` on a model without that option), not silently dropped.
     """
     m = cfg.model
-    segmentation = [n for n, b in MODELS.items() if b.__module__.startswith("convision.models.segmentation")]
+    segmentation = [
+        n
+        for n, b in MODELS.items()
+        if b.__module__.startswith("convision.models.segmentation")
+    ]
     if m.model not in MODELS:
-        raise ConfigError(f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})")
+        raise ConfigError(
+            f"model: unknown model {m.model!r} (known: {', '.join(MODELS)})"
+        )
     if m.model not in segmentation:
-        raise ConfigError(f"model: {m.model!r} is not a segmentation model (segmentation: {', '.join(segmentation)})")
+        raise ConfigError(
+            f"model: {m.model!r} is not a segmentation model (segmentation: {', '.join(segmentation)})"
+        )
     wanted = {
         "num_classes": num_classes,
         "backbone": m.backbone,
@@ -193,16 +254,26 @@ def build_datasets(data: SegmentDataConfig, crop_size: int | None = None):
     train_set = build_segmentation_dataset(data, "train")
     crop = crop_size or data.crop_size or default_crop_size(train_set)
     train_set.transforms = segmentation_train_transforms(
-        crop_size=crop, scale_range=(data.scale_min, data.scale_max), hflip=data.hflip, color_jitter=data.color_jitter
+        crop_size=crop,
+        scale_range=(data.scale_min, data.scale_max),
+        hflip=data.hflip,
+        color_jitter=data.color_jitter,
     )
-    val_set = build_segmentation_dataset(data, "val", transforms=segmentation_eval_transforms())
+    val_set = build_segmentation_dataset(
+        data, "val", transforms=segmentation_eval_transforms()
+    )
     return train_set, val_set
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 
 
-def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_data: bool = True) -> dict[str, Any]:
+def train(
+    cfg: SegmentConfig | None = None,
+    *,
+    progress: bool = True,
+    validate_data: bool = True,
+) -> dict[str, Any]:
     """Train a segmentation model as configured; works unchanged under ``torchrun``.
 
     Returns ``{"best": path, "last": path, "best_metric": float, "best_epoch": int, "history": [...]}``.
@@ -212,13 +283,24 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
 
     def prepare(dist: DistInfo) -> dict[str, Any]:
         train_set, val_set = build_datasets(cfg.data)
-        base.check_splits(train_set, val_set, cfg.data.data, validate=validate_data, progress=progress, is_main=dist.is_main)
+        base.check_splits(
+            train_set,
+            val_set,
+            cfg.data.data,
+            validate=validate_data,
+            progress=progress,
+            is_main=dist.is_main,
+        )
         classes = list(train_set.classes)
         if val_set.classes != train_set.classes:
-            raise DataError(f"{cfg.data.data}: training and validation splits disagree on the classes")
+            raise DataError(
+                f"{cfg.data.data}: training and validation splits disagree on the classes"
+            )
         weights = parse_class_weights(cfg.train.class_weights)
         if weights is not None and len(weights) != len(classes):
-            raise ConfigError(f"class_weights: {len(weights)} values given for {len(classes)} classes")
+            raise ConfigError(
+                f"class_weights: {len(weights)} values given for {len(classes)} classes"
+            )
         seed_everything(cfg.train.seed)
         name = cfg.model.model
         kwargs = model_kwargs(cfg, len(classes))
@@ -228,19 +310,38 @@ def train(cfg: SegmentConfig | None = None, *, progress: bool = True, validate_d
         kwargs = dict(getattr(model, "spec", {}).get("kwargs", kwargs))
         if cfg.model.init_from and not cfg.train.resume:
             state = load_checkpoint(cfg.model.init_from)["state_dict"]
-            loaded, skipped = load_matching_state(model, state, source=cfg.model.init_from)
+            loaded, skipped = load_matching_state(
+                model, state, source=cfg.model.init_from
+            )
             if dist.is_main:
-                print(f"init-from {cfg.model.init_from}: {len(loaded)} tensors loaded, new: {', '.join(skipped) or 'none'}")
-        meta = base.checkpoint_meta(NAME, name, kwargs, classes, cfg, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                    colors=train_set.colors)
-        return {"task": SegmentationTask(len(classes), class_weights=weights), "model": model, "train_set": train_set,
-                "val_set": val_set, "meta": meta, "workers": cfg.data.workers}
+                print(
+                    f"init-from {cfg.model.init_from}: {len(loaded)} tensors loaded, new: {', '.join(skipped) or 'none'}"
+                )
+        meta = base.checkpoint_meta(
+            NAME,
+            name,
+            kwargs,
+            classes,
+            cfg,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            colors=train_set.colors,
+        )
+        return {
+            "task": SegmentationTask(len(classes), class_weights=weights),
+            "model": model,
+            "train_set": train_set,
+            "val_set": val_set,
+            "meta": meta,
+            "workers": cfg.data.workers,
+        }
 
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-
-def load(path: str | os.PathLike, device: str | torch.device | None = "cpu") -> nn.Module:
+def load(
+    path: str | os.PathLike, device: str | torch.device | None = "cpu"
+) -> nn.Module:
     """A segmentation model from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
     return base.load(path, device, task=NAME)
 
@@ -278,45 +379,84 @@ def evaluate(
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
     data_cfg = _data_config(net, data, fmt)
-    transforms = None if settings else segmentation_eval_transforms(
-        mean=net.normalization["mean"], std=net.normalization["std"])
+    transforms = (
+        None
+        if settings
+        else segmentation_eval_transforms(
+            mean=net.normalization["mean"], std=net.normalization["std"]
+        )
+    )
     dataset = build_segmentation_dataset(data_cfg, split, transforms=transforms)
     if len(dataset.classes) != len(net.classes):
-        raise DataError(f"{data_cfg.data}: the data set has {len(dataset.classes)} classes but the model predicts {len(net.classes)}")
+        raise DataError(
+            f"{data_cfg.data}: the data set has {len(dataset.classes)} classes but the model predicts {len(net.classes)}"
+        )
     task = SegmentationTask(len(net.classes))
     if settings:
-        metrics = _evaluate_with_crf(task, net, dataset, settings, workers=workers, device=dev, progress=progress)
+        metrics = _evaluate_with_crf(
+            task, net, dataset, settings, workers=workers, device=dev, progress=progress
+        )
         metrics["crf"] = dict(settings)
     else:
-        metrics = run_evaluation(task, net, dataset, batch_size=batch_size, workers=workers, device=dev,
-                                 progress=progress)
+        metrics = run_evaluation(
+            task,
+            net,
+            dataset,
+            batch_size=batch_size,
+            workers=workers,
+            device=dev,
+            progress=progress,
+        )
     metrics["classes"] = list(net.classes)
     metrics["num_images"] = len(dataset)
     return metrics
 
 
 @torch.no_grad()
-def _evaluate_with_crf(task: SegmentationTask, net: nn.Module, dataset: Any, settings: dict[str, Any], *,
-                       workers: int, device: torch.device, progress: bool) -> dict[str, Any]:
+def _evaluate_with_crf(
+    task: SegmentationTask,
+    net: nn.Module,
+    dataset: Any,
+    settings: dict[str, Any],
+    *,
+    workers: int,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
     """One image at a time: softmax at the original resolution -> dense CRF -> argmax -> metric.
     Under torchrun every process takes every W-th image and the metric is all-reduced."""
     rank, world = rank_world()
     indices = list(range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices), batch_size=None, num_workers=workers,
-        persistent_workers=False)
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=False,
+    )
     metric = task.new_metric()
-    for image, mask in tqdm(loader, total=len(indices), desc="val+crf", leave=False, file=sys.stderr,
-                            disable=not progress or rank != 0, dynamic_ncols=True):
+    for image, mask in tqdm(
+        loader,
+        total=len(indices),
+        desc="val+crf",
+        leave=False,
+        file=sys.stderr,
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+    ):
         rgb = torch.as_tensor(image).permute(1, 2, 0).numpy()
         probs = predict_probabilities(net, rgb, net.normalization, device).cpu().numpy()
         refined = dense_crf(rgb, probs, **settings)
-        metric.update(torch.from_numpy(refined.argmax(0))[None], torch.as_tensor(mask).long()[None])
+        metric.update(
+            torch.from_numpy(refined.argmax(0))[None],
+            torch.as_tensor(mask).long()[None],
+        )
     metric.reduce_()
     return metric.compute()
 
 
-def _data_config(model: nn.Module, data: str | SegmentDataConfig | None, fmt: str) -> SegmentDataConfig:
+def _data_config(
+    model: nn.Module, data: str | SegmentDataConfig | None, fmt: str
+) -> SegmentDataConfig:
     if isinstance(data, SegmentDataConfig):
         return data
     cfg = base.trained_section(model, "data", SegmentDataConfig)
@@ -347,13 +487,23 @@ def predict(
         probs = predict_probabilities(net, arr, net.normalization, dev)
         if settings:
             probs = dense_crf(arr, probs, **settings)
-        out.append(probs.cpu().numpy() if return_probabilities else probs.argmax(0).to(torch.uint8).cpu().numpy())
+        out.append(
+            probs.cpu().numpy()
+            if return_probabilities
+            else probs.argmax(0).to(torch.uint8).cpu().numpy()
+        )
     return out
 
 
 def predict_to_folder(
-    model: nn.Module | str | os.PathLike, inputs: Any, out: str | os.PathLike, *, alpha: float = 0.5,
-    device: str | None = "auto", crf: dict[str, Any] | bool | None = None, strict: bool = False,
+    model: nn.Module | str | os.PathLike,
+    inputs: Any,
+    out: str | os.PathLike,
+    *,
+    alpha: float = 0.5,
+    device: str | None = "auto",
+    crf: dict[str, Any] | bool | None = None,
+    strict: bool = False,
     progress: bool = True,
 ) -> base.FolderResults:
     """Segment every input image and write ``out/masks`` (palette PNG of class indices, as VOC),
@@ -366,15 +516,25 @@ def predict_to_folder(
     colors = list(net.colors) or voc_palette(len(net.classes))
     palette = [v for c in (colors + voc_palette(256))[:256] for v in c]
 
-    def predict_one(image: np.ndarray, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def predict_one(
+        image: np.ndarray, name: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         mask = predict(net, image, device=dev, crf=settings)[0]
         indexed = Image.fromarray(mask, mode="P")
         indexed.putpalette(palette)
-        present = [net.classes[int(c)] for c in np.unique(mask) if int(c) < len(net.classes)]
-        pictures = {"masks": indexed, "color": colorize(mask, colors), "overlay": overlay(image, mask, colors, alpha=alpha)}
+        present = [
+            net.classes[int(c)] for c in np.unique(mask) if int(c) < len(net.classes)
+        ]
+        pictures = {
+            "masks": indexed,
+            "color": colorize(mask, colors),
+            "overlay": overlay(image, mask, colors, alpha=alpha),
+        }
         return {"classes": present, "size": list(mask.shape)}, pictures
 
-    return base.predict_to_folder(inputs, out, predict_one, strict=strict, progress=progress)
+    return base.predict_to_folder(
+        inputs, out, predict_one, strict=strict, progress=progress
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the demo recipe
@@ -406,11 +566,22 @@ def demo_config(out: str, epochs: int | None = None) -> SegmentConfig:
     return cfg
 
 
-def validation_samples(count: int, seed: int = 0, model: nn.Module | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_samples(
+    count: int, seed: int = 0, model: nn.Module | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, mask) pairs from the built-in validation split (the model's scene settings), as uint8 arrays."""
-    data = base.trained_section(model, "data", SegmentDataConfig) if model is not None else SegmentDataConfig(data_seed=seed)
-    ds = SyntheticSegmentation(split="val", num_images=max(count, data.num_val), image_size=data.scene_size,
-                               num_classes=data.num_classes, seed=data.data_seed)
+    data = (
+        base.trained_section(model, "data", SegmentDataConfig)
+        if model is not None
+        else SegmentDataConfig(data_seed=seed)
+    )
+    ds = SyntheticSegmentation(
+        split="val",
+        num_images=max(count, data.num_val),
+        image_size=data.scene_size,
+        num_classes=data.num_classes,
+        seed=data.data_seed,
+    )
     pairs = []
     for i in range(count):
         image, mask = ds[i]
@@ -418,7 +589,9 @@ def validation_samples(count: int, seed: int = 0, model: nn.Module | None = None
     return pairs
 
 
-def save_prediction_grid(model: nn.Module, path: str | Path, count: int = 6, seed: int = 0) -> None:
+def save_prediction_grid(
+    model: nn.Module, path: str | Path, count: int = 6, seed: int = 0
+) -> None:
     """Rows of image | ground truth | prediction for validation scenes."""
     rows = []
     for image, mask in validation_samples(count, seed, model):
@@ -427,16 +600,36 @@ def save_prediction_grid(model: nn.Module, path: str | Path, count: int = 6, see
     save_grid(rows, ["image", "ground truth", f"{model.spec['name']} prediction"], path)
 
 
-def calibration_inputs(model: nn.Module, count: int, size: int | None) -> list[np.ndarray]:
+def calibration_inputs(
+    model: nn.Module, count: int, size: int | None
+) -> list[np.ndarray]:
     """``count`` training images of the data the model was trained on (evenly spaced over the split),
     resized to ``size x size`` (None: their own size) and normalised as the network takes them: the
     calibration set of int8 quantization (:func:`convision.export.export_onnx`)."""
     dataset = build_segmentation_dataset(_data_config(model, None, "auto"), "train")
-    picks = np.linspace(0, len(dataset) - 1, num=max(1, min(int(count), len(dataset)))).round().astype(int)
+    picks = (
+        np.linspace(0, len(dataset) - 1, num=max(1, min(int(count), len(dataset))))
+        .round()
+        .astype(int)
+    )
     out = []
     for i in picks:
         x = torch.as_tensor(dataset[int(i)][0])[None].float()
         if size is not None and tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).round().clamp(0, 255)
-        out.append(normalize(x, model.normalization["mean"], model.normalization["std"]).numpy())
+            x = (
+                F.interpolate(
+                    x,
+                    size=(size, size),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=True,
+                )
+                .round()
+                .clamp(0, 255)
+            )
+        out.append(
+            normalize(
+                x, model.normalization["mean"], model.normalization["std"]
+            ).numpy()
+        )
     return out

@@ -1,5 +1,6 @@
 """The models ``convision summary`` describes: a convision model name, a torchvision classifier
 name, or a checkpoint; random weights, nothing downloaded (see :mod:`convision.nn.receptive_field`)."""
+
 from __future__ import annotations
 
 import inspect
@@ -18,7 +19,9 @@ def torchvision_classifiers() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def build(name: str, *, num_classes: int | None = None, backbone: str | None = None) -> tuple[nn.Module, int]:
+def build(
+    name: str, *, num_classes: int | None = None, backbone: str | None = None
+) -> tuple[nn.Module, int]:
     """``(model, default input side)`` for a convision model name, a torchvision classifier name or a
     checkpoint path; random weights. Raises ``ConfigError`` (one line) for anything else."""
     path = Path(name)
@@ -26,8 +29,12 @@ def build(name: str, *, num_classes: int | None = None, backbone: str | None = N
         if not path.is_file():
             raise ConfigError(f"{name}: no such checkpoint")
         model = load(path)
-        data = (model.train_config or {}).get("data") or {}  # classify / localize: the input; segment: the scenes
-        return model, int(getattr(model, "image_size", 0) or data.get("scene_size") or 224)
+        data = (model.train_config or {}).get(
+            "data"
+        ) or {}  # classify / localize: the input; segment: the scenes
+        return model, int(
+            getattr(model, "image_size", 0) or data.get("scene_size") or 224
+        )
     if name in MODELS:
         return _build_convision(name, num_classes=num_classes, backbone=backbone), 224
     known = torchvision_classifiers()
@@ -40,14 +47,18 @@ def build(name: str, *, num_classes: int | None = None, backbone: str | None = N
     )
 
 
-def _build_convision(name: str, *, num_classes: int | None, backbone: str | None) -> nn.Module:
+def _build_convision(
+    name: str, *, num_classes: int | None, backbone: str | None
+) -> nn.Module:
     params = inspect.signature(MODELS[name]).parameters
     kwargs: dict = {"weights": None}
     # classifier, localizer: the backbone is a whole torchvision network (the builder's ``arch``)
     key = "arch" if "arch" in params else "backbone"
     if key == "arch":
         if backbone is None and params["arch"].default is inspect.Parameter.empty:
-            raise ConfigError(f"--backbone: {name!r} needs a backbone network (known: {', '.join(ARCHS)})")
+            raise ConfigError(
+                f"--backbone: {name!r} needs a backbone network (known: {', '.join(ARCHS)})"
+            )
         if "strategy" in params:
             kwargs["strategy"] = "scratch"  # random weights
     if backbone is not None:
@@ -56,6 +67,9 @@ def _build_convision(name: str, *, num_classes: int | None, backbone: str | None
         kwargs[key] = backbone
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    elif "num_classes" in params and params["num_classes"].default is inspect.Parameter.empty:
+    elif (
+        "num_classes" in params
+        and params["num_classes"].default is inspect.Parameter.empty
+    ):
         kwargs["num_classes"] = 10
     return build_model(name, **kwargs)

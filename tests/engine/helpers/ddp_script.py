@@ -9,6 +9,7 @@
 5. trains with a loss that becomes NaN on rank 1 only: every rank must raise TrainingDiverged.
 Each rank writes OUT/rank<r>.json with what it saw.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,11 @@ from convision.metrics import ConfusionMatrix  # noqa: E402
 def main() -> None:
     out = Path(sys.argv[1])
     info = init_distributed("cpu")
-    report: dict = {"rank": info.rank, "world_size": info.world_size, "backend": torch.distributed.get_backend()}
+    report: dict = {
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "backend": torch.distributed.get_backend(),
+    }
     messages: list[str] = []
 
     # 1. training
@@ -41,11 +46,24 @@ def main() -> None:
     report["messages"] = messages
 
     # 1b. the same with batch norm: synchronised over both processes on CPU
-    make_trainer(make_cfg(out / "ddp_bn", epochs=2, sync_bn=True), augment=True, bn=True, dist=info).fit()
+    make_trainer(
+        make_cfg(out / "ddp_bn", epochs=2, sync_bn=True),
+        augment=True,
+        bn=True,
+        dist=info,
+    ).fit()
 
     # 2. sharded + reduced evaluation == one pass over the whole set (odd size: 7 samples)
     val = ToySegmentation(7, seed=2)
-    sharded = evaluate(ToyTask(), trainer.model, val, batch_size=2, workers=0, device="cpu", progress=False)
+    sharded = evaluate(
+        ToyTask(),
+        trainer.model,
+        val,
+        batch_size=2,
+        workers=0,
+        device="cpu",
+        progress=False,
+    )
     full = ConfusionMatrix(NUM_CLASSES)
     with torch.no_grad():
         for i in range(len(val)):
@@ -60,7 +78,9 @@ def main() -> None:
     target = torch.randint(0, 4, (10, 6, 6), generator=g)
     target[:, 0] = 255
     mine = ConfusionMatrix(4)
-    mine.update(pred[info.rank :: info.world_size], target[info.rank :: info.world_size])
+    mine.update(
+        pred[info.rank :: info.world_size], target[info.rank :: info.world_size]
+    )
     report["local_total"] = int(mine.mat.sum())
     mine.reduce_()
     everything = ConfusionMatrix(4)
@@ -77,7 +97,9 @@ def main() -> None:
 
     # 5. NaN on rank 1 only, at epoch 2 step 1 (3 steps/epoch with 2 samples per process)
     try:
-        make_trainer(make_cfg(out / "nan", epochs=3), ToyTask(nan_at=4, nan_rank=1), dist=info).fit()
+        make_trainer(
+            make_cfg(out / "nan", epochs=3), ToyTask(nan_at=4, nan_rank=1), dist=info
+        ).fit()
         report["nan"] = "no error"
     except TrainingDiverged as e:
         report["nan"] = str(e)

@@ -1,4 +1,5 @@
 """A tiny segmentation problem for the engine tests: in-memory data, a small conv net, a Task."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,9 @@ NUM_CLASSES = 3
 
 
 class ToyNet(nn.Module):
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.0, bn: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = NUM_CLASSES, dropout: float = 0.0, bn: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.bn = nn.BatchNorm2d(8) if bn else nn.Identity()
@@ -31,7 +34,9 @@ class ToySegmentation(torch.utils.data.Dataset):
     """Images [3,8,8]; the label of a pixel is its brightest channel. ``augment`` adds random noise
     drawn from the global torch RNG (like a random transform would)."""
 
-    def __init__(self, n: int, seed: int = 0, augment: bool = False, size: int = 8) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, augment: bool = False, size: int = 8
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         self.images = torch.rand(n, 3, size, size, generator=g)
         self.masks = self.images.argmax(1)
@@ -55,8 +60,13 @@ class Interrupt(Exception):
 class ToyTask:
     main_metric = "miou"
 
-    def __init__(self, nan_at: int | None = None, stop_at: int | None = None, sleep: float = 0.0,
-                 nan_rank: int | None = None) -> None:
+    def __init__(
+        self,
+        nan_at: int | None = None,
+        stop_at: int | None = None,
+        sleep: float = 0.0,
+        nan_rank: int | None = None,
+    ) -> None:
         self.nan_at = nan_at
         self.nan_rank = nan_rank
         self.stop_at = stop_at
@@ -75,8 +85,10 @@ class ToyTask:
         x, y = batch
         loss = segmentation_cross_entropy(model(x.to(device)), y.to(device))
         if self.nan_at is not None and self.steps >= self.nan_at:
-            if self.nan_rank is None or (torch.distributed.is_initialized()
-                                         and torch.distributed.get_rank() == self.nan_rank):
+            if self.nan_rank is None or (
+                torch.distributed.is_initialized()
+                and torch.distributed.get_rank() == self.nan_rank
+            ):
                 loss = loss * float("nan")
         return loss
 
@@ -89,8 +101,20 @@ class ToyTask:
 
 
 def make_cfg(out: str | Path, **overrides) -> TrainConfig:
-    values = dict(epochs=3, batch_size=4, optimizer="sgd", lr=0.5, momentum=0.9, weight_decay=1e-4,
-                  schedule="poly", warmup_epochs=0.5, amp=False, seed=0, device="cpu", out=str(out))
+    values = dict(
+        epochs=3,
+        batch_size=4,
+        optimizer="sgd",
+        lr=0.5,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="poly",
+        warmup_epochs=0.5,
+        amp=False,
+        seed=0,
+        device="cpu",
+        out=str(out),
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -106,9 +130,19 @@ def make_meta(cfg: TrainConfig) -> dict:
     }
 
 
-def make_trainer(cfg: TrainConfig, task: ToyTask | None = None, *, n_train: int = 12, n_val: int = 7,
-                 augment: bool = False, dropout: float = 0.0, bn: bool = False, workers: int = 0, dist=None,
-                 log=None):
+def make_trainer(
+    cfg: TrainConfig,
+    task: ToyTask | None = None,
+    *,
+    n_train: int = 12,
+    n_val: int = 7,
+    augment: bool = False,
+    dropout: float = 0.0,
+    bn: bool = False,
+    workers: int = 0,
+    dist=None,
+    log=None,
+):
     from convision.engine import Trainer, seed_everything
 
     seed_everything(cfg.seed)

@@ -2,6 +2,7 @@
 
 usage: python train_script.py OUT EPOCHS SLEEP_PER_STEP [--resume]
 """
+
 from __future__ import annotations
 
 import sys

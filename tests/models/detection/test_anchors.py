@@ -40,7 +40,10 @@ def test_generate_anchors_matches_py_faster_rcnn_fixture():
 
 
 def test_zero_based_generator_is_the_fixture_minus_one():
-    assert (generate_anchors(first_pixel=0) == torch.tensor(FIXTURE, dtype=torch.float64) - 1).all()
+    assert (
+        generate_anchors(first_pixel=0)
+        == torch.tensor(FIXTURE, dtype=torch.float64) - 1
+    ).all()
 
 
 def test_continuous_anchors_sizes_and_centres():
@@ -51,7 +54,9 @@ def test_continuous_anchors_sizes_and_centres():
     assert w.tolist() == [184, 368, 736, 128, 256, 512, 88, 176, 352]
     assert h.tolist() == [96, 192, 384, 128, 256, 512, 176, 352, 704]
     # every base anchor is centred on the first 16x16 cell's centre
-    assert ((base[:, 0] + base[:, 2]) / 2 == 8).all() and ((base[:, 1] + base[:, 3]) / 2 == 8).all()
+    assert ((base[:, 0] + base[:, 2]) / 2 == 8).all() and (
+        (base[:, 1] + base[:, 3]) / 2 == 8
+    ).all()
 
 
 def test_grid_shifts_position_major_and_caches():

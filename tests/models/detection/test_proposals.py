@@ -1,4 +1,5 @@
 """Selective search proposals, their disk cache and the recall helper."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,16 +19,25 @@ def scenes():
 def test_boxes_valid_inside_image_and_deduplicated(scenes):
     img = scenes[0].image[:, :100]  # not square: x and y scales differ
     boxes = P.selective_search(img, min_side=160)
-    assert boxes.dtype == np.float32 and boxes.ndim == 2 and boxes.shape[1] == 4 and len(boxes) > 10
+    assert (
+        boxes.dtype == np.float32
+        and boxes.ndim == 2
+        and boxes.shape[1] == 4
+        and len(boxes) > 10
+    )
     h, w = img.shape[:2]
     assert (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all()
     assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
-    assert ((boxes[:, 2] - boxes[:, 0]) >= 4).all() and ((boxes[:, 3] - boxes[:, 1]) >= 4).all()
+    assert ((boxes[:, 2] - boxes[:, 0]) >= 4).all() and (
+        (boxes[:, 3] - boxes[:, 1]) >= 4
+    ).all()
     assert len(np.unique(boxes, axis=0)) == len(boxes)
     # the whole image is the last merged region of every grouping: it must be there
     assert ((boxes == np.array([0, 0, w, h], np.float32)).all(axis=1)).any()
     capped = P.selective_search(img, min_side=160, max_proposals=7)
-    np.testing.assert_array_equal(capped, boxes[:7])  # reproducible: truncation keeps the ranking
+    np.testing.assert_array_equal(
+        capped, boxes[:7]
+    )  # reproducible: truncation keeps the ranking
     # a float tensor in [0, 1] gives the same boxes as the uint8 array
     t = torch.from_numpy(img).permute(2, 0, 1).float() / 255
     np.testing.assert_array_equal(P.selective_search(t, min_side=160), boxes)
@@ -87,8 +97,16 @@ def test_cache_hit_does_not_recompute_and_settings_miss(tmp_path, scenes, monkey
     np.testing.assert_array_equal(cache(scenes[0].image), a)
     assert len(calls) == 3
 
-    out = P.proposals_for([(f"img{i}", s.image[:64, :64]) for i, s in enumerate(scenes[:2])], cache, progress=False)
+    out = P.proposals_for(
+        [(f"img{i}", s.image[:64, :64]) for i, s in enumerate(scenes[:2])],
+        cache,
+        progress=False,
+    )
     assert list(out) == ["img0", "img1"] and len(calls) == 5 and cache.misses == 4
-    out2 = P.proposals_for([(f"img{i}", s.image[:64, :64]) for i, s in enumerate(scenes[:2])], cache, progress=True)
+    out2 = P.proposals_for(
+        [(f"img{i}", s.image[:64, :64]) for i, s in enumerate(scenes[:2])],
+        cache,
+        progress=True,
+    )
     assert len(calls) == 5  # all cached now
     np.testing.assert_array_equal(out2["img1"], out["img1"])

@@ -35,7 +35,10 @@ def _meta_sizes_ok(model: nn.Module, sizes) -> list:
     return bad
 
 
-MANY_SIZES = [(h, 1 + (7 * h) % 523) for h in [*range(1, 70), *range(220, 230), 333, 499, 500, 512, 513]]
+MANY_SIZES = [
+    (h, 1 + (7 * h) % 523)
+    for h in [*range(1, 70), *range(220, 230), 333, 499, 500, 512, 513]
+]
 
 
 # --- VGG16: fc6/fc7 convolutionalisation ---------------------------------------------------------
@@ -45,14 +48,22 @@ def test_fc6_fc7_conv_head_equals_vgg16_classifier():
     torch.manual_seed(0)
     tv = torchvision.models.vgg16().eval()
     torch.manual_seed(0)
-    model = fcn32s(num_classes=3, backbone="vgg16").eval()  # same RNG stream -> same VGG16 weights
+    model = fcn32s(
+        num_classes=3, backbone="vgg16"
+    ).eval()  # same RNG stream -> same VGG16 weights
     assert torch.equal(model.backbone.stride8[0].weight, tv.features[0].weight)
     assert torch.equal(model.fc6.weight.flatten(1), tv.classifier[0].weight)
-    assert model.fc6.kernel_size == (7, 7) and model.fc6.padding == (3, 3) and model.fc7.kernel_size == (1, 1)
+    assert (
+        model.fc6.kernel_size == (7, 7)
+        and model.fc6.padding == (3, 3)
+        and model.fc7.kernel_size == (1, 1)
+    )
 
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
-        ref = tv.classifier[:5](torch.flatten(tv.avgpool(tv.features(x)), 1))  # fc6, relu, drop, fc7, relu
+        ref = tv.classifier[:5](
+            torch.flatten(tv.avgpool(tv.features(x)), 1)
+        )  # fc6, relu, drop, fc7, relu
         pool5 = model.backbone(x)[32]
         assert pool5.shape == (1, 512, 7, 7)
         # unpadded (faithful) fc6: one 7x7 window -> a 1x1 map
@@ -103,16 +114,28 @@ def test_vgg16_faithful_reference_layers_and_output_size(name):
     model = _meta(name, num_classes=4, backbone="vgg16", faithful=True)
     assert model.backbone.stride8[0].padding == (100, 100)  # conv1_1 pad 100
     assert model.fc6.padding == (0, 0)
-    assert all(m.ceil_mode for m in model.backbone.modules() if isinstance(m, nn.MaxPool2d))
+    assert all(
+        m.ceil_mode for m in model.backbone.modules() if isinstance(m, nn.MaxPool2d)
+    )
     ups = {n: m for n, m in model.named_modules() if isinstance(m, BilinearUpsample)}
-    expected = {"fcn32s": {"upscore": 64}, "fcn16s": {"upscore2": 4, "upscore16": 32}, "fcn8s": {"upscore2": 4, "upscore_pool4": 4, "upscore8": 16}}[name]
+    expected = {
+        "fcn32s": {"upscore": 64},
+        "fcn16s": {"upscore2": 4, "upscore16": 32},
+        "fcn8s": {"upscore2": 4, "upscore_pool4": 4, "upscore8": 16},
+    }[name]
     assert {n: m.kernel_size[0] for n, m in ups.items()} == expected
-    assert all(m.padding == (0, 0) and m.stride[0] * 2 == m.kernel_size[0] for m in ups.values())
-    assert CAFFE_CROP_OFFSETS[model.stride] == {
-        32: {"upscore": 19},
-        16: {"score_pool4": 5, "upscore16": 27},
-        8: {"score_pool4": 5, "score_pool3": 9, "upscore8": 31},
-    }[model.stride]
+    assert all(
+        m.padding == (0, 0) and m.stride[0] * 2 == m.kernel_size[0]
+        for m in ups.values()
+    )
+    assert (
+        CAFFE_CROP_OFFSETS[model.stride]
+        == {
+            32: {"upscore": 19},
+            16: {"score_pool4": 5, "upscore16": 27},
+            8: {"score_pool4": 5, "score_pool3": 9, "upscore8": 31},
+        }[model.stride]
+    )
     # shapes through PyTorch's real shape rules for ~80 sizes, odd ones included, 1x1 to 513 px
     assert _meta_sizes_ok(model, MANY_SIZES) == []
 
@@ -121,7 +144,9 @@ def test_vgg16_faithful_reference_layers_and_output_size(name):
 def test_vgg16_default_output_size(name):
     model = _meta(name, num_classes=4, backbone="vgg16")
     assert model.backbone.stride8[0].padding == (1, 1) and model.fc6.padding == (3, 3)
-    assert not any(m.ceil_mode for m in model.backbone.modules() if isinstance(m, nn.MaxPool2d))
+    assert not any(
+        m.ceil_mode for m in model.backbone.modules() if isinstance(m, nn.MaxPool2d)
+    )
     assert _meta_sizes_ok(model, MANY_SIZES) == []
 
 
@@ -130,15 +155,22 @@ def test_vgg16_fcn8s_real_forward_odd_size(faithful):
     model = fcn8s(num_classes=4, backbone="vgg16", faithful=faithful).eval()
     with torch.no_grad():
         y = model(torch.randn(1, 3, 33, 47))
-    assert y.shape == (1, 4, 33, 47) and torch.equal(y, torch.zeros_like(y))  # zero-init scores
+    assert y.shape == (1, 4, 33, 47) and torch.equal(
+        y, torch.zeros_like(y)
+    )  # zero-init scores
 
 
 def _coord(modules) -> tuple[float, float]:
     """Caffe-style coordinate map of a chain of conv/pool layers: input = a * output + b."""
     a, b = 1.0, 0.0
     for m in modules:
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not isinstance(m, nn.ConvTranspose2d):
-            k, s, p = (v if isinstance(v, int) else v[0] for v in (m.kernel_size, m.stride, m.padding))
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d)) and not isinstance(
+            m, nn.ConvTranspose2d
+        ):
+            k, s, p = (
+                v if isinstance(v, int) else v[0]
+                for v in (m.kernel_size, m.stride, m.padding)
+            )
             a, b = a * s, b + a * ((k - 1) / 2 - p)
     return a, b
 
@@ -156,10 +188,14 @@ def test_crop_offsets_follow_from_the_layer_geometry(faithful):
     bb = m.backbone
     a3, b3 = _coord([*bb.stride8])  # data = a3 * pool3 + b3
     a4, b4 = _coord([*bb.stride8, *bb.stride16])
-    a5, b5 = _coord([*bb.stride8, *bb.stride16, *bb.stride32, m.fc6])  # data = a5 * score_fr + b5
+    a5, b5 = _coord(
+        [*bb.stride8, *bb.stride16, *bb.stride32, m.fc6]
+    )  # data = a5 * score_fr + b5
     assert (a3, a4, a5) == (8, 16, 32)
 
-    def up(a, b, layer):  # data = a * x + b for the layer's input x -> the same for its output
+    def up(
+        a, b, layer
+    ):  # data = a * x + b for the layer's input x -> the same for its output
         s, c = _deconv(layer)
         return a / s, b - a * c / s
 
@@ -194,7 +230,10 @@ def test_crop_offsets_follow_from_the_layer_geometry(faithful):
 def test_default_alignment_is_exact_on_corner_grid_backbones(backbone):
     m = _meta("fcn8s", num_classes=2, backbone=backbone)
     stages = [m.backbone.stride8, m.backbone.stride16, m.backbone.stride32]
-    chain = [[mod for n, mod in stage.named_modules() if "downsample" not in n] for stage in stages]
+    chain = [
+        [mod for n, mod in stage.named_modules() if "downsample" not in n]
+        for stage in stages
+    ]
     a3, b3 = _coord(chain[0])
     a4, b4 = _coord(chain[0] + chain[1])
     a5, b5 = _coord(chain[0] + chain[1] + chain[2] + [m.score_fr])
@@ -228,18 +267,33 @@ def test_output_size_any_input(name):
         with torch.no_grad():
             for h, w in SIZES:
                 assert model(torch.randn(2, 3, h, w)).shape == (2, 5, h, w)
-    assert _meta_sizes_ok(_meta(name, num_classes=5, backbone="resnet18"), MANY_SIZES[::2]) == []
+    assert (
+        _meta_sizes_ok(_meta(name, num_classes=5, backbone="resnet18"), MANY_SIZES[::2])
+        == []
+    )
 
 
 def test_default_upsampling_follows_the_backbone_grid():
     def geometry(model):
-        return {n: (m.factor, m.kernel_size[0], m.padding[0], m.output_padding[0]) for n, m in model.named_modules() if isinstance(m, BilinearUpsample)}
+        return {
+            n: (m.factor, m.kernel_size[0], m.padding[0], m.output_padding[0])
+            for n, m in model.named_modules()
+            if isinstance(m, BilinearUpsample)
+        }
 
     # ResNet / MobileNetV2: cell i at s*i -> kernel 2f-1, padding f-1, output padding f-1
     for bb in ["resnet18", "mobilenet_v2"]:
-        assert geometry(_meta("fcn8s", num_classes=3, backbone=bb)) == {"upscore2": (2, 3, 1, 1), "upscore_pool4": (2, 3, 1, 1), "upscore8": (8, 15, 7, 7)}
+        assert geometry(_meta("fcn8s", num_classes=3, backbone=bb)) == {
+            "upscore2": (2, 3, 1, 1),
+            "upscore_pool4": (2, 3, 1, 1),
+            "upscore8": (8, 15, 7, 7),
+        }
     # VGG: cell i at s*i + (s-1)/2 -> kernel 2f, padding f/2
-    assert geometry(_meta("fcn8s", num_classes=3, backbone="vgg16")) == {"upscore2": (2, 4, 1, 0), "upscore_pool4": (2, 4, 1, 0), "upscore8": (8, 16, 4, 0)}
+    assert geometry(_meta("fcn8s", num_classes=3, backbone="vgg16")) == {
+        "upscore2": (2, 4, 1, 0),
+        "upscore_pool4": (2, 4, 1, 0),
+        "upscore8": (8, 16, 4, 0),
+    }
 
 
 def test_faithful_rejected_for_other_backbones():
@@ -265,12 +319,24 @@ def test_zero_init_scores_give_zero_logits(name):
 
 def test_upsampling_frozen_by_default_and_learnable_options():
     def flags(model):
-        return {n: m.weight.requires_grad for n, m in model.named_modules() if isinstance(m, BilinearUpsample)}
+        return {
+            n: m.weight.requires_grad
+            for n, m in model.named_modules()
+            if isinstance(m, BilinearUpsample)
+        }
 
-    assert flags(fcn8s(num_classes=3, backbone="resnet18")) == {"upscore2": False, "upscore_pool4": False, "upscore8": False}
-    assert flags(fcn8s(num_classes=3, backbone="resnet18", learnable_upsampling=True)) == {"upscore2": True, "upscore_pool4": True, "upscore8": True}
+    assert flags(fcn8s(num_classes=3, backbone="resnet18")) == {
+        "upscore2": False,
+        "upscore_pool4": False,
+        "upscore8": False,
+    }
+    assert flags(
+        fcn8s(num_classes=3, backbone="resnet18", learnable_upsampling=True)
+    ) == {"upscore2": True, "upscore_pool4": True, "upscore8": True}
     # the CVPR paper's text: 2x layers learned, the final interpolation fixed
-    assert flags(fcn16s(num_classes=3, backbone="resnet18", learnable_upsampling="2x")) == {"upscore2": True, "upscore16": False}
+    assert flags(
+        fcn16s(num_classes=3, backbone="resnet18", learnable_upsampling="2x")
+    ) == {"upscore2": True, "upscore16": False}
     with pytest.raises(ConfigError, match="learnable_upsampling"):
         fcn8s(num_classes=3, backbone="resnet18", learnable_upsampling="sometimes")
 
@@ -281,10 +347,18 @@ def test_gradients_reach_score_layers_then_backbone():
     x, target = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     F.cross_entropy(model(x), target).backward()
     for layer in ["score_fr", "score_pool4", "score_pool3"]:
-        assert getattr(model, layer).weight.grad.abs().sum() > 0, layer  # zero init still learns
+        assert getattr(model, layer).weight.grad.abs().sum() > 0, (
+            layer
+        )  # zero init still learns
     # ... but the zero score weights pass no gradient down: the backbone's first step is zero
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.backbone.parameters())
-    assert all(m.weight.grad is None for m in model.modules() if isinstance(m, BilinearUpsample))
+    assert all(
+        p.grad is None or p.grad.abs().sum() == 0 for p in model.backbone.parameters()
+    )
+    assert all(
+        m.weight.grad is None
+        for m in model.modules()
+        if isinstance(m, BilinearUpsample)
+    )
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
     model.zero_grad()
     F.cross_entropy(model(x), target).backward()
@@ -309,14 +383,26 @@ def test_shared_parameter_names_across_variants(backbone):
     m32 = _meta("fcn32s", num_classes=5, backbone=backbone)
     m16 = _meta("fcn16s", num_classes=5, backbone=backbone)
     r = m16.load_state_dict(m32.state_dict(), strict=False)
-    assert sorted(r.missing_keys) == ["score_pool4.bias", "score_pool4.weight", "upscore16.weight", "upscore2.weight"]
+    assert sorted(r.missing_keys) == [
+        "score_pool4.bias",
+        "score_pool4.weight",
+        "upscore16.weight",
+        "upscore2.weight",
+    ]
     assert r.unexpected_keys == ["upscore.weight"]
     m8 = _meta("fcn8s", num_classes=5, backbone=backbone)
     r = m8.load_state_dict(m16.state_dict(), strict=False)
-    assert sorted(r.missing_keys) == ["score_pool3.bias", "score_pool3.weight", "upscore8.weight", "upscore_pool4.weight"]
+    assert sorted(r.missing_keys) == [
+        "score_pool3.bias",
+        "score_pool3.weight",
+        "upscore8.weight",
+        "upscore_pool4.weight",
+    ]
     assert r.unexpected_keys == ["upscore16.weight"]
     if backbone == "vgg16":
-        assert {"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"} <= set(m8.state_dict())
+        assert {"fc6.weight", "fc6.bias", "fc7.weight", "fc7.bias"} <= set(
+            m8.state_dict()
+        )
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
@@ -357,9 +443,15 @@ def test_center_grid_2x_then_16x_is_close_to_32x_but_not_equal():
 
 def test_registry_and_build_model_errors():
     assert set(VARIANTS) <= set(MODELS) and isinstance(MODELS, dict)
-    with pytest.raises(ConfigError, match=r"model: unknown model 'fcn4s' \(known: .*fcn32s.*fcn16s.*fcn8s"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model: unknown model 'fcn4s' \(known: .*fcn32s.*fcn16s.*fcn8s",
+    ):
         build_model("fcn4s")
-    with pytest.raises(ConfigError, match=r"model fcn8s: unknown argument\(s\) dropout, classes \(accepted: num_classes"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model fcn8s: unknown argument\(s\) dropout, classes \(accepted: num_classes",
+    ):
         build_model("fcn8s", num_classes=3, dropout=0.1, classes=4)
     with pytest.raises(ConfigError, match="num_classes: must be a positive integer"):
         build_model("fcn8s", num_classes=0, backbone="resnet18")
@@ -368,11 +460,19 @@ def test_registry_and_build_model_errors():
 
 
 def test_spec_rebuilds_the_model():
-    model = build_model("fcn16s", num_classes=7, backbone="mobilenet_v2", learnable_upsampling=True)
+    model = build_model(
+        "fcn16s", num_classes=7, backbone="mobilenet_v2", learnable_upsampling=True
+    )
     spec = json.loads(json.dumps(model.spec))  # JSON-serialisable
     assert spec == {
         "name": "fcn16s",
-        "kwargs": {"num_classes": 7, "backbone": "mobilenet_v2", "weights": None, "faithful": False, "learnable_upsampling": True},
+        "kwargs": {
+            "num_classes": 7,
+            "backbone": "mobilenet_v2",
+            "weights": None,
+            "faithful": False,
+            "learnable_upsampling": True,
+        },
     }
     again = build_model(spec["name"], **spec["kwargs"])
     again.load_state_dict(model.state_dict())  # strict: identical architecture
@@ -382,6 +482,8 @@ def test_spec_rebuilds_the_model():
 def test_mobilenet_head_dropout_and_no_fc_layers():
     model = fcn32s(num_classes=3, backbone="mobilenet_v2")
     assert model.fc6 is None and model.fc7 is None
-    assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == pytest.approx(0.2)
+    assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == pytest.approx(
+        0.2
+    )
     assert model.score_fr.in_channels == 1280
     assert isinstance(fcn32s(num_classes=3, backbone="resnet18").dropout, nn.Identity)

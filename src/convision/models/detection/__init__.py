@@ -19,6 +19,7 @@ user class ``k``. This is the only place where the shift happens (:func:`to_inte
 Fast R-CNN's forward also takes ``proposals`` (list of ``P_i x 4`` xyxy boxes per image);
 R-CNN is not trained by gradient descent end to end (SVMs) and has its own ``fit``.
 """
+
 from __future__ import annotations
 
 from torch import Tensor

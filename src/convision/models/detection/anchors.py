@@ -19,6 +19,7 @@ cell, and ``184 x 96`` pixels.
 position-major (row, column) then anchor (py-faster-rcnn's ``shifts + anchors`` order), and caches
 the result per feature size, device and dtype.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,7 +39,15 @@ def _whctrs(anchor: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def _mkanchors(ws: Tensor, hs: Tensor, x_ctr: Tensor, y_ctr: Tensor) -> Tensor:
-    return torch.stack((x_ctr - 0.5 * (ws - 1), y_ctr - 0.5 * (hs - 1), x_ctr + 0.5 * (ws - 1), y_ctr + 0.5 * (hs - 1)), dim=-1)
+    return torch.stack(
+        (
+            x_ctr - 0.5 * (ws - 1),
+            y_ctr - 0.5 * (hs - 1),
+            x_ctr + 0.5 * (ws - 1),
+            y_ctr + 0.5 * (hs - 1),
+        ),
+        dim=-1,
+    )
 
 
 def generate_anchors(
@@ -50,7 +59,15 @@ def generate_anchors(
     """py-faster-rcnn's anchors, raw: ``len(ratios) * len(scales) x 4`` inclusive pixel boxes
     (float64), ratio-major (all scales of ratio 0.5 first). See the module docstring for
     ``first_pixel``."""
-    base = torch.tensor([first_pixel, first_pixel, first_pixel + base_size - 1, first_pixel + base_size - 1], dtype=torch.float64)
+    base = torch.tensor(
+        [
+            first_pixel,
+            first_pixel,
+            first_pixel + base_size - 1,
+            first_pixel + base_size - 1,
+        ],
+        dtype=torch.float64,
+    )
     w, h, x_ctr, y_ctr = _whctrs(base)
     ratios_t = torch.tensor(list(ratios), dtype=torch.float64)
     # _ratio_enum: same area, aspect ratio h / w = ratio, rounded to whole pixels
@@ -60,17 +77,35 @@ def generate_anchors(
     # _scale_enum of every ratio anchor
     scales_t = torch.tensor(list(scales), dtype=torch.float64)
     rw, rh, rx, ry = _whctrs(ratio_anchors)
-    out = _mkanchors(rw[:, None] * scales_t, rh[:, None] * scales_t, rx[:, None].expand(-1, len(scales)), ry[:, None].expand(-1, len(scales)))
+    out = _mkanchors(
+        rw[:, None] * scales_t,
+        rh[:, None] * scales_t,
+        rx[:, None].expand(-1, len(scales)),
+        ry[:, None].expand(-1, len(scales)),
+    )
     return out.reshape(-1, 4)
 
 
-def base_anchors(sizes: Sequence[float] = (128, 256, 512), ratios: Sequence[float] = (0.5, 1.0, 2.0), stride: int = 16) -> Tensor:
+def base_anchors(
+    sizes: Sequence[float] = (128, 256, 512),
+    ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    stride: int = 16,
+) -> Tensor:
     """The ``A x 4`` continuous xyxy anchors of the first feature cell (float32): py-faster-rcnn's
     generator with ``base_size = stride`` and ``scales = sizes / stride`` (sizes 128/256/512 at
     stride 16 are its scales 8/16/32), converted as in the module docstring."""
-    if not sizes or not ratios or any(float(s) <= 0 for s in sizes) or any(float(r) <= 0 for r in ratios):
-        raise ConfigError(f"anchor_sizes / anchor_ratios: expected non-empty lists of positive numbers, got {list(sizes)} / {list(ratios)}")
-    raw = generate_anchors(stride, ratios, [float(s) / stride for s in sizes], first_pixel=0)
+    if (
+        not sizes
+        or not ratios
+        or any(float(s) <= 0 for s in sizes)
+        or any(float(r) <= 0 for r in ratios)
+    ):
+        raise ConfigError(
+            f"anchor_sizes / anchor_ratios: expected non-empty lists of positive numbers, got {list(sizes)} / {list(ratios)}"
+        )
+    raw = generate_anchors(
+        stride, ratios, [float(s) / stride for s in sizes], first_pixel=0
+    )
     raw[:, 2:] += 1
     return raw.float()
 
@@ -83,17 +118,30 @@ class AnchorGrid(nn.Module):
     shifts): centred on ``(stride * j + stride / 2, stride * i + stride / 2)``.
     """
 
-    def __init__(self, sizes: Sequence[float] = (128, 256, 512), ratios: Sequence[float] = (0.5, 1.0, 2.0), stride: int = 16) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[float] = (128, 256, 512),
+        ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        stride: int = 16,
+    ) -> None:
         super().__init__()
         self.stride = int(stride)
-        self.register_buffer("base", base_anchors(sizes, ratios, stride), persistent=False)
+        self.register_buffer(
+            "base", base_anchors(sizes, ratios, stride), persistent=False
+        )
         self._cache: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
 
     @property
     def num_anchors(self) -> int:
         return int(self.base.shape[0])
 
-    def forward(self, height: int, width: int, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    def forward(
+        self,
+        height: int,
+        width: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         key = (int(height), int(width), torch.device(device), dtype)
         cached = self._cache.get(key)
         if cached is not None:
@@ -108,7 +156,9 @@ class AnchorGrid(nn.Module):
         self._cache[key] = anchors
         return anchors
 
-    def _apply(self, fn, recurse=True):  # .to(device) / .half(): drop anchors cached for the old ones
+    def _apply(
+        self, fn, recurse=True
+    ):  # .to(device) / .half(): drop anchors cached for the old ones
         self._cache = {}
         return super()._apply(fn, recurse)
 

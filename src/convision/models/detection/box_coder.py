@@ -12,6 +12,7 @@ multiplied by ``weights = (10, 10, 5, 5)`` here. The RPN uses ``weights = (1, 1,
 convention). Decoding clamps ``tw``/``th`` at ``log(1000 / 16)`` so that an untrained network cannot
 produce infinite boxes.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,11 @@ ROI_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 SIZE_CLAMP = math.log(1000.0 / 16)
 
 
-def encode(reference: Tensor, gt: Tensor, weights: tuple[float, float, float, float] = RPN_WEIGHTS) -> Tensor:
+def encode(
+    reference: Tensor,
+    gt: Tensor,
+    weights: tuple[float, float, float, float] = RPN_WEIGHTS,
+) -> Tensor:
     """Targets ``(tx, ty, tw, th) * weights`` that move ``reference`` (``N x 4``) onto ``gt`` (``N x 4``)."""
     pw = reference[:, 2] - reference[:, 0]
     ph = reference[:, 3] - reference[:, 1]
@@ -36,11 +41,21 @@ def encode(reference: Tensor, gt: Tensor, weights: tuple[float, float, float, fl
     gy = gt[:, 1] + 0.5 * gh
     wx, wy, ww, wh = weights
     return torch.stack(
-        (wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)), dim=1
+        (
+            wx * (gx - px) / pw,
+            wy * (gy - py) / ph,
+            ww * torch.log(gw / pw),
+            wh * torch.log(gh / ph),
+        ),
+        dim=1,
     )
 
 
-def decode(reference: Tensor, deltas: Tensor, weights: tuple[float, float, float, float] = RPN_WEIGHTS) -> Tensor:
+def decode(
+    reference: Tensor,
+    deltas: Tensor,
+    weights: tuple[float, float, float, float] = RPN_WEIGHTS,
+) -> Tensor:
     """Apply ``deltas`` (``N x 4``, or ``N x 4C`` for class-specific regression) to ``reference``
     (``N x 4``); returns boxes shaped like ``deltas``."""
     reference = reference.to(deltas.dtype)

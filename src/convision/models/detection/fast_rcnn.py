@@ -9,6 +9,7 @@ uses 2 images x 64 RoIs per mini-batch), 25 % foreground at IoU >= 0.5, backgrou
 ``[0.1, 0.5)`` (``bg_iou_low``), NMS 0.3 at test. Not implemented: multi-scale training/testing and
 the truncated-SVD compression of the fc layers (section 3.1).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,15 +46,25 @@ class FastRCNN(TwoStageDetector):
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         x, sizes = self.prepare(images)
         if proposals is None or len(proposals) != len(sizes):
-            raise ValueError(f"proposals: Fast R-CNN needs one P x 4 box tensor per image ({len(sizes)}), got {None if proposals is None else len(proposals)}")
+            raise ValueError(
+                f"proposals: Fast R-CNN needs one P x 4 box tensor per image ({len(sizes)}), got {None if proposals is None else len(proposals)}"
+            )
         if any(p.dim() != 2 or p.shape[1] != 4 for p in proposals):
             raise ValueError("proposals: expected P x 4 xyxy boxes per image")
         proposals = [p.to(x.device, x.dtype) for p in proposals]
         if self.training:
             self.check_targets(targets, len(sizes), self.num_classes)
-            targets = [{"boxes": t["boxes"].to(x.device, x.dtype), "labels": t["labels"].to(x.device)} for t in targets]
+            targets = [
+                {
+                    "boxes": t["boxes"].to(x.device, x.dtype),
+                    "labels": t["labels"].to(x.device),
+                }
+                for t in targets
+            ]
         features = self.body(x)
-        return self.roi_heads(features, proposals, sizes, targets if self.training else None)
+        return self.roi_heads(
+            features, proposals, sizes, targets if self.training else None
+        )
 
 
 def fast_rcnn(
@@ -75,8 +86,12 @@ def fast_rcnn(
 ) -> FastRCNN:
     """Fast R-CNN (module docstring) for ``num_classes`` user classes; options as :func:`faster_rcnn`."""
     if int(num_classes) < 1:
-        raise ConfigError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    body, channels, classifier = build_body(backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn)
+        raise ConfigError(
+            f"num_classes: expected a positive integer, got {num_classes!r}"
+        )
+    body, channels, classifier = build_body(
+        backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn
+    )
     heads = build_roi_heads(
         channels=channels,
         num_classes=int(num_classes),

@@ -36,6 +36,7 @@ convolution's weight as conv followed by the frozen norm, without two passes ove
 Images are normalised inside the model (``model.mean``, ``model.std``: ImageNet's) and padded
 bottom/right into one batch; each image's own size is used for anchor filtering and clipping.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,7 +58,14 @@ from convision.models.detection.roi_heads import (
 )
 from convision.models.detection.rpn import RegionProposalNetwork
 
-__all__ = ["FasterRCNN", "faster_rcnn", "build_body", "build_roi_heads", "TwoStageDetector", "ConvFrozenBN"]
+__all__ = [
+    "FasterRCNN",
+    "faster_rcnn",
+    "build_body",
+    "build_roi_heads",
+    "TwoStageDetector",
+    "ConvFrozenBN",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,7 +86,9 @@ class ConvFrozenBN(nn.Module):
         if conv.bias is not None:
             shift = shift + conv.bias * scale
         weight = conv.weight * scale.view(-1, 1, 1, 1)
-        return F.conv2d(x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return F.conv2d(
+            x, weight, shift, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
 
 
 def _frozen(bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
@@ -110,26 +120,37 @@ def _freeze_bn(module: nn.Module, fuse: bool = True) -> nn.Module:
 
 
 def build_body(
-    backbone: str, weights: Any, *, freeze_early: bool = True, freeze_bn: bool | None = None, fuse_frozen_bn: bool = True,
+    backbone: str,
+    weights: Any,
+    *,
+    freeze_early: bool = True,
+    freeze_bn: bool | None = None,
+    fuse_frozen_bn: bool = True,
     dilated_tail: bool = True,
 ) -> tuple[nn.Sequential, int, nn.Sequential | None]:
     """The stride-16 conv body (module docstring): ``(body, out_channels, vgg_classifier_or_None)``.
     ``dilated_tail=False`` (MobileNetV2 only) ends the body at ``features[13]`` (96 channels)."""
     if backbone not in BACKBONES:
-        raise ConfigError(f"backbone: unknown backbone {backbone!r} for detection (known: {', '.join(BACKBONES)})")
+        raise ConfigError(
+            f"backbone: unknown backbone {backbone!r} for detection (known: {', '.join(BACKBONES)})"
+        )
     pretrained = not _no_weights(weights)
     bb = build_backbone(backbone, weights)
     family = BACKBONES[backbone][0]
     classifier = None
     if family == "vgg":
-        body = nn.Sequential(bb.stride8, bb.stride16, bb.stride32[:-1])  # conv5_3, no pool5
+        body = nn.Sequential(
+            bb.stride8, bb.stride16, bb.stride32[:-1]
+        )  # conv5_3, no pool5
         early: list[nn.Module] = list(bb.stride8[:10])  # conv1_1 .. pool2
         classifier = bb.take_classifier()
     elif family == "mobilenet_v2" and not dilated_tail:
         body = nn.Sequential(bb.stride8, bb.stride16)
         early = list(bb.stride8[:4])
     elif family == "mobilenet_v2":
-        tail = bb.stride32[:-1]  # features[14:18]; features[18] (1x1 to 1280) left out, see docstring
+        tail = bb.stride32[
+            :-1
+        ]  # features[14:18]; features[18] (1x1 to 1280) left out, see docstring
         first = True
         for m in tail.modules():
             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
@@ -170,13 +191,24 @@ def build_roi_heads(
         fc6, fc7 = classifier[0], classifier[3]
         if fc6.in_features != in_dim:
             fc6 = nn.Linear(in_dim, fc6.out_features)
-        body: nn.Module = nn.Sequential(fc6, nn.ReLU(inplace=True), nn.Dropout(0.5), fc7, nn.ReLU(inplace=True), nn.Dropout(0.5))
+        body: nn.Module = nn.Sequential(
+            fc6,
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            fc7,
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+        )
         dim = fc7.out_features
     else:
         if int(head_dim) < 1:
-            raise ConfigError(f"head_dim: expected a positive integer, got {head_dim!r}")
+            raise ConfigError(
+                f"head_dim: expected a positive integer, got {head_dim!r}"
+            )
         body, dim = mlp_body(in_dim, int(head_dim)), int(head_dim)
-    return RoIHeads(pooler, RoIBoxHead(body, dim, num_classes), num_classes=num_classes, **kwargs)
+    return RoIHeads(
+        pooler, RoIBoxHead(body, dim, num_classes), num_classes=num_classes, **kwargs
+    )
 
 
 class TwoStageDetector(nn.Module):
@@ -194,7 +226,10 @@ class TwoStageDetector(nn.Module):
         """Normalise and pad ``images`` (bottom/right, zeros after normalisation) into ``N x 3 x H x W``."""
         if isinstance(images, Tensor) and images.dim() == 3:
             images = [images]
-        if len(images) == 0 or any(not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3 for im in images):
+        if len(images) == 0 or any(
+            not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3
+            for im in images
+        ):
             raise ValueError("images: expected a non-empty list of 3 x H x W tensors")
         sizes = [(int(im.shape[1]), int(im.shape[2])) for im in images]
         mean, std = self.mean.view(3, 1, 1), self.std.view(3, 1, 1)
@@ -209,14 +244,26 @@ class TwoStageDetector(nn.Module):
         return x, sizes
 
     @staticmethod
-    def check_targets(targets: Sequence[dict[str, Tensor]] | None, n: int, num_classes: int) -> None:
+    def check_targets(
+        targets: Sequence[dict[str, Tensor]] | None, n: int, num_classes: int
+    ) -> None:
         if targets is None or len(targets) != n:
-            raise ValueError(f"targets: training needs one target dict per image ({n}), got {None if targets is None else len(targets)}")
+            raise ValueError(
+                f"targets: training needs one target dict per image ({n}), got {None if targets is None else len(targets)}"
+            )
         for t in targets:
             boxes, labels = t["boxes"], t["labels"]
-            if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape[0] != boxes.shape[0]:
-                raise ValueError(f"targets: expected boxes N x 4 and labels N, got {tuple(boxes.shape)} and {tuple(labels.shape)}")
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            if (
+                boxes.dim() != 2
+                or boxes.shape[1] != 4
+                or labels.shape[0] != boxes.shape[0]
+            ):
+                raise ValueError(
+                    f"targets: expected boxes N x 4 and labels N, got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+                )
+            if labels.numel() and (
+                int(labels.min()) < 0 or int(labels.max()) >= num_classes
+            ):
                 raise ValueError(f"targets: labels must be in 0..{num_classes - 1}")
 
 
@@ -224,20 +271,34 @@ class FasterRCNN(TwoStageDetector):
     """``forward(images, targets=None)``: the detection contract (:mod:`convision.models.detection`);
     training losses ``rpn_cls``, ``rpn_box``, ``roi_cls``, ``roi_box``."""
 
-    def __init__(self, body: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads) -> None:
+    def __init__(
+        self, body: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads
+    ) -> None:
         super().__init__()
         self.body = body
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.num_classes = roi_heads.num_classes
 
-    def forward(self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    def forward(
+        self,
+        images: Sequence[Tensor],
+        targets: Sequence[dict[str, Tensor]] | None = None,
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         x, sizes = self.prepare(images)
         if self.training:
             self.check_targets(targets, len(sizes), self.num_classes)
-            targets = [{"boxes": t["boxes"].to(x.device, x.dtype), "labels": t["labels"].to(x.device)} for t in targets]
+            targets = [
+                {
+                    "boxes": t["boxes"].to(x.device, x.dtype),
+                    "labels": t["labels"].to(x.device),
+                }
+                for t in targets
+            ]
         features = self.body(x)
-        proposals, rpn_losses = self.rpn(features, sizes, [t["boxes"] for t in targets] if self.training else None)
+        proposals, rpn_losses = self.rpn(
+            features, sizes, [t["boxes"] for t in targets] if self.training else None
+        )
         if self.training:
             return {**rpn_losses, **self.roi_heads(features, proposals, sizes, targets)}
         return self.roi_heads(features, proposals, sizes)
@@ -277,10 +338,21 @@ def faster_rcnn(
     ``head_dim``: width of the two fc layers of non-VGG heads. ``spp_levels`` only for ``pooling="spp"``.
     """
     if int(num_classes) < 1:
-        raise ConfigError(f"num_classes: expected a positive integer, got {num_classes!r}")
-    body, channels, classifier = build_body(backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn,
-                                            dilated_tail=dilated_tail)
-    mid = int(rpn_channels) if rpn_channels is not None else (512 if backbone.startswith("vgg") else 256)
+        raise ConfigError(
+            f"num_classes: expected a positive integer, got {num_classes!r}"
+        )
+    body, channels, classifier = build_body(
+        backbone,
+        weights,
+        freeze_early=freeze_early,
+        freeze_bn=freeze_bn,
+        dilated_tail=dilated_tail,
+    )
+    mid = (
+        int(rpn_channels)
+        if rpn_channels is not None
+        else (512 if backbone.startswith("vgg") else 256)
+    )
     rpn = RegionProposalNetwork(
         channels,
         mid_channels=mid,

@@ -32,6 +32,7 @@ side below ``min_size`` pixels are dropped; at most ``max_proposals`` are kept.
 :class:`ProposalCache` computes the boxes of an image once and keeps them on disk, keyed by a hash of
 the image bytes and of the settings, so a changed image or setting never reuses stale boxes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +51,14 @@ from torchvision.ops import box_iou
 
 from convision.errors import ConfigError, DataError
 
-__all__ = ["MODES", "ProposalCache", "proposal_recall", "proposals_for", "selective_search", "to_uint8_rgb"]
+__all__ = [
+    "MODES",
+    "ProposalCache",
+    "proposal_recall",
+    "proposals_for",
+    "selective_search",
+    "to_uint8_rgb",
+]
 
 MODES = ("fast", "quality")
 _CACHE_VERSION = 1  # bump when the post-processing changes: old cache files then miss
@@ -76,26 +84,36 @@ def to_uint8_rgb(image: np.ndarray | Tensor) -> np.ndarray:
     """``H x W x 3`` uint8 RGB from a uint8 ``H x W x 3`` array or a ``3 x H x W`` float tensor in ``[0, 1]``."""
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
-            raise ConfigError(f"image: expected a 3 x H x W tensor, got shape {tuple(image.shape)}")
+            raise ConfigError(
+                f"image: expected a 3 x H x W tensor, got shape {tuple(image.shape)}"
+            )
         if image.dtype == torch.uint8:
             return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
         arr = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
         return np.ascontiguousarray(arr.permute(1, 2, 0).cpu().numpy())
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise ConfigError(f"image: expected an H x W x 3 uint8 RGB array, got shape {arr.shape} dtype {arr.dtype}")
+        raise ConfigError(
+            f"image: expected an H x W x 3 uint8 RGB array, got shape {arr.shape} dtype {arr.dtype}"
+        )
     return np.ascontiguousarray(arr)
 
 
-def _check_settings(mode: str, max_proposals: int, min_size: float, min_side: int | None) -> None:
+def _check_settings(
+    mode: str, max_proposals: int, min_size: float, min_side: int | None
+) -> None:
     if mode not in MODES:
-        raise ConfigError(f"mode: unknown selective search mode {mode!r} (known: {', '.join(MODES)})")
+        raise ConfigError(
+            f"mode: unknown selective search mode {mode!r} (known: {', '.join(MODES)})"
+        )
     if int(max_proposals) < 1:
         raise ConfigError(f"max_proposals: must be at least 1, got {max_proposals}")
     if min_size < 0:
         raise ConfigError(f"min_size: must be non-negative, got {min_size}")
     if min_side is not None and int(min_side) < 1:
-        raise ConfigError(f"min_side: must be a positive number of pixels or None, got {min_side}")
+        raise ConfigError(
+            f"min_side: must be a positive number of pixels or None, got {min_side}"
+        )
 
 
 def selective_search(
@@ -151,14 +169,25 @@ def selective_search(
     sx = bgr.shape[1] / w  # the exact factors after rounding the resized size
     sy = bgr.shape[0] / h
     boxes = np.stack(
-        (rects[:, 0] / sx, rects[:, 1] / sy, (rects[:, 0] + rects[:, 2]) / sx, (rects[:, 1] + rects[:, 3]) / sy), axis=1
+        (
+            rects[:, 0] / sx,
+            rects[:, 1] / sy,
+            (rects[:, 0] + rects[:, 2]) / sx,
+            (rects[:, 1] + rects[:, 3]) / sy,
+        ),
+        axis=1,
     )
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
     boxes = boxes.astype(np.float32)
     _, first = np.unique(boxes, axis=0, return_index=True)
     boxes = boxes[np.sort(first)]  # deduplicated, original ranking kept
-    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    keep = (
+        ((boxes[:, 2] - boxes[:, 0]) >= min_size)
+        & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+        & (boxes[:, 2] > boxes[:, 0])
+        & (boxes[:, 3] > boxes[:, 1])
+    )
     return np.ascontiguousarray(boxes[keep][: int(max_proposals)])
 
 
@@ -197,7 +226,12 @@ class ProposalCache:
         """The cache key of ``image`` under these settings (hex digest)."""
         rgb = to_uint8_rgb(image)
         digest = hashlib.sha256()
-        digest.update(json.dumps({**self.settings, "version": _CACHE_VERSION, "shape": list(rgb.shape)}, sort_keys=True).encode())
+        digest.update(
+            json.dumps(
+                {**self.settings, "version": _CACHE_VERSION, "shape": list(rgb.shape)},
+                sort_keys=True,
+            ).encode()
+        )
         digest.update(rgb.tobytes())
         return digest.hexdigest()
 
@@ -212,7 +246,11 @@ class ProposalCache:
         if path.is_file():
             try:
                 boxes = np.load(path, allow_pickle=False)
-                if boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.dtype == np.float32:
+                if (
+                    boxes.ndim == 2
+                    and boxes.shape[1] == 4
+                    and boxes.dtype == np.float32
+                ):
                     self.hits += 1
                     return boxes
             except (OSError, ValueError):
@@ -227,7 +265,9 @@ class ProposalCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npy")
         except OSError as e:
-            raise DataError(f"{self.folder}: cannot write the proposal cache ({e.strerror or e})") from None
+            raise DataError(
+                f"{self.folder}: cannot write the proposal cache ({e.strerror or e})"
+            ) from None
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, boxes, allow_pickle=False)
@@ -247,7 +287,14 @@ def proposals_for(
 
     total = len(dataset_images) if hasattr(dataset_images, "__len__") else None  # type: ignore[arg-type]
     out: dict[Any, np.ndarray] = {}
-    bar = tqdm(dataset_images, total=total, desc="selective search", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        dataset_images,
+        total=total,
+        desc="selective search",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     for key, image in bar:
         out[key] = cache(image)
         bar.set_postfix(hits=cache.hits, misses=cache.misses, refresh=False)
@@ -255,7 +302,10 @@ def proposals_for(
 
 
 def _as_tensor(boxes: np.ndarray | Tensor) -> Tensor:
-    return torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, Tensor) else boxes, dtype=torch.float32).reshape(-1, 4)
+    return torch.as_tensor(
+        np.asarray(boxes) if not isinstance(boxes, Tensor) else boxes,
+        dtype=torch.float32,
+    ).reshape(-1, 4)
 
 
 def proposal_recall(
@@ -270,11 +320,15 @@ def proposal_recall(
     """
     single = isinstance(proposals, (np.ndarray, Tensor))
     if single != isinstance(gt_boxes, (np.ndarray, Tensor)):
-        raise ConfigError("proposal_recall: give one array each or one list each for proposals and gt_boxes")
+        raise ConfigError(
+            "proposal_recall: give one array each or one list each for proposals and gt_boxes"
+        )
     props = [proposals] if single else list(proposals)  # type: ignore[list-item]
     gts = [gt_boxes] if single else list(gt_boxes)  # type: ignore[list-item]
     if len(props) != len(gts):
-        raise ConfigError(f"proposal_recall: {len(props)} proposal sets for {len(gts)} images")
+        raise ConfigError(
+            f"proposal_recall: {len(props)} proposal sets for {len(gts)} images"
+        )
     covered = total = 0
     for p, g in zip(props, gts):
         p, g = _as_tensor(p), _as_tensor(g)

@@ -55,6 +55,7 @@ The learnt SVMs, regressors and the feature scale are buffers: ``state_dict()`` 
 detector and reloads with ``torch.load(..., weights_only=True)`` into a model built with the same
 arguments. Nothing is trained by gradient descent: use :meth:`RCNN.fit`, not a trainer.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,14 @@ from torchvision.ops import (
 from convision.errors import ConfigError, DataError
 from convision.models.detection.box_coder import ROI_WEIGHTS, decode, encode
 
-__all__ = ["RCNN", "dilate_boxes", "rcnn", "train_svm_hard_negatives", "warp_regions", "penultimate_features"]
+__all__ = [
+    "RCNN",
+    "dilate_boxes",
+    "rcnn",
+    "train_svm_hard_negatives",
+    "warp_regions",
+    "penultimate_features",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,24 +96,39 @@ def dilate_boxes(boxes: Tensor, warp_size: int, context_padding: int) -> Tensor:
     ``[p, warp_size - p]``: each side grows by ``p * size / (warp_size - 2p)`` (per axis)."""
     p = float(context_padding)
     if not 0 <= 2 * p < warp_size:
-        raise ConfigError(f"context_padding: must be in [0, warp_size / 2), got {context_padding} for warp_size {warp_size}")
+        raise ConfigError(
+            f"context_padding: must be in [0, warp_size / 2), got {context_padding} for warp_size {warp_size}"
+        )
     if p == 0:
         return boxes
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     px = w * p / (warp_size - 2 * p)
     py = h * p / (warp_size - 2 * p)
-    return torch.stack((boxes[:, 0] - px, boxes[:, 1] - py, boxes[:, 2] + px, boxes[:, 3] + py), dim=1)
+    return torch.stack(
+        (boxes[:, 0] - px, boxes[:, 1] - py, boxes[:, 2] + px, boxes[:, 3] + py), dim=1
+    )
 
 
-def warp_regions(image: Tensor, boxes: Tensor, warp_size: int, context_padding: int = 0) -> Tensor:
+def warp_regions(
+    image: Tensor, boxes: Tensor, warp_size: int, context_padding: int = 0
+) -> Tensor:
     """Anisotropic crop-and-resize of ``boxes`` (dilated by ``context_padding``, see
     :func:`dilate_boxes`) from ``image`` (``C x H x W``): ``P x C x warp_size x warp_size``."""
     rois = dilate_boxes(boxes.to(image.dtype), warp_size, context_padding)
-    return roi_align(image[None], [rois.to(image.device)], output_size=warp_size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return roi_align(
+        image[None],
+        [rois.to(image.device)],
+        output_size=warp_size,
+        spatial_scale=1.0,
+        sampling_ratio=-1,
+        aligned=True,
+    )
 
 
-def penultimate_features(backbone: str, weights: str | os.PathLike | None) -> tuple[nn.Module, int]:
+def penultimate_features(
+    backbone: str, weights: str | os.PathLike | None
+) -> tuple[nn.Module, int]:
     """A torchvision classifier cut before its last layer: ``N x 3 x S x S -> N x D``, and ``D``."""
     from convision.models.backbones import BACKBONES, load_torchvision_classifier
 
@@ -115,10 +138,14 @@ def penultimate_features(backbone: str, weights: str | os.PathLike | None) -> tu
         net = nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         dim = model.classifier[-1].in_features
     elif family == "vgg":
-        net = nn.Sequential(model.features, model.avgpool, nn.Flatten(1), *list(model.classifier)[:-1])  # fc7 + ReLU (+ Dropout, off in eval)
+        net = nn.Sequential(
+            model.features, model.avgpool, nn.Flatten(1), *list(model.classifier)[:-1]
+        )  # fc7 + ReLU (+ Dropout, off in eval)
         dim = model.classifier[-1].in_features
     else:  # resnet
-        net = nn.Sequential(*[m for name, m in model.named_children() if name != "fc"], nn.Flatten(1))
+        net = nn.Sequential(
+            *[m for name, m in model.named_children() if name != "fc"], nn.Flatten(1)
+        )
         dim = model.fc.in_features
     return net, int(dim)
 
@@ -153,7 +180,15 @@ def train_svm_hard_negatives(
     def train(neg_idx: np.ndarray) -> tuple[np.ndarray, float]:
         x = np.concatenate((positives, negatives[neg_idx]))
         y = np.concatenate((np.ones(len(positives)), -np.ones(len(neg_idx))))
-        svm = LinearSVC(C=C, loss="hinge", dual=True, class_weight={1: pos_weight, -1: 1.0}, intercept_scaling=bias_scale, max_iter=5000, random_state=seed)
+        svm = LinearSVC(
+            C=C,
+            loss="hinge",
+            dual=True,
+            class_weight={1: pos_weight, -1: 1.0},
+            intercept_scaling=bias_scale,
+            max_iter=5000,
+            random_state=seed,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             svm.fit(x, y)
@@ -161,15 +196,29 @@ def train_svm_hard_negatives(
 
     n = len(negatives)
     if len(positives) == 0 or n == 0:
-        raise ValueError("train_svm_hard_negatives needs at least one positive and one negative")
+        raise ValueError(
+            "train_svm_hard_negatives needs at least one positive and one negative"
+        )
     rng = np.random.default_rng(seed)
     if n <= max_negatives:
         w, b = train(np.arange(n))
-        return w, b, {"negatives": np.arange(n), "scores": negatives @ w + b, "selection_scores": None, "rounds": 0, "new_hard": []}
+        return (
+            w,
+            b,
+            {
+                "negatives": np.arange(n),
+                "scores": negatives @ w + b,
+                "selection_scores": None,
+                "rounds": 0,
+                "new_hard": [],
+            },
+        )
     cache = np.sort(rng.choice(n, size=max(1, max_negatives // 2), replace=False))
     w, b = train(cache)
     scores = negatives @ w + b
-    chosen_by: np.ndarray | None = None  # the scores that chose the cache (None: the random start)
+    chosen_by: np.ndarray | None = (
+        None  # the scores that chose the cache (None: the random start)
+    )
     new_hard: list[int] = []
     for _ in range(rounds):
         in_cache = np.zeros(n, dtype=bool)
@@ -180,17 +229,29 @@ def train_svm_hard_negatives(
             break  # converged: every hard negative is already cached
         candidates = np.flatnonzero((in_cache & (scores >= evict_threshold)) | new)
         if len(candidates) > max_negatives:
-            candidates = candidates[np.argsort(-scores[candidates], kind="stable")[:max_negatives]]
+            candidates = candidates[
+                np.argsort(-scores[candidates], kind="stable")[:max_negatives]
+            ]
         cache, chosen_by = np.sort(candidates), scores
         w, b = train(cache)
         scores = negatives @ w + b
-    info = {"negatives": cache, "scores": scores, "selection_scores": chosen_by, "rounds": len(new_hard), "new_hard": new_hard}
+    info = {
+        "negatives": cache,
+        "scores": scores,
+        "selection_scores": chosen_by,
+        "rounds": len(new_hard),
+        "new_hard": new_hard,
+    }
     return w, b, info
 
 
-def _targets_from(items: Iterable[Any], targets: Sequence[dict[str, Tensor]] | None) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+def _targets_from(
+    items: Iterable[Any], targets: Sequence[dict[str, Tensor]] | None
+) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
     if targets is None:
-        if hasattr(items, "__len__") and hasattr(items, "__getitem__"):  # map-style dataset
+        if hasattr(items, "__len__") and hasattr(
+            items, "__getitem__"
+        ):  # map-style dataset
             pairs = [items[i] for i in range(len(items))]  # type: ignore[index, arg-type]
         else:
             pairs = list(items)
@@ -235,7 +296,9 @@ class RCNN(nn.Module):
         if int(warp_size) < 8:
             raise ConfigError(f"warp_size: must be at least 8 pixels, got {warp_size}")
         if not 0 <= 2 * context_padding < warp_size:
-            raise ConfigError(f"context_padding: must be in [0, warp_size / 2), got {context_padding} for warp_size {warp_size}")
+            raise ConfigError(
+                f"context_padding: must be in [0, warp_size / 2), got {context_padding} for warp_size {warp_size}"
+            )
         self.features = features
         for p in self.features.parameters():
             p.requires_grad_(False)
@@ -257,7 +320,11 @@ class RCNN(nn.Module):
         self.score_thresh = float(score_thresh)
         self.detections_per_image = int(detections_per_image)
         self.nms_after_regression = bool(nms_after_regression)
-        self.proposal_settings: dict[str, Any] = {"mode": proposal_mode, "max_proposals": int(max_proposals), "min_side": proposal_min_side}
+        self.proposal_settings: dict[str, Any] = {
+            "mode": proposal_mode,
+            "max_proposals": int(max_proposals),
+            "min_side": proposal_min_side,
+        }
         self.seed = int(seed)
         k, d = self.num_classes, self.feature_dim
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
@@ -283,18 +350,28 @@ class RCNN(nn.Module):
     def extract(self, image: Tensor, boxes: Tensor, batch_size: int = 128) -> Tensor:
         """Unscaled CNN features (``P x D``, on the model's device) of ``boxes`` warped from ``image``."""
         device = self._device()
-        x = (image.to(device, torch.float32) - self.mean[:, None, None]) / self.std[:, None, None]
+        x = (image.to(device, torch.float32) - self.mean[:, None, None]) / self.std[
+            :, None, None
+        ]
         boxes = boxes.to(device, torch.float32).reshape(-1, 4)
         out = [
-            self.features(warp_regions(x, boxes[i : i + batch_size], self.warp_size, self.context_padding)).flatten(1)
+            self.features(
+                warp_regions(
+                    x, boxes[i : i + batch_size], self.warp_size, self.context_padding
+                )
+            ).flatten(1)
             for i in range(0, len(boxes), batch_size)
         ]
-        return torch.cat(out) if out else torch.zeros(0, self.feature_dim, device=device)
+        return (
+            torch.cat(out) if out else torch.zeros(0, self.feature_dim, device=device)
+        )
 
     def _proposals(self, image: Tensor) -> Tensor:
         from convision.models.detection.proposals import selective_search
 
-        return torch.from_numpy(selective_search(image.detach().cpu(), **self.proposal_settings))
+        return torch.from_numpy(
+            selective_search(image.detach().cpu(), **self.proposal_settings)
+        )
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -320,26 +397,55 @@ class RCNN(nn.Module):
         if len(imgs) != len(tgts):
             raise DataError(f"fit: {len(imgs)} images but {len(tgts)} targets")
         if proposals is not None and len(proposals) != len(imgs):
-            raise DataError(f"fit: {len(imgs)} images but {len(proposals)} proposal sets")
+            raise DataError(
+                f"fit: {len(imgs)} images but {len(proposals)} proposal sets"
+            )
         k = self.num_classes
         times = {"proposals": 0.0, "features": 0.0, "svm": 0.0, "bbox": 0.0}
 
         feats, ious, gt_feats, gt_labels, prop_boxes, gt_boxes = [], [], [], [], [], []
-        for i, (img, tgt) in enumerate(tqdm(list(zip(imgs, tgts)), desc="R-CNN features", disable=not progress, leave=False, dynamic_ncols=True)):
-            boxes = torch.as_tensor(tgt["boxes"], dtype=torch.float32).reshape(-1, 4).cpu()
+        for i, (img, tgt) in enumerate(
+            tqdm(
+                list(zip(imgs, tgts)),
+                desc="R-CNN features",
+                disable=not progress,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        ):
+            boxes = (
+                torch.as_tensor(tgt["boxes"], dtype=torch.float32).reshape(-1, 4).cpu()
+            )
             labels = torch.as_tensor(tgt["labels"], dtype=torch.int64).reshape(-1).cpu()
             if len(labels) != len(boxes):
-                raise DataError(f"fit: image {i}: {len(boxes)} boxes but {len(labels)} labels")
+                raise DataError(
+                    f"fit: image {i}: {len(boxes)} boxes but {len(labels)} labels"
+                )
             if len(labels) and (labels.min() < 0 or labels.max() >= k):
-                raise DataError(f"fit: image {i}: label {int(labels.max() if labels.max() >= k else labels.min())} outside 0..{k - 1}")
+                raise DataError(
+                    f"fit: image {i}: label {int(labels.max() if labels.max() >= k else labels.min())} outside 0..{k - 1}"
+                )
             t0 = time.perf_counter()
-            props = self._proposals(img) if proposals is None else torch.as_tensor(np.asarray(proposals[i]) if not isinstance(proposals[i], Tensor) else proposals[i]).float().reshape(-1, 4).cpu()
+            props = (
+                self._proposals(img)
+                if proposals is None
+                else torch.as_tensor(
+                    np.asarray(proposals[i])
+                    if not isinstance(proposals[i], Tensor)
+                    else proposals[i]
+                )
+                .float()
+                .reshape(-1, 4)
+                .cpu()
+            )
             times["proposals"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             feats.append(self.extract(img, props, batch_size).cpu())
             gt_feats.append(self.extract(img, boxes, batch_size).cpu())
             times["features"] += time.perf_counter() - t0
-            ious.append(box_iou(props, boxes) if len(boxes) else torch.zeros(len(props), 0))
+            ious.append(
+                box_iou(props, boxes) if len(boxes) else torch.zeros(len(props), 0)
+            )
             gt_labels.append(labels)
             prop_boxes.append(props)
             gt_boxes.append(boxes)
@@ -358,12 +464,37 @@ class RCNN(nn.Module):
         reg_w = torch.zeros(k, 4, self.feature_dim)
         reg_b = torch.zeros(k, 4)
         fitted = torch.zeros(k, dtype=torch.bool)
-        stats: dict[str, Any] = {"images": len(imgs), "proposals": len(x_all), "positives": [], "negatives": [], "negatives_available": [], "mining_rounds": [], "bbox_samples": [], "feature_scale": scale}
+        stats: dict[str, Any] = {
+            "images": len(imgs),
+            "proposals": len(x_all),
+            "positives": [],
+            "negatives": [],
+            "negatives_available": [],
+            "mining_rounds": [],
+            "bbox_samples": [],
+            "feature_scale": scale,
+        }
 
         t0 = time.perf_counter()
-        for c in tqdm(range(k), desc="R-CNN SVMs", disable=not progress, leave=False, dynamic_ncols=True):
+        for c in tqdm(
+            range(k),
+            desc="R-CNN SVMs",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        ):
             # negatives: IoU < neg_iou with every instance of class c (all proposals if the image has none)
-            neg = torch.cat([(iou[:, lab == c].amax(dim=1) if (lab == c).any() else torch.zeros(len(iou))) < self.neg_iou for iou, lab in zip(ious, gt_labels)])
+            neg = torch.cat(
+                [
+                    (
+                        iou[:, lab == c].amax(dim=1)
+                        if (lab == c).any()
+                        else torch.zeros(len(iou))
+                    )
+                    < self.neg_iou
+                    for iou, lab in zip(ious, gt_labels)
+                ]
+            )
             pos = x_gt[y_gt == c]
             stats["positives"].append(len(pos))
             stats["negatives_available"].append(int(neg.sum()))
@@ -372,8 +503,14 @@ class RCNN(nn.Module):
                 stats["mining_rounds"].append(0)
                 continue
             w, b, info = train_svm_hard_negatives(
-                pos, x_all[neg.numpy()], C=self.svm_C, pos_weight=self.svm_pos_weight, bias_scale=self.svm_bias_scale,
-                rounds=self.hard_negative_rounds, max_negatives=self.max_negatives, seed=self.seed + c,
+                pos,
+                x_all[neg.numpy()],
+                C=self.svm_C,
+                pos_weight=self.svm_pos_weight,
+                bias_scale=self.svm_bias_scale,
+                rounds=self.hard_negative_rounds,
+                max_negatives=self.max_negatives,
+                seed=self.seed + c,
             )
             svm_w[c], svm_b[c], fitted[c] = torch.from_numpy(w), b, True
             stats["negatives"].append(len(info["negatives"]))
@@ -416,7 +553,9 @@ class RCNN(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def score_and_regress(self, image: Tensor, proposals: Tensor, batch_size: int = 128) -> tuple[Tensor, Tensor]:
+    def score_and_regress(
+        self, image: Tensor, proposals: Tensor, batch_size: int = 128
+    ) -> tuple[Tensor, Tensor]:
         """SVM scores (``P x K``) and class-specific regressed boxes (``P x K x 4``, not clipped)."""
         proposals = proposals.to(self._device(), torch.float32).reshape(-1, 4)
         x = self.extract(image, proposals, batch_size) * self.feature_scale
@@ -437,18 +576,28 @@ class RCNN(nn.Module):
         first). ``proposals=None`` runs selective search. R-CNN has no training losses: ``targets``
         are refused (use :meth:`fit`)."""
         if targets is not None:
-            raise ConfigError("R-CNN is trained with RCNN.fit (SVMs and ridge regressors), not by losses: do not pass targets")
+            raise ConfigError(
+                "R-CNN is trained with RCNN.fit (SVMs and ridge regressors), not by losses: do not pass targets"
+            )
         if not bool(self.class_fitted.any()):
-            raise ConfigError("R-CNN: no class has an SVM yet: call fit() or load a trained state dict")
+            raise ConfigError(
+                "R-CNN: no class has an SVM yet: call fit() or load a trained state dict"
+            )
         if proposals is not None and len(proposals) != len(images):
-            raise DataError(f"R-CNN: {len(images)} images but {len(proposals)} proposal sets")
+            raise DataError(
+                f"R-CNN: {len(images)} images but {len(proposals)} proposal sets"
+            )
         out = []
         for i, image in enumerate(images):
             if proposals is None:
                 props = self._proposals(image)
             else:
                 p = proposals[i]
-                props = (p if isinstance(p, Tensor) else torch.from_numpy(np.asarray(p))).float().reshape(-1, 4)
+                props = (
+                    (p if isinstance(p, Tensor) else torch.from_numpy(np.asarray(p)))
+                    .float()
+                    .reshape(-1, 4)
+                )
             out.append(self._detect(image, props.to(self._device())))
         return out
 
@@ -456,7 +605,11 @@ class RCNN(nn.Module):
         device = self._device()
         h, w = image.shape[-2:]
         k = self.num_classes
-        empty = {"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.int64, device=device), "scores": torch.zeros(0, device=device)}
+        empty = {
+            "boxes": torch.zeros(0, 4, device=device),
+            "labels": torch.zeros(0, dtype=torch.int64, device=device),
+            "scores": torch.zeros(0, device=device),
+        }
         if len(props) == 0:
             return empty
         scores, reg = self.score_and_regress(image, props)
@@ -473,7 +626,9 @@ class RCNN(nn.Module):
         else:
             kept = batched_nms(props[idx_p], s, lab, self.nms_iou)
             kept = kept[remove_small_boxes(moved[kept], 1e-3)]
-        kept = kept[: self.detections_per_image]  # batched_nms returns indices by decreasing score
+        kept = kept[
+            : self.detections_per_image
+        ]  # batched_nms returns indices by decreasing score
         return {"boxes": moved[kept], "labels": lab[kept], "scores": s[kept]}
 
 
@@ -503,8 +658,18 @@ def rcnn(
             was = net.training
             net.eval()
             with torch.no_grad():
-                feature_dim = int(net(torch.zeros(1, 3, warp_size, warp_size)).flatten(1).shape[1])
+                feature_dim = int(
+                    net(torch.zeros(1, 3, warp_size, warp_size)).flatten(1).shape[1]
+                )
             net.train(was)
     else:
         net, feature_dim = penultimate_features(backbone, weights)
-    return RCNN(net, int(feature_dim), num_classes, warp_size=warp_size, context_padding=context_padding, svm_C=svm_C, **kwargs)
+    return RCNN(
+        net,
+        int(feature_dim),
+        num_classes,
+        warp_size=warp_size,
+        context_padding=context_padding,
+        svm_C=svm_C,
+        **kwargs,
+    )

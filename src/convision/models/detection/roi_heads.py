@@ -22,6 +22,7 @@
   image, score > 0.05, zero-size boxes dropped, NMS at 0.3 per class and image (one
   ``batched_nms`` for the whole batch), the 100 best per image.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -50,27 +51,51 @@ POOLINGS = ("roi_pool", "roi_align", "spp")
 
 def rois_from_boxes(boxes: Sequence[Tensor]) -> Tensor:
     """``R x 5`` (image index, x1, y1, x2, y2) from a list of per-image ``P_i x 4`` boxes."""
-    index = torch.cat([torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)])
+    index = torch.cat(
+        [
+            torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device)
+            for i, b in enumerate(boxes)
+        ]
+    )
     return torch.cat((index, torch.cat(list(boxes))), dim=1)
 
 
 class RoIPooler(nn.Module):
     """``forward(features, rois R x 5) -> R x output_length(C)`` (flattened pooled features)."""
 
-    def __init__(self, pooling: str = "roi_pool", output_size: int = 7, spatial_scale: float = 1.0 / 16, spp_levels: Sequence[int] = (6, 3, 2, 1), sampling_ratio: int = 2) -> None:
+    def __init__(
+        self,
+        pooling: str = "roi_pool",
+        output_size: int = 7,
+        spatial_scale: float = 1.0 / 16,
+        spp_levels: Sequence[int] = (6, 3, 2, 1),
+        sampling_ratio: int = 2,
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
-            raise ConfigError(f"pooling: unknown RoI pooling {pooling!r} (known: {', '.join(POOLINGS)})")
+            raise ConfigError(
+                f"pooling: unknown RoI pooling {pooling!r} (known: {', '.join(POOLINGS)})"
+            )
         if int(output_size) < 1:
-            raise ConfigError(f"roi_size: expected a positive integer, got {output_size!r}")
+            raise ConfigError(
+                f"roi_size: expected a positive integer, got {output_size!r}"
+            )
         self.pooling = pooling
         self.output_size = int(output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
-        self.spp = SpatialPyramidPooling(spp_levels, spatial_scale) if pooling == "spp" else None
+        self.spp = (
+            SpatialPyramidPooling(spp_levels, spatial_scale)
+            if pooling == "spp"
+            else None
+        )
 
     def output_length(self, channels: int) -> int:
-        return self.spp.output_length(channels) if self.spp is not None else channels * self.output_size**2
+        return (
+            self.spp.output_length(channels)
+            if self.spp is not None
+            else channels * self.output_size**2
+        )
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
         if self.spp is not None:
@@ -78,7 +103,9 @@ class RoIPooler(nn.Module):
         size = (self.output_size, self.output_size)
         if self.pooling == "roi_pool":
             return roi_pool(features, rois, size, self.spatial_scale).flatten(1)
-        return roi_align(features, rois, size, self.spatial_scale, self.sampling_ratio, aligned=True).flatten(1)
+        return roi_align(
+            features, rois, size, self.spatial_scale, self.sampling_ratio, aligned=True
+        ).flatten(1)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, output_size={self.output_size}, spatial_scale={self.spatial_scale}"
@@ -104,7 +131,12 @@ class RoIBoxHead(nn.Module):
 
 def mlp_body(in_dim: int, dim: int) -> nn.Sequential:
     """Two new fully connected layers with ReLU (the head of non-VGG backbones)."""
-    return nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Linear(in_dim, dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(dim, dim),
+        nn.ReLU(inplace=True),
+    )
 
 
 class RoIHeads(nn.Module):
@@ -133,12 +165,21 @@ class RoIHeads(nn.Module):
         self.pooler = pooler
         self.box_head = box_head
         self.num_classes = int(num_classes)
-        self.batch_size_per_image, self.fg_fraction = int(batch_size_per_image), float(fg_fraction)
-        self.fg_iou, self.bg_iou_high, self.bg_iou_low = float(fg_iou), float(bg_iou_high), float(bg_iou_low)
+        self.batch_size_per_image, self.fg_fraction = (
+            int(batch_size_per_image),
+            float(fg_fraction),
+        )
+        self.fg_iou, self.bg_iou_high, self.bg_iou_low = (
+            float(fg_iou),
+            float(bg_iou_high),
+            float(bg_iou_low),
+        )
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.detections_per_image = int(detections_per_image)
 
-    def sample(self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def sample(
+        self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One image: the sampled RoIs (``R x 4``, foreground first), their internal labels (``R``,
         0 = background) and their matched ground-truth boxes (``R x 4``, meaningful for foreground)."""
         gt_boxes = gt_boxes.to(proposals.dtype)
@@ -152,8 +193,12 @@ class RoIHeads(nn.Module):
         else:
             max_iou, idx = box_iou(boxes, gt_boxes).max(dim=1)
             fg = torch.nonzero(max_iou >= self.fg_iou).squeeze(1)
-            bg = torch.nonzero((max_iou < self.bg_iou_high) & (max_iou >= self.bg_iou_low)).squeeze(1)
-        num_fg = min(int(round(self.batch_size_per_image * self.fg_fraction)), fg.numel())
+            bg = torch.nonzero(
+                (max_iou < self.bg_iou_high) & (max_iou >= self.bg_iou_low)
+            ).squeeze(1)
+        num_fg = min(
+            int(round(self.batch_size_per_image * self.fg_fraction)), fg.numel()
+        )
         fg = fg[torch.randperm(fg.numel(), device=fg.device)[:num_fg]]
         num_bg = min(self.batch_size_per_image - num_fg, bg.numel())
         bg = bg[torch.randperm(bg.numel(), device=bg.device)[:num_bg]]
@@ -162,7 +207,14 @@ class RoIHeads(nn.Module):
         labels[num_fg:] = 0
         return boxes[keep], labels, gt_boxes[idx[keep]]
 
-    def losses(self, class_logits: Tensor, box_deltas: Tensor, rois: Tensor, labels: Tensor, matched: Tensor) -> dict[str, Tensor]:
+    def losses(
+        self,
+        class_logits: Tensor,
+        box_deltas: Tensor,
+        rois: Tensor,
+        labels: Tensor,
+        matched: Tensor,
+    ) -> dict[str, Tensor]:
         if labels.numel() == 0:
             zero = class_logits.sum() * 0.0 + box_deltas.sum() * 0.0
             return {"roi_cls": zero, "roi_box": zero.clone()}
@@ -170,26 +222,54 @@ class RoIHeads(nn.Module):
         fg = torch.nonzero(labels > 0).squeeze(1)
         deltas = box_deltas.view(box_deltas.shape[0], -1, 4)[fg, labels[fg] - 1]
         target = encode(rois[fg, 1:], matched[fg], ROI_WEIGHTS)
-        box = F.smooth_l1_loss(deltas, target, beta=1.0, reduction="sum") / labels.numel()
+        box = (
+            F.smooth_l1_loss(deltas, target, beta=1.0, reduction="sum") / labels.numel()
+        )
         return {"roi_cls": cls, "roi_box": box}
 
     @torch.no_grad()
-    def postprocess(self, class_logits: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def postprocess(
+        self,
+        class_logits: Tensor,
+        box_deltas: Tensor,
+        rois: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
         k = self.num_classes
         n = len(image_sizes)
         image_index = rois[:, 0].long()
         scores = torch.softmax(class_logits.float(), dim=1)[:, 1:]  # R x K
-        boxes = decode(rois[:, 1:].float(), box_deltas.float(), ROI_WEIGHTS).view(-1, k, 4)
+        boxes = decode(rois[:, 1:].float(), box_deltas.float(), ROI_WEIGHTS).view(
+            -1, k, 4
+        )
         boxes = clip_batch(boxes, image_index, image_sizes)
-        labels = to_user(torch.arange(1, k + 1, device=boxes.device)).expand_as(scores)  # column j: internal j + 1
+        labels = to_user(torch.arange(1, k + 1, device=boxes.device)).expand_as(
+            scores
+        )  # column j: internal j + 1
         image_index = image_index[:, None].expand_as(scores)
-        boxes, scores, labels, image_index = boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), image_index.reshape(-1)
+        boxes, scores, labels, image_index = (
+            boxes.reshape(-1, 4),
+            scores.reshape(-1),
+            labels.reshape(-1),
+            image_index.reshape(-1),
+        )
         cand = torch.nonzero(scores > self.score_thresh).squeeze(1)
         cand = cand[remove_small_boxes(boxes[cand], 1e-2)]
-        keep = cand[batched_nms(boxes[cand], scores[cand], image_index[cand] * k + labels[cand], self.nms_thresh)]
+        keep = cand[
+            batched_nms(
+                boxes[cand],
+                scores[cand],
+                image_index[cand] * k + labels[cand],
+                self.nms_thresh,
+            )
+        ]
         keep, counts = top_per_image(keep, image_index, n, self.detections_per_image)
         out = []
-        for b, s, l in zip(boxes[keep].split(counts), scores[keep].split(counts), labels[keep].split(counts)):
+        for b, s, l in zip(
+            boxes[keep].split(counts),
+            scores[keep].split(counts),
+            labels[keep].split(counts),
+        ):
             out.append({"boxes": b, "labels": l, "scores": s})
         return out
 
@@ -201,7 +281,10 @@ class RoIHeads(nn.Module):
         targets: Sequence[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if targets is not None:
-            sampled = [self.sample(p.detach(), t["boxes"], t["labels"]) for p, t in zip(proposals, targets)]
+            sampled = [
+                self.sample(p.detach(), t["boxes"], t["labels"])
+                for p, t in zip(proposals, targets)
+            ]
             rois = rois_from_boxes([s[0] for s in sampled])
             labels = torch.cat([s[1] for s in sampled])
             matched = torch.cat([s[2] for s in sampled])

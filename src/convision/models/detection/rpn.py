@@ -24,6 +24,7 @@ Detection with Region Proposal Networks", section 3.1).
   at the training scale; our default is 1 px because the built-in scenes have objects of ~6 px.
   The whole batch goes through one ``batched_nms`` call (the image index as the group).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,7 +45,9 @@ from convision.models.detection.box_coder import RPN_WEIGHTS, decode, encode
 __all__ = ["RPNHead", "RegionProposalNetwork", "clip_batch", "top_per_image"]
 
 
-def clip_batch(boxes: Tensor, image_index: Tensor | None, image_sizes: Sequence[tuple[int, int]]) -> Tensor:
+def clip_batch(
+    boxes: Tensor, image_index: Tensor | None, image_sizes: Sequence[tuple[int, int]]
+) -> Tensor:
     """Clip boxes ``(..., 4)`` to their image's ``(height, width)``. ``boxes`` is either ``N x ... x 4``
     (``image_index`` None: the first dimension is the image) or ``R x ... x 4`` with ``image_index``
     (``R``). One :func:`clip_boxes_to_image` call when all images have the same size."""
@@ -60,7 +63,9 @@ def clip_batch(boxes: Tensor, image_index: Tensor | None, image_sizes: Sequence[
     return out
 
 
-def top_per_image(keep: Tensor, image_index: Tensor, num_images: int, limit: int) -> tuple[Tensor, list[int]]:
+def top_per_image(
+    keep: Tensor, image_index: Tensor, num_images: int, limit: int
+) -> tuple[Tensor, list[int]]:
     """``keep`` (indices sorted by decreasing score, as ``batched_nms`` returns them) regrouped by
     image (``image_index[keep]``), score order kept inside an image, at most ``limit`` per image.
     Returns the indices and the per-image counts."""
@@ -95,8 +100,18 @@ class RPNHead(nn.Module):
         n, _, h, w = features.shape
         a = self.num_anchors
         t = F.relu(self.conv(features))
-        logits = self.cls_logits(t).view(n, 2, a, h, w).permute(0, 3, 4, 2, 1).reshape(n, h * w * a, 2)
-        deltas = self.bbox_pred(t).view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, h * w * a, 4)
+        logits = (
+            self.cls_logits(t)
+            .view(n, 2, a, h, w)
+            .permute(0, 3, 4, 2, 1)
+            .reshape(n, h * w * a, 2)
+        )
+        deltas = (
+            self.bbox_pred(t)
+            .view(n, a, 4, h, w)
+            .permute(0, 3, 4, 1, 2)
+            .reshape(n, h * w * a, 4)
+        )
         return logits, deltas
 
 
@@ -134,20 +149,36 @@ class RegionProposalNetwork(nn.Module):
         self.anchors = AnchorGrid(anchor_sizes, anchor_ratios, stride)
         self.head = RPNHead(in_channels, mid_channels, self.anchors.num_anchors)
         self.fg_iou, self.bg_iou = float(fg_iou), float(bg_iou)
-        self.batch_size_per_image, self.positive_fraction = int(batch_size_per_image), float(positive_fraction)
+        self.batch_size_per_image, self.positive_fraction = (
+            int(batch_size_per_image),
+            float(positive_fraction),
+        )
         self.allowed_border = float(allowed_border)
         self.pre_nms = {True: int(pre_nms_train), False: int(pre_nms_test)}
         self.post_nms = {True: int(post_nms_train), False: int(post_nms_test)}
-        self.nms_thresh, self.min_size, self.beta = float(nms_thresh), float(min_size), float(beta)
+        self.nms_thresh, self.min_size, self.beta = (
+            float(nms_thresh),
+            float(min_size),
+            float(beta),
+        )
 
     # ---- training targets -------------------------------------------------------------------
-    def assign_targets(self, anchors: Tensor, gt: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def assign_targets(
+        self, anchors: Tensor, gt: Tensor, image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
         """Sampled labels (``M``: 1 positive, 0 negative, -1 ignored) and the matched ground-truth
         box of every anchor (``M x 4``; meaningful for positives) for one image."""
         h, w = image_size
         b = self.allowed_border
-        inside = (anchors[:, 0] >= -b) & (anchors[:, 1] >= -b) & (anchors[:, 2] <= w + b) & (anchors[:, 3] <= h + b)
-        labels = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
+        inside = (
+            (anchors[:, 0] >= -b)
+            & (anchors[:, 1] >= -b)
+            & (anchors[:, 2] <= w + b)
+            & (anchors[:, 3] <= h + b)
+        )
+        labels = torch.full(
+            (anchors.shape[0],), -1, dtype=torch.long, device=anchors.device
+        )
         if gt.numel() == 0:
             labels[inside] = 0
             matched = torch.zeros_like(anchors)
@@ -172,29 +203,52 @@ class RegionProposalNetwork(nn.Module):
             labels[neg[torch.randperm(neg.numel(), device=neg.device)[num_neg:]]] = -1
         return labels, matched
 
-    def losses(self, logits: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: Sequence[tuple[int, int]], gt_boxes: Sequence[Tensor]) -> dict[str, Tensor]:
-        labels, matched = zip(*(self.assign_targets(anchors, g, s) for g, s in zip(gt_boxes, image_sizes)))
+    def losses(
+        self,
+        logits: Tensor,
+        deltas: Tensor,
+        anchors: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        gt_boxes: Sequence[Tensor],
+    ) -> dict[str, Tensor]:
+        labels, matched = zip(
+            *(self.assign_targets(anchors, g, s) for g, s in zip(gt_boxes, image_sizes))
+        )
         labels_t = torch.stack(labels)  # N x M
         matched_t = torch.stack(matched)  # N x M x 4
         sampled = labels_t >= 0
         num = int(sampled.sum())
-        if num == 0:  # every anchor crosses the boundary: nothing to learn from, keep the graph
+        if (
+            num == 0
+        ):  # every anchor crosses the boundary: nothing to learn from, keep the graph
             zero = logits.sum() * 0.0 + deltas.sum() * 0.0
             return {"rpn_cls": zero, "rpn_box": zero.clone()}
         cls = F.cross_entropy(logits[sampled], labels_t[sampled], reduction="sum") / num
         pos = labels_t == 1
         ref = anchors.unsqueeze(0).expand_as(matched_t)[pos]
         target = encode(ref, matched_t[pos], RPN_WEIGHTS)
-        box = F.smooth_l1_loss(deltas[pos], target, beta=self.beta, reduction="sum") / num
+        box = (
+            F.smooth_l1_loss(deltas[pos], target, beta=self.beta, reduction="sum") / num
+        )
         return {"rpn_cls": cls, "rpn_box": box}
 
     # ---- proposals ----------------------------------------------------------------------------
     @torch.no_grad()
-    def propose(self, logits: Tensor, deltas: Tensor, anchors: Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+    def propose(
+        self,
+        logits: Tensor,
+        deltas: Tensor,
+        anchors: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+    ) -> list[Tensor]:
         """Per-image proposals (``P_i x 4``, best first) from the whole batch's head outputs."""
         n, m = logits.shape[:2]
-        scores = torch.softmax(logits.float(), dim=-1)[..., 1]  # N x M object probability
-        boxes = decode(anchors.float().repeat(n, 1), deltas.float().reshape(-1, 4), RPN_WEIGHTS).view(n, m, 4)
+        scores = torch.softmax(logits.float(), dim=-1)[
+            ..., 1
+        ]  # N x M object probability
+        boxes = decode(
+            anchors.float().repeat(n, 1), deltas.float().reshape(-1, 4), RPN_WEIGHTS
+        ).view(n, m, 4)
         boxes = clip_batch(boxes, None, image_sizes)
         small = torch.ones(n * m, dtype=torch.bool, device=boxes.device)
         small[remove_small_boxes(boxes.view(-1, 4), self.min_size)] = False
@@ -205,15 +259,26 @@ class RegionProposalNetwork(nn.Module):
         image_index = torch.arange(n, device=boxes.device).repeat_interleave(k)
         boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)
         valid = torch.nonzero(torch.isfinite(scores)).squeeze(1)
-        keep = valid[batched_nms(boxes[valid], scores[valid], image_index[valid], self.nms_thresh)]
+        keep = valid[
+            batched_nms(
+                boxes[valid], scores[valid], image_index[valid], self.nms_thresh
+            )
+        ]
         keep, counts = top_per_image(keep, image_index, n, self.post_nms[self.training])
         return list(boxes[keep].split(counts))
 
     def forward(
-        self, features: Tensor, image_sizes: Sequence[tuple[int, int]], gt_boxes: Sequence[Tensor] | None = None
+        self,
+        features: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        gt_boxes: Sequence[Tensor] | None = None,
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
         logits, deltas = self.head(features)
         anchors = self.anchors(features.shape[-2], features.shape[-1], features.device)
         proposals = self.propose(logits.detach(), deltas.detach(), anchors, image_sizes)
-        losses = self.losses(logits, deltas, anchors, image_sizes, gt_boxes) if gt_boxes is not None else {}
+        losses = (
+            self.losses(logits, deltas, anchors, image_sizes, gt_boxes)
+            if gt_boxes is not None
+            else {}
+        )
         return proposals, losses

@@ -10,6 +10,7 @@ RoI pooling (window projected onto the map by rounding ``x * spatial_scale``, bi
 ``floor(i * size / n) .. ceil((i + 1) * size / n)``) instead of SPP-net's ``ceil(a / n)``-sized
 windows with stride ``floor(a / n)`` and its corner projection ``x' = floor(x / S) + 1``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,10 +27,14 @@ __all__ = ["SpatialPyramidPooling"]
 class SpatialPyramidPooling(nn.Module):
     """``forward(features N x C x H x W, rois R x 5 (batch index, x1, y1, x2, y2)) -> R x C * sum(n^2)``."""
 
-    def __init__(self, levels: Sequence[int] = (6, 3, 2, 1), spatial_scale: float = 1.0 / 16) -> None:
+    def __init__(
+        self, levels: Sequence[int] = (6, 3, 2, 1), spatial_scale: float = 1.0 / 16
+    ) -> None:
         super().__init__()
         if not levels or any(int(n) < 1 for n in levels):
-            raise ConfigError(f"spp_levels: expected a non-empty list of positive bin counts, got {list(levels)}")
+            raise ConfigError(
+                f"spp_levels: expected a non-empty list of positive bin counts, got {list(levels)}"
+            )
         self.levels = tuple(int(n) for n in levels)
         self.spatial_scale = float(spatial_scale)
 
@@ -37,7 +42,13 @@ class SpatialPyramidPooling(nn.Module):
         return channels * sum(n * n for n in self.levels)
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
-        return torch.cat([roi_pool(features, rois, (n, n), self.spatial_scale).flatten(1) for n in self.levels], dim=1)
+        return torch.cat(
+            [
+                roi_pool(features, rois, (n, n), self.spatial_scale).flatten(1)
+                for n in self.levels
+            ],
+            dim=1,
+        )
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, spatial_scale={self.spatial_scale}"

@@ -11,6 +11,7 @@ faster detector.
 It is applied after training, to a model used for inference (the factorised layers could be
 fine-tuned further, the paper does not). The result is an approximation: detections change slightly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,9 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     """``layer`` as two linear layers through ``rank`` units: ``S_t V_t^T`` (no bias), then ``U_t`` (+ bias)."""
     out_features, in_features = layer.weight.shape
     if not 1 <= rank <= min(out_features, in_features):
-        raise ConfigError(f"svd rank: expected 1..{min(out_features, in_features)} for a {in_features}->{out_features} layer, got {rank}")
+        raise ConfigError(
+            f"svd rank: expected 1..{min(out_features, in_features)} for a {in_features}->{out_features} layer, got {rank}"
+        )
     with torch.no_grad():
         u, s, vh = torch.linalg.svd(layer.weight.double(), full_matrices=False)
         first = nn.Linear(in_features, rank, bias=False)
@@ -38,12 +41,18 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
 def truncated_svd_(model: nn.Module, ranks: tuple[int, ...] = (256, 128)) -> nn.Module:
     """Factorise the first ``len(ranks)`` fully connected layers of the RoI head (fc6, fc7) in place;
     returns ``model``. VGG16's paper setting is ``ranks=(1024, 256)``."""
-    body = getattr(getattr(getattr(model, "roi_heads", None), "box_head", None), "body", None)
+    body = getattr(
+        getattr(getattr(model, "roi_heads", None), "box_head", None), "body", None
+    )
     if not isinstance(body, nn.Sequential):
-        raise ConfigError("truncated SVD: the model has no RoI head body (Faster R-CNN / Fast R-CNN only)")
+        raise ConfigError(
+            "truncated SVD: the model has no RoI head body (Faster R-CNN / Fast R-CNN only)"
+        )
     linear = [i for i, m in enumerate(body) if isinstance(m, nn.Linear)]
     if len(ranks) > len(linear):
-        raise ConfigError(f"truncated SVD: {len(ranks)} ranks given but the head has {len(linear)} fully connected layers")
+        raise ConfigError(
+            f"truncated SVD: {len(ranks)} ranks given but the head has {len(linear)} fully connected layers"
+        )
     for i, rank in zip(linear, ranks):
         body[i] = factorize_linear(body[i], int(rank))
     return model

@@ -74,6 +74,7 @@ Networks
 Also not in the paper: the training schedule, data augmentation and ImageNet pretraining are the
 caller's; the model resizes with bilinear interpolation (antialiased when shrinking).
 """
+
 from __future__ import annotations
 
 import os
@@ -100,22 +101,44 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The paper's Figure 3: ("conv", kernel, channels, stride) or ("pool",); 24 convolutions.
 DARKNET_LAYERS: list[tuple[Any, ...]] = [
-    ("conv", 7, 64, 2), ("pool",),
-    ("conv", 3, 192, 1), ("pool",),
-    ("conv", 1, 128, 1), ("conv", 3, 256, 1), ("conv", 1, 256, 1), ("conv", 3, 512, 1), ("pool",),
-    *[("conv", 1, 256, 1), ("conv", 3, 512, 1)] * 4, ("conv", 1, 512, 1), ("conv", 3, 1024, 1), ("pool",),
-    *[("conv", 1, 512, 1), ("conv", 3, 1024, 1)] * 2, ("conv", 3, 1024, 1), ("conv", 3, 1024, 2),
-    ("conv", 3, 1024, 1), ("conv", 3, 1024, 1),
+    ("conv", 7, 64, 2),
+    ("pool",),
+    ("conv", 3, 192, 1),
+    ("pool",),
+    ("conv", 1, 128, 1),
+    ("conv", 3, 256, 1),
+    ("conv", 1, 256, 1),
+    ("conv", 3, 512, 1),
+    ("pool",),
+    *[("conv", 1, 256, 1), ("conv", 3, 512, 1)] * 4,
+    ("conv", 1, 512, 1),
+    ("conv", 3, 1024, 1),
+    ("pool",),
+    *[("conv", 1, 512, 1), ("conv", 3, 1024, 1)] * 2,
+    ("conv", 3, 1024, 1),
+    ("conv", 3, 1024, 2),
+    ("conv", 3, 1024, 1),
+    ("conv", 3, 1024, 1),
 ]
 DARKNET_STRIDE = 64
 
 
-def _leaky_conv(cin: int, cout: int, kernel: int, stride: int, batch_norm: bool) -> list[nn.Module]:
-    conv = nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm)
-    nn.init.kaiming_normal_(conv.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+def _leaky_conv(
+    cin: int, cout: int, kernel: int, stride: int, batch_norm: bool
+) -> list[nn.Module]:
+    conv = nn.Conv2d(
+        cin, cout, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm
+    )
+    nn.init.kaiming_normal_(
+        conv.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu"
+    )
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
-    return [conv, *([nn.BatchNorm2d(cout)] if batch_norm else []), nn.LeakyReLU(0.1, inplace=True)]
+    return [
+        conv,
+        *([nn.BatchNorm2d(cout)] if batch_norm else []),
+        nn.LeakyReLU(0.1, inplace=True),
+    ]
 
 
 def darknet(width: float = 1.0, batch_norm: bool = False) -> nn.Sequential:
@@ -169,13 +192,31 @@ class YOLOv1(nn.Module):
         _check_int("detections_per_image", detections_per_image, 1)
         _check_int("fc_hidden", fc_hidden, 1)
         _check_int("head_channels", head_channels, 1)
-        for name, value in (("lambda_coord", lambda_coord), ("lambda_noobj", lambda_noobj), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{name}: must be a non-negative number, got {value!r}")
+        for name, value in (
+            ("lambda_coord", lambda_coord),
+            ("lambda_noobj", lambda_noobj),
+            ("width", width),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+            ):
+                raise ConfigError(
+                    f"{name}: must be a non-negative number, got {value!r}"
+                )
         if width <= 0:
             raise ConfigError(f"width: must be positive, got {width!r}")
-        for name, value in (("score_threshold", score_threshold), ("nms_threshold", nms_threshold), ("dropout", dropout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        for name, value in (
+            ("score_threshold", score_threshold),
+            ("nms_threshold", nms_threshold),
+            ("dropout", dropout),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
                 raise ConfigError(f"{name}: must be a number in [0, 1], got {value!r}")
         self.num_classes = num_classes
         self.backbone_name = backbone
@@ -192,33 +233,55 @@ class YOLOv1(nn.Module):
 
         if backbone == "darknet":
             if not _is_none(weights):
-                raise ConfigError(f"weights: no pretrained weights for the darknet backbone (use 'none' or a torchvision backbone), got {weights!r}")
+                raise ConfigError(
+                    f"weights: no pretrained weights for the darknet backbone (use 'none' or a torchvision backbone), got {weights!r}"
+                )
             if image_size % DARKNET_STRIDE:
-                raise ConfigError(f"image_size: must be a multiple of {DARKNET_STRIDE} for the darknet backbone (e.g. 448), got {image_size}")
+                raise ConfigError(
+                    f"image_size: must be a multiple of {DARKNET_STRIDE} for the darknet backbone (e.g. 448), got {image_size}"
+                )
             self.features: nn.Module = darknet(width, batch_norm)
             channels = max(1, round(1024 * width))
             side = image_size // DARKNET_STRIDE
             fc1 = nn.Linear(channels * side * side, fc_hidden)
-            nn.init.kaiming_normal_(fc1.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+            nn.init.kaiming_normal_(
+                fc1.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu"
+            )
             nn.init.zeros_(fc1.bias)
             fc2 = nn.Linear(fc_hidden, out)
             nn.init.normal_(fc2.weight, std=0.01)
             nn.init.zeros_(fc2.bias)
-            self.head: nn.Module = nn.Sequential(nn.Flatten(), fc1, nn.LeakyReLU(0.1, inplace=True), nn.Dropout(dropout), fc2)
+            self.head: nn.Module = nn.Sequential(
+                nn.Flatten(),
+                fc1,
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Dropout(dropout),
+                fc2,
+            )
             mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         elif backbone in BACKBONES:
             self.features = build_backbone(backbone, weights)
             channels = self.features.channels[32]
             conv = nn.Conv2d(channels, head_channels, 3, padding=1)
-            nn.init.kaiming_normal_(conv.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu")
+            nn.init.kaiming_normal_(
+                conv.weight, a=0.1, mode="fan_in", nonlinearity="leaky_relu"
+            )
             nn.init.zeros_(conv.bias)
             last = nn.Conv2d(head_channels, self.cell_outputs, 1)
             nn.init.normal_(last.weight, std=0.01)
             nn.init.zeros_(last.bias)
-            self.head = nn.Sequential(conv, nn.LeakyReLU(0.1, inplace=True), nn.Dropout(dropout), nn.AdaptiveAvgPool2d(grid), last)
+            self.head = nn.Sequential(
+                conv,
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Dropout(dropout),
+                nn.AdaptiveAvgPool2d(grid),
+                last,
+            )
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
-            raise ConfigError(f"backbone: unknown backbone {backbone!r} (known: darknet, {', '.join(BACKBONES)})")
+            raise ConfigError(
+                f"backbone: unknown backbone {backbone!r} (known: darknet, {', '.join(BACKBONES)})"
+            )
         self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
 
@@ -232,12 +295,20 @@ class YOLOv1(nn.Module):
         batch, sizes = [], []
         for img in images:
             if img.dim() != 3 or img.shape[0] != 3:
-                raise ValueError(f"YOLOv1: expected 3 x H x W images, got shape {tuple(img.shape)}")
+                raise ValueError(
+                    f"YOLOv1: expected 3 x H x W images, got shape {tuple(img.shape)}"
+                )
             sizes.append((int(img.shape[1]), int(img.shape[2])))
             img = img.to(self.mean.dtype)
             if tuple(img.shape[1:]) != size:
                 shrink = img.shape[1] > size[0] or img.shape[2] > size[1]
-                img = F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=shrink)[0]
+                img = F.interpolate(
+                    img[None],
+                    size=size,
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=shrink,
+                )[0]
             batch.append((img - self.mean) / self.std)
         return torch.stack(batch), sizes
 
@@ -250,14 +321,20 @@ class YOLOv1(nn.Module):
             out = self.head(self.features(x)[32]).permute(0, 2, 3, 1)
         return out.reshape(x.shape[0], self.grid, self.grid, self.cell_outputs)
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> Any:
         x, sizes = self.preprocess(images)
         out = self.predict_grid(x)
         if self.training:
             if targets is None:
-                raise ValueError("YOLOv1: training mode needs targets (call model.eval() for detections)")
+                raise ValueError(
+                    "YOLOv1: training mode needs targets (call model.eval() for detections)"
+                )
             if len(targets) != len(images):
-                raise ValueError(f"YOLOv1: {len(images)} images but {len(targets)} targets")
+                raise ValueError(
+                    f"YOLOv1: {len(images)} images but {len(targets)} targets"
+                )
             return self.loss(out, targets, sizes)
         return self.postprocess(out, sizes)
 
@@ -268,9 +345,16 @@ class YOLOv1(nn.Module):
         cx = (cols + boxes[..., 0]) / s
         cy = (rows + boxes[..., 1]) / s
         wh = boxes[..., 2:4] ** 2
-        return box_convert(torch.cat((torch.stack((cx, cy), -1), wh), -1), "cxcywh", "xyxy")
+        return box_convert(
+            torch.cat((torch.stack((cx, cy), -1), wh), -1), "cxcywh", "xyxy"
+        )
 
-    def assign(self, targets: list[dict[str, Tensor]], sizes: list[tuple[int, int]], device: torch.device) -> dict[str, Tensor]:
+    def assign(
+        self,
+        targets: list[dict[str, Tensor]],
+        sizes: list[tuple[int, int]],
+        device: torch.device,
+    ) -> dict[str, Tensor]:
         """Ground truth per object cell (one object per cell, the largest): ``image``, ``row``, ``col``
         (``M``), ``box`` (``M x 4``: x, y offsets in the cell, sqrt w, sqrt h), ``xyxy`` (``M x 4``,
         normalised to the image) and ``label`` (``M``)."""
@@ -280,40 +364,74 @@ class YOLOv1(nn.Module):
             boxes = t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
             lab = t["labels"].to(device=device, dtype=torch.int64).reshape(-1)
             if lab.numel() and (lab.min() < 0 or lab.max() >= self.num_classes):
-                raise ValueError(f"YOLOv1: labels must be in 0..{self.num_classes - 1}, got {lab.tolist()}")
-            boxes = clip_boxes_to_image(boxes, (h, w)) / torch.tensor([w, h, w, h], device=device, dtype=torch.float32)
+                raise ValueError(
+                    f"YOLOv1: labels must be in 0..{self.num_classes - 1}, got {lab.tolist()}"
+                )
+            boxes = clip_boxes_to_image(boxes, (h, w)) / torch.tensor(
+                [w, h, w, h], device=device, dtype=torch.float32
+            )
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             norm.append(boxes[valid])
             labels.append(lab[valid])
-            image.append(torch.full((int(valid.sum()),), i, device=device, dtype=torch.int64))
+            image.append(
+                torch.full((int(valid.sum()),), i, device=device, dtype=torch.int64)
+            )
         xyxy, label, img = torch.cat(norm), torch.cat(labels), torch.cat(image)
         cxcywh = box_convert(xyxy, "xyxy", "cxcywh")
         col = (cxcywh[:, 0] * s).floor().long().clamp(0, s - 1)
         row = (cxcywh[:, 1] * s).floor().long().clamp(0, s - 1)
         # One object per cell: the largest (stable: the first of equal areas).
         cell = (img * s + row) * s + col
-        by_area = torch.argsort(cxcywh[:, 2] * cxcywh[:, 3], descending=True, stable=True)
+        by_area = torch.argsort(
+            cxcywh[:, 2] * cxcywh[:, 3], descending=True, stable=True
+        )
         order = by_area[torch.argsort(cell[by_area], stable=True)]
         first = torch.ones_like(order, dtype=torch.bool)
         first[1:] = cell[order][1:] != cell[order][:-1]
         k = order[first]
-        box = torch.stack((cxcywh[k, 0] * s - col[k], cxcywh[k, 1] * s - row[k], cxcywh[k, 2].sqrt(), cxcywh[k, 3].sqrt()), 1)
-        return {"image": img[k], "row": row[k], "col": col[k], "box": box, "xyxy": xyxy[k], "label": label[k]}
+        box = torch.stack(
+            (
+                cxcywh[k, 0] * s - col[k],
+                cxcywh[k, 1] * s - row[k],
+                cxcywh[k, 2].sqrt(),
+                cxcywh[k, 3].sqrt(),
+            ),
+            1,
+        )
+        return {
+            "image": img[k],
+            "row": row[k],
+            "col": col[k],
+            "box": box,
+            "xyxy": xyxy[k],
+            "label": label[k],
+        }
 
-    def responsible(self, pred_boxes: Tensor, gt: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def responsible(
+        self, pred_boxes: Tensor, gt: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
         """For ``M`` object cells with predictions ``pred_boxes`` (``M x B x 4``, x, y, sqrt w, sqrt h):
         the index of the responsible predictor (max IoU with the object; when all are 0 the smallest
         squared error) and its IoU (``M``), both without gradient."""
         with torch.no_grad():
             m, b = pred_boxes.shape[:2]
-            pred = self._decode_cells(pred_boxes.float(), gt["row"][:, None], gt["col"][:, None])  # M x B x 4
+            pred = self._decode_cells(
+                pred_boxes.float(), gt["row"][:, None], gt["col"][:, None]
+            )  # M x B x 4
             iou = box_iou(pred.reshape(m * b, 4), gt["xyxy"]).reshape(m, b, m)
-            iou = torch.diagonal(iou, dim1=0, dim2=2).T.nan_to_num(0.0)  # M x B: each cell with its own object
+            iou = torch.diagonal(iou, dim1=0, dim2=2).T.nan_to_num(
+                0.0
+            )  # M x B: each cell with its own object
             err = ((pred_boxes.float() - gt["box"][:, None]) ** 2).sum(-1)
             best = torch.where(iou.amax(1) > 0, iou.argmax(1), err.argmin(1))
             return best, iou.gather(1, best[:, None])[:, 0]
 
-    def loss(self, out: Tensor, targets: list[dict[str, Tensor]], sizes: list[tuple[int, int]]) -> dict[str, Tensor]:
+    def loss(
+        self,
+        out: Tensor,
+        targets: list[dict[str, Tensor]],
+        sizes: list[tuple[int, int]],
+    ) -> dict[str, Tensor]:
         """The paper's sum-squared error (module docstring) for raw output ``out``; targets in pixels of
         images of ``sizes`` (``(H, W)`` each)."""
         n, s, b = out.shape[0], self.grid, self.boxes_per_cell
@@ -332,37 +450,56 @@ class YOLOv1(nn.Module):
         conf_noobj = self.lambda_noobj * (boxes[..., 4][noobj] ** 2).sum()
         onehot = F.one_hot(gt["label"], self.num_classes).to(out.dtype)
         cls = ((classes[i, r, c] - onehot) ** 2).sum()
-        return {"coord": coord / n, "conf_obj": conf_obj / n, "conf_noobj": conf_noobj / n, "cls": cls / n}
+        return {
+            "coord": coord / n,
+            "conf_obj": conf_obj / n,
+            "conf_noobj": conf_noobj / n,
+            "cls": cls / n,
+        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def postprocess(self, out: Tensor, sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:
+    def postprocess(
+        self, out: Tensor, sizes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
         """Detections per image from raw output (module docstring, "Inference")."""
         n, s, b, k = out.shape[0], self.grid, self.boxes_per_cell, self.num_classes
         out = out.float()
         boxes = out[..., : b * 5].reshape(n, s, s, b, 5)
         rows = torch.arange(s, device=out.device, dtype=out.dtype).view(s, 1, 1)
         cols = torch.arange(s, device=out.device, dtype=out.dtype).view(1, s, 1)
-        xyxy = self._decode_cells(boxes[..., :4], rows, cols)  # N x S x S x B x 4, normalised
+        xyxy = self._decode_cells(
+            boxes[..., :4], rows, cols
+        )  # N x S x S x B x 4, normalised
         conf = boxes[..., 4].clamp(0, 1)
         prob = out[..., b * 5 :].clamp(0, 1)
         scores = conf[..., None] * prob[..., None, :]  # N x S x S x B x C
         labels = torch.arange(k, device=out.device).expand(s * s * b, k).reshape(-1)
         results = []
         for j, (h, w) in enumerate(sizes):
-            img_boxes = xyxy[j].reshape(-1, 1, 4) * torch.tensor([w, h, w, h], device=out.device, dtype=out.dtype)
-            img_boxes = clip_boxes_to_image(img_boxes.expand(-1, k, 4).reshape(-1, 4), (h, w))
+            img_boxes = xyxy[j].reshape(-1, 1, 4) * torch.tensor(
+                [w, h, w, h], device=out.device, dtype=out.dtype
+            )
+            img_boxes = clip_boxes_to_image(
+                img_boxes.expand(-1, k, 4).reshape(-1, 4), (h, w)
+            )
             sc = scores[j].reshape(-1)
             keep = torch.nonzero(sc > self.score_threshold).squeeze(1)
             keep = keep[remove_small_boxes(img_boxes[keep], 1e-3)]
-            nms = batched_nms(img_boxes[keep], sc[keep], labels[keep], self.nms_threshold)[: self.detections_per_image]
+            nms = batched_nms(
+                img_boxes[keep], sc[keep], labels[keep], self.nms_threshold
+            )[: self.detections_per_image]
             keep = keep[nms]
-            results.append({"boxes": img_boxes[keep], "labels": labels[keep], "scores": sc[keep]})
+            results.append(
+                {"boxes": img_boxes[keep], "labels": labels[keep], "scores": sc[keep]}
+            )
         return results
 
     def extra_repr(self) -> str:
-        return (f"backbone={self.backbone_name!r}, num_classes={self.num_classes}, image_size={self.image_size}, "
-                f"grid={self.grid}, boxes_per_cell={self.boxes_per_cell}")
+        return (
+            f"backbone={self.backbone_name!r}, num_classes={self.num_classes}, image_size={self.image_size}, "
+            f"grid={self.grid}, boxes_per_cell={self.boxes_per_cell}"
+        )
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -392,8 +529,21 @@ def yolov1(
     """YOLOv1: the paper's darknet network (``backbone="darknet"``, random init, 448 input) or a
     torchvision backbone with a convolutional head (e.g. ``backbone="mobilenet_v2",
     weights="IMAGENET1K_V1", image_size=224``). See :class:`YOLOv1` and the module docstring."""
-    return YOLOv1(num_classes=num_classes, backbone=backbone, weights=weights, image_size=image_size, grid=grid,
-                  boxes_per_cell=boxes_per_cell, lambda_coord=lambda_coord, lambda_noobj=lambda_noobj,
-                  score_threshold=score_threshold, nms_threshold=nms_threshold,
-                  detections_per_image=detections_per_image, dropout=dropout, width=width, fc_hidden=fc_hidden,
-                  batch_norm=batch_norm, head_channels=head_channels)
+    return YOLOv1(
+        num_classes=num_classes,
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        grid=grid,
+        boxes_per_cell=boxes_per_cell,
+        lambda_coord=lambda_coord,
+        lambda_noobj=lambda_noobj,
+        score_threshold=score_threshold,
+        nms_threshold=nms_threshold,
+        detections_per_image=detections_per_image,
+        dropout=dropout,
+        width=width,
+        fc_hidden=fc_hidden,
+        batch_norm=batch_norm,
+        head_channels=head_channels,
+    )

@@ -1,4 +1,5 @@
 """Semantic segmentation models."""
+
 from __future__ import annotations
 
 from convision.models.segmentation.fcn import FCN, fcn8s, fcn16s, fcn32s

@@ -39,6 +39,7 @@ Where this differs from the paper
 * ``fc_channels`` (default 4096, the paper's) narrows fc6/fc7 for small experiments and tests;
   pretrained fc6/fc7 weights need 4096.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,13 @@ from convision.nn.upsampling import MaxPoolWithIndices, MaxUnpool
 __all__ = ["DeconvNet", "deconvnet", "DECONV_WIDTHS"]
 
 #: output channels of the 3x3 deconvolution layers, stage 5 (after unpool5) to stage 1
-DECONV_WIDTHS: tuple[tuple[int, ...], ...] = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64, 64))
+DECONV_WIDTHS: tuple[tuple[int, ...], ...] = (
+    (512, 512, 512),
+    (512, 512, 256),
+    (256, 256, 128),
+    (128, 64),
+    (64, 64),
+)
 
 
 def _he(conv: nn.Module) -> nn.Module:
@@ -77,14 +84,27 @@ class DeconvNet(nn.Module):
     ``decoder`` (five stages of 3x3 transposed conv, BN, ReLU) and ``score``.
     """
 
-    def __init__(self, num_classes: int = 21, weights: str | os.PathLike | None = None, fc_channels: int = 4096) -> None:
+    def __init__(
+        self,
+        num_classes: int = 21,
+        weights: str | os.PathLike | None = None,
+        fc_channels: int = 4096,
+    ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
-        if isinstance(fc_channels, bool) or not isinstance(fc_channels, int) or fc_channels < 1:
-            raise ConfigError(f"fc_channels: must be a positive integer, got {fc_channels!r}")
+        if (
+            isinstance(fc_channels, bool)
+            or not isinstance(fc_channels, int)
+            or fc_channels < 1
+        ):
+            raise ConfigError(
+                f"fc_channels: must be a positive integer, got {fc_channels!r}"
+            )
         pretrained = not is_none(weights)
         if pretrained and fc_channels != 4096:
-            raise ConfigError(f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)")
+            raise ConfigError(
+                f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)"
+            )
         vgg: Any = load_torchvision_classifier("vgg16_bn", weights)
         self.encoder = nn.ModuleList(vgg_stages(vgg.features))
         self.pool = MaxPoolWithIndices(2, 2, ceil_mode=True)
@@ -92,13 +112,27 @@ class DeconvNet(nn.Module):
         c5 = self.encoder[-1][-3].out_channels  # 512
         if pretrained:
             linears = [m for m in vgg.classifier if isinstance(m, nn.Linear)]
-            fc6, fc7 = fc_to_conv(linears[0], c5, 7), fc_to_conv(linears[1], fc_channels, 1)
+            fc6, fc7 = (
+                fc_to_conv(linears[0], c5, 7),
+                fc_to_conv(linears[1], fc_channels, 1),
+            )
         else:
-            fc6, fc7 = _he(nn.Conv2d(c5, fc_channels, 7)), _he(nn.Conv2d(fc_channels, fc_channels, 1))
+            fc6, fc7 = (
+                _he(nn.Conv2d(c5, fc_channels, 7)),
+                _he(nn.Conv2d(fc_channels, fc_channels, 1)),
+            )
         del vgg
-        self.fc6 = nn.Sequential(fc6, nn.BatchNorm2d(fc_channels), nn.ReLU(inplace=True))
-        self.fc7 = nn.Sequential(fc7, nn.BatchNorm2d(fc_channels), nn.ReLU(inplace=True))
-        self.deconv_fc6 = nn.Sequential(_he(nn.ConvTranspose2d(fc_channels, c5, 7)), nn.BatchNorm2d(c5), nn.ReLU(inplace=True))
+        self.fc6 = nn.Sequential(
+            fc6, nn.BatchNorm2d(fc_channels), nn.ReLU(inplace=True)
+        )
+        self.fc7 = nn.Sequential(
+            fc7, nn.BatchNorm2d(fc_channels), nn.ReLU(inplace=True)
+        )
+        self.deconv_fc6 = nn.Sequential(
+            _he(nn.ConvTranspose2d(fc_channels, c5, 7)),
+            nn.BatchNorm2d(c5),
+            nn.ReLU(inplace=True),
+        )
         stages, cin = [], c5
         for widths in DECONV_WIDTHS:
             layers = []
@@ -112,7 +146,11 @@ class DeconvNet(nn.Module):
         #: the builder name and its JSON-serialisable keyword arguments
         self.spec: dict[str, Any] = {
             "name": "deconvnet",
-            "kwargs": {"num_classes": num_classes, "weights": None if weights is None else os.fspath(weights), "fc_channels": fc_channels},
+            "kwargs": {
+                "num_classes": num_classes,
+                "weights": None if weights is None else os.fspath(weights),
+                "fc_channels": fc_channels,
+            },
         }
 
     def forward(self, x: Tensor) -> Tensor:
@@ -124,7 +162,9 @@ class DeconvNet(nn.Module):
             switches.append((idx, size))
         h, w = x.shape[-2:]
         ph, pw = max(0, 7 - h), max(0, 7 - w)
-        if ph or pw:  # fc6 needs a 7x7 window: pad pool5 around its centre, crop back below
+        if (
+            ph or pw
+        ):  # fc6 needs a 7x7 window: pad pool5 around its centre, crop back below
             x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         x = self.deconv_fc6(self.fc7(self.fc6(x)))
         x = x[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
@@ -136,7 +176,12 @@ class DeconvNet(nn.Module):
         return f"num_classes={self.num_classes}, fc_channels={self.fc_channels}"
 
 
-def deconvnet(*, num_classes: int = 21, weights: str | os.PathLike | None = None, fc_channels: int = 4096) -> DeconvNet:
+def deconvnet(
+    *,
+    num_classes: int = 21,
+    weights: str | os.PathLike | None = None,
+    fc_channels: int = 4096,
+) -> DeconvNet:
     """DeconvNet with a VGG16-BN convolution network; ``weights``: 'none', a torchvision ``vgg16_bn``
     weights name or a local ``.pth`` of torchvision ``vgg16_bn``."""
     return DeconvNet(num_classes=num_classes, weights=weights, fc_channels=fc_channels)

@@ -53,6 +53,7 @@ Where this differs from the paper / reference
   context model with ``--init-from`` the front-end checkpoint (same parameter names).
 * ``fc_channels`` (default 4096) narrows fc6/fc7 for small experiments and tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,14 @@ from convision.models.segmentation.fcn import fc_to_conv
 from convision.models.segmentation.segnet import check_num_classes
 from convision.nn.upsampling import BilinearUpsample
 
-__all__ = ["DilatedNet", "dilated", "ContextModule", "CONTEXT_DILATIONS", "CONTEXT_WIDTHS", "DILATED_BACKBONES"]
+__all__ = [
+    "DilatedNet",
+    "dilated",
+    "ContextModule",
+    "CONTEXT_DILATIONS",
+    "CONTEXT_WIDTHS",
+    "DILATED_BACKBONES",
+]
 
 #: front-ends: the paper's VGG16 and a dilated MobileNetV2
 DILATED_BACKBONES: tuple[str, ...] = ("vgg16", "mobilenet_v2")
@@ -78,7 +86,10 @@ DILATED_BACKBONES: tuple[str, ...] = ("vgg16", "mobilenet_v2")
 #: dilations of the context module's eight layers (the last is 1x1)
 CONTEXT_DILATIONS: tuple[int, ...] = (1, 1, 2, 4, 8, 16, 1, 1)
 #: output widths in units of C (= num_classes) per layer
-CONTEXT_WIDTHS: dict[str, tuple[int, ...]] = {"basic": (1, 1, 1, 1, 1, 1, 1, 1), "large": (2, 2, 4, 8, 16, 32, 32, 1)}
+CONTEXT_WIDTHS: dict[str, tuple[int, ...]] = {
+    "basic": (1, 1, 1, 1, 1, 1, 1, 1),
+    "large": (2, 2, 4, 8, 16, 32, 32, 1),
+}
 
 _ALIGN = 8
 
@@ -93,7 +104,9 @@ def _identity_init(conv: nn.Conv2d, classes: int, sigma_scale: float) -> None:
             w.normal_(0.0, sigma_scale * value)
         a = torch.arange(c_in)
         b = torch.arange(c_out)
-        match = (a[None, :] * classes // c_in) == (b[:, None] * classes // c_out)  # [c_out, c_in]
+        match = (a[None, :] * classes // c_in) == (
+            b[:, None] * classes // c_out
+        )  # [c_out, c_in]
         centre = w[:, :, kh // 2, kw // 2]
         centre[match] = value
         conv.weight.copy_(w)
@@ -103,17 +116,23 @@ def _identity_init(conv: nn.Conv2d, classes: int, sigma_scale: float) -> None:
 class ContextModule(nn.Module):
     """The context module of Table 1 on ``classes`` maps (``kind``: "basic" or "large")."""
 
-    def __init__(self, classes: int, kind: str = "basic", sigma_scale: float = 1e-3) -> None:
+    def __init__(
+        self, classes: int, kind: str = "basic", sigma_scale: float = 1e-3
+    ) -> None:
         super().__init__()
         if kind not in CONTEXT_WIDTHS:
-            raise ConfigError(f"context: expected 'none', 'basic' or 'large', got {kind!r}")
+            raise ConfigError(
+                f"context: expected 'none', 'basic' or 'large', got {kind!r}"
+            )
         self.kind = kind
         layers: list[nn.Module] = []
         cin = classes
         for i, (mult, d) in enumerate(zip(CONTEXT_WIDTHS[kind], CONTEXT_DILATIONS)):
             last = i == len(CONTEXT_DILATIONS) - 1
             k = 1 if last else 3
-            conv = nn.Conv2d(cin, mult * classes, k, padding=0 if last else d, dilation=d)
+            conv = nn.Conv2d(
+                cin, mult * classes, k, padding=0 if last else d, dilation=d
+            )
             _identity_init(conv, classes, sigma_scale if kind == "large" else 0.0)
             layers.append(conv)
             if not last:
@@ -134,17 +153,31 @@ class DilatedNet(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096,
+        self,
+        num_classes: int = 21,
+        weights: str | os.PathLike | None = None,
+        context: str = "large",
+        fc_channels: int = 4096,
         backbone: str = "vgg16",
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         if context not in ("none", "basic", "large"):
-            raise ConfigError(f"context: expected 'none', 'basic' or 'large', got {context!r}")
-        if isinstance(fc_channels, bool) or not isinstance(fc_channels, int) or fc_channels < 1:
-            raise ConfigError(f"fc_channels: must be a positive integer, got {fc_channels!r}")
+            raise ConfigError(
+                f"context: expected 'none', 'basic' or 'large', got {context!r}"
+            )
+        if (
+            isinstance(fc_channels, bool)
+            or not isinstance(fc_channels, int)
+            or fc_channels < 1
+        ):
+            raise ConfigError(
+                f"fc_channels: must be a positive integer, got {fc_channels!r}"
+            )
         if backbone not in DILATED_BACKBONES:
-            raise ConfigError(f"backbone: the dilated front-end exists for {' | '.join(DILATED_BACKBONES)}, got {backbone!r}")
+            raise ConfigError(
+                f"backbone: the dilated front-end exists for {' | '.join(DILATED_BACKBONES)}, got {backbone!r}"
+            )
         self.backbone_name = backbone
         self.context_kind = context
         self.fc_channels = fc_channels
@@ -165,28 +198,47 @@ class DilatedNet(nn.Module):
             self._vgg_frontend(weights, fc_channels)
         nn.init.normal_(self.final.weight, 0.0, 0.01)
         nn.init.zeros_(self.final.bias)
-        self.context = ContextModule(num_classes, context) if context != "none" else None
-        self.upsample = BilinearUpsample(num_classes, 8, learnable=False, grid=self.grid)
+        self.context = (
+            ContextModule(num_classes, context) if context != "none" else None
+        )
+        self.upsample = BilinearUpsample(
+            num_classes, 8, learnable=False, grid=self.grid
+        )
 
     def _mobilenet_frontend(self, weights: str | os.PathLike | None) -> None:
         net: Any = load_torchvision_classifier("mobilenet_v2", weights)
         feats = net.features
-        for first, last, dilation in ((7, 14, 2), (14, 18, 4)):  # the stride-16 and stride-32 stages
+        for first, last, dilation in (
+            (7, 14, 2),
+            (14, 18, 4),
+        ):  # the stride-16 and stride-32 stages
             for block in feats[first:last]:
                 for m in block.modules():
                     if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
-                        m.stride, m.dilation, m.padding = (1, 1), (dilation, dilation), (dilation, dilation)
+                        m.stride, m.dilation, m.padding = (
+                            (1, 1),
+                            (dilation, dilation),
+                            (dilation, dilation),
+                        )
         self.frontend = feats
         self.fc6 = self.fc7 = None
-        self.drop = nn.Dropout(next((m.p for m in net.classifier if isinstance(m, nn.Dropout)), 0.0))
-        width = [m for m in feats[-1].modules() if isinstance(m, nn.Conv2d)][-1].out_channels  # 1280
+        self.drop = nn.Dropout(
+            next((m.p for m in net.classifier if isinstance(m, nn.Dropout)), 0.0)
+        )
+        width = [m for m in feats[-1].modules() if isinstance(m, nn.Conv2d)][
+            -1
+        ].out_channels  # 1280
         self.final = nn.Conv2d(width, self.num_classes, 1)
         self.grid = "corner"  # odd-kernel, padded stride-2 convolutions (see convision.models.backbones)
 
-    def _vgg_frontend(self, weights: str | os.PathLike | None, fc_channels: int) -> None:
+    def _vgg_frontend(
+        self, weights: str | os.PathLike | None, fc_channels: int
+    ) -> None:
         pretrained = not is_none(weights)
         if pretrained and fc_channels != 4096:
-            raise ConfigError(f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)")
+            raise ConfigError(
+                f"fc_channels: pretrained fc6/fc7 have 4096 channels, got {fc_channels} (use weights=none)"
+            )
         vgg: Any = load_torchvision_classifier("vgg16", weights)
         feats = vgg.features
         pools = [i for i, m in enumerate(feats) if isinstance(m, nn.MaxPool2d)]
@@ -202,15 +254,22 @@ class DilatedNet(nn.Module):
             self.fc7 = fc_to_conv(linears[1], fc_channels, 1)
             params = (*self.fc6.parameters(), *self.fc7.parameters())
             if not all(torch.isfinite(p.sum(dtype=torch.float64)) for p in params):
-                warnings.warn("the VGG classifier weights are not finite (feature-only weights?): fc6/fc7 are initialised randomly", stacklevel=3)
+                warnings.warn(
+                    "the VGG classifier weights are not finite (feature-only weights?): fc6/fc7 are initialised randomly",
+                    stacklevel=3,
+                )
                 pretrained = False
         else:
             # skip_init: re-initialised below (a default init of a 4096-wide fc6 alone takes ~1 s on CPU)
-            self.fc6 = torch.nn.utils.skip_init(nn.Conv2d, c5, fc_channels, 7, padding=12)
+            self.fc6 = torch.nn.utils.skip_init(
+                nn.Conv2d, c5, fc_channels, 7, padding=12
+            )
             self.fc7 = torch.nn.utils.skip_init(nn.Conv2d, fc_channels, fc_channels, 1)
         if not pretrained:
             for conv in (self.fc6, self.fc7):
-                nn.init.normal_(conv.weight, 0.0, 0.01)  # torchvision's VGG Linear initialisation
+                nn.init.normal_(
+                    conv.weight, 0.0, 0.01
+                )  # torchvision's VGG Linear initialisation
                 nn.init.zeros_(conv.bias)
         self.fc6.dilation = (4, 4)
         del vgg, feats
@@ -234,7 +293,9 @@ class DilatedNet(nn.Module):
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % _ALIGN, -width % _ALIGN
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros = the mean colour of normalised input
+            x = F.pad(
+                x, (0, pad_w, 0, pad_h)
+            )  # zeros = the mean colour of normalised input
         return self.upsample(self.scores(x))[..., :height, :width]
 
     def extra_repr(self) -> str:
@@ -242,11 +303,21 @@ class DilatedNet(nn.Module):
 
 
 def dilated(
-    *, num_classes: int = 21, weights: str | os.PathLike | None = None, context: str = "large", fc_channels: int = 4096,
+    *,
+    num_classes: int = 21,
+    weights: str | os.PathLike | None = None,
+    context: str = "large",
+    fc_channels: int = 4096,
     backbone: str = "vgg16",
 ) -> DilatedNet:
     """Yu & Koltun's dilated front-end with the ``context`` module ("none", "basic", "large").
     ``backbone``: "vgg16" (the paper's; ``fc_channels`` wide fc6/fc7) or "mobilenet_v2" (dilated
     MobileNetV2, see the module docstring); ``weights``: 'none', a torchvision weights name of that
     network or a local ``.pth`` of it."""
-    return DilatedNet(num_classes=num_classes, weights=weights, context=context, fc_channels=fc_channels, backbone=backbone)
+    return DilatedNet(
+        num_classes=num_classes,
+        weights=weights,
+        context=context,
+        fc_channels=fc_channels,
+        backbone=backbone,
+    )

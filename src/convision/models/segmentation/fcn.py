@@ -83,6 +83,7 @@ Where this differs from the reference
   the reference code's batch-1 "heavy" training with momentum 0.99 and an unnormalised loss)
   belong to the trainer, not the model.
 """
+
 from __future__ import annotations
 
 import os
@@ -109,7 +110,9 @@ CAFFE_CROP_OFFSETS: dict[int, dict[str, int]] = {
 _ALIGN = 32  # default mode pads the input to a multiple of the coarsest stride
 
 
-def fc_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int, padding: int = 0) -> nn.Conv2d:
+def fc_to_conv(
+    linear: nn.Linear, in_channels: int, kernel_size: int, padding: int = 0
+) -> nn.Conv2d:
     """The convolution equivalent to ``linear`` applied to a flattened ``[in_channels, k, k]`` window.
 
     ``linear.weight`` ``[out, in_channels*k*k]`` is viewed as ``[out, in_channels, k, k]`` (C, H, W
@@ -117,11 +120,19 @@ def fc_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int, padding: i
     """
     expected = in_channels * kernel_size * kernel_size
     if linear.in_features != expected:
-        raise ValueError(f"Linear has {linear.in_features} inputs, expected {in_channels}*{kernel_size}*{kernel_size} = {expected}")
+        raise ValueError(
+            f"Linear has {linear.in_features} inputs, expected {in_channels}*{kernel_size}*{kernel_size} = {expected}"
+        )
     # skip_init: the weights are overwritten at once (a random init of fc6 alone takes ~1 s on CPU).
     conv = torch.nn.utils.skip_init(
-        nn.Conv2d, in_channels, linear.out_features, kernel_size, padding=padding, bias=linear.bias is not None,
-        device=linear.weight.device, dtype=linear.weight.dtype,
+        nn.Conv2d,
+        in_channels,
+        linear.out_features,
+        kernel_size,
+        padding=padding,
+        bias=linear.bias is not None,
+        device=linear.weight.device,
+        dtype=linear.weight.dtype,
     )
     with torch.no_grad():
         conv.weight.copy_(linear.weight.detach().reshape(conv.weight.shape))
@@ -140,7 +151,9 @@ def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 def _crop(x: Tensor, offset: int, height: int, width: int) -> Tensor:
     """Caffe ``Crop`` (axis 2): ``x[..., offset:offset+height, offset:offset+width]``."""
     if x.shape[-2] < offset + height or x.shape[-1] < offset + width:
-        raise RuntimeError(f"FCN crop: map {tuple(x.shape[-2:])} too small for offset {offset} and size {(height, width)}")
+        raise RuntimeError(
+            f"FCN crop: map {tuple(x.shape[-2:])} too small for offset {offset} and size {(height, width)}"
+        )
     return x[..., offset : offset + height, offset : offset + width]
 
 
@@ -150,10 +163,17 @@ def _learnable_flags(value: Any) -> tuple[bool, bool]:
         return value, value
     if isinstance(value, str) and value.strip().lower() in ("2x", "intermediate"):
         return True, False
-    if isinstance(value, str) and value.strip().lower() in ("none", "false", "all", "true"):
+    if isinstance(value, str) and value.strip().lower() in (
+        "none",
+        "false",
+        "all",
+        "true",
+    ):
         on = value.strip().lower() in ("all", "true")
         return on, on
-    raise ConfigError(f"learnable_upsampling: expected true, false or '2x', got {value!r}")
+    raise ConfigError(
+        f"learnable_upsampling: expected true, false or '2x', got {value!r}"
+    )
 
 
 class FCN(nn.Module):
@@ -174,16 +194,28 @@ class FCN(nn.Module):
         learnable_upsampling: bool | str = False,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f"num_classes: must be a positive integer, got {num_classes!r}")
+        if (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, int)
+            or num_classes < 1
+        ):
+            raise ConfigError(
+                f"num_classes: must be a positive integer, got {num_classes!r}"
+            )
         if stride not in CAFFE_CROP_OFFSETS:
-            raise ConfigError(f"stride: FCN combines strides 32, 16 or 8, got {stride!r}")
+            raise ConfigError(
+                f"stride: FCN combines strides 32, 16 or 8, got {stride!r}"
+            )
         if not isinstance(backbone, str) or backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
+            raise ConfigError(
+                f"backbone: unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})"
+            )
         if not isinstance(faithful, bool):
             raise ConfigError(f"faithful: expected true or false, got {faithful!r}")
         if faithful and backbone != "vgg16":
-            raise ConfigError(f"faithful: the reference pad-100-and-crop alignment exists for backbone 'vgg16' only, got {backbone!r}")
+            raise ConfigError(
+                f"faithful: the reference pad-100-and-crop alignment exists for backbone 'vgg16' only, got {backbone!r}"
+            )
         learn_2x, learn_final = _learnable_flags(learnable_upsampling)
 
         self.num_classes = num_classes
@@ -196,18 +228,27 @@ class FCN(nn.Module):
         if classifier is not None:  # VGG: convolutionalise fc6 / fc7
             linears = [m for m in classifier if isinstance(m, nn.Linear)]
             drops = [m.p for m in classifier if isinstance(m, nn.Dropout)] + [0.5, 0.5]
-            self.fc6 = fc_to_conv(linears[0], channels[32], 7, padding=0 if faithful else 3)
+            self.fc6 = fc_to_conv(
+                linears[0], channels[32], 7, padding=0 if faithful else 3
+            )
             self.relu6 = nn.ReLU(inplace=True)
             self.drop6 = nn.Dropout(drops[0])
             self.fc7 = fc_to_conv(linears[1], linears[0].out_features, 1)
             self.relu7 = nn.ReLU(inplace=True)
             self.drop7 = nn.Dropout(drops[1])
             fc_params = (*self.fc6.parameters(), *self.fc7.parameters())
-            if not fc_params[0].is_meta and not all(torch.isfinite(p.sum(dtype=torch.float64)) for p in fc_params):
+            if not fc_params[0].is_meta and not all(
+                torch.isfinite(p.sum(dtype=torch.float64)) for p in fc_params
+            ):
                 # torchvision's VGG16 IMAGENET1K_FEATURES weights ship a NaN classifier on purpose.
-                warnings.warn("the VGG classifier weights are not finite (feature-only weights?): fc6/fc7 are initialised randomly", stacklevel=3)
+                warnings.warn(
+                    "the VGG classifier weights are not finite (feature-only weights?): fc6/fc7 are initialised randomly",
+                    stacklevel=3,
+                )
                 for conv in (self.fc6, self.fc7):
-                    nn.init.normal_(conv.weight, 0.0, 0.01)  # torchvision's VGG Linear initialisation
+                    nn.init.normal_(
+                        conv.weight, 0.0, 0.01
+                    )  # torchvision's VGG Linear initialisation
                     nn.init.zeros_(conv.bias)
             score_in = self.fc7.out_channels
             del classifier, linears
@@ -219,14 +260,22 @@ class FCN(nn.Module):
             score_in = channels[32]
 
         if faithful:
-            first_conv = next(m for m in self.backbone.modules() if isinstance(m, nn.Conv2d))
+            first_conv = next(
+                m for m in self.backbone.modules() if isinstance(m, nn.Conv2d)
+            )
             first_conv.padding = (100, 100)  # conv1_1 pad 100
             for m in self.backbone.modules():
                 if isinstance(m, nn.MaxPool2d):
                     m.ceil_mode = True  # Caffe rounds pooled sizes up
 
         def upsample(factor: int, learnable: bool) -> BilinearUpsample:
-            return BilinearUpsample(num_classes, factor, learnable=learnable, aligned=not faithful, grid=self.backbone.grid)
+            return BilinearUpsample(
+                num_classes,
+                factor,
+                learnable=learnable,
+                aligned=not faithful,
+                grid=self.backbone.grid,
+            )
 
         self.score_fr = _zero_conv(score_in, num_classes)
         if stride == 32:
@@ -266,7 +315,9 @@ class FCN(nn.Module):
         if not self.faithful:
             pad_h, pad_w = -height % _ALIGN, -width % _ALIGN
             if pad_h or pad_w:
-                x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros = the mean colour of normalised input
+                x = F.pad(
+                    x, (0, pad_w, 0, pad_h)
+                )  # zeros = the mean colour of normalised input
         offsets = CAFFE_CROP_OFFSETS[self.stride] if self.faithful else {}
         feats = self.backbone(x)
         score = self._score_fr(feats[32])
@@ -275,13 +326,17 @@ class FCN(nn.Module):
         else:
             score = self.upscore2(score)
             pool4 = self.score_pool4(feats[16])
-            score = score + _crop(pool4, offsets.get("score_pool4", 0), *score.shape[-2:])
+            score = score + _crop(
+                pool4, offsets.get("score_pool4", 0), *score.shape[-2:]
+            )
             if self.stride == 16:
                 out, final = self.upscore16(score), "upscore16"
             else:
                 score = self.upscore_pool4(score)
                 pool3 = self.score_pool3(feats[8])
-                score = score + _crop(pool3, offsets.get("score_pool3", 0), *score.shape[-2:])
+                score = score + _crop(
+                    pool3, offsets.get("score_pool3", 0), *score.shape[-2:]
+                )
                 out, final = self.upscore8(score), "upscore8"
         return _crop(out, offsets.get(final, 0), height, width)
 
@@ -289,8 +344,22 @@ class FCN(nn.Module):
         return f"num_classes={self.num_classes}, stride={self.stride}, faithful={self.faithful}"
 
 
-def _build(stride: int, num_classes: int, backbone: str, weights: str | os.PathLike | None, faithful: bool, learnable_upsampling: bool | str) -> FCN:
-    return FCN(num_classes=num_classes, stride=stride, backbone=backbone, weights=weights, faithful=faithful, learnable_upsampling=learnable_upsampling)
+def _build(
+    stride: int,
+    num_classes: int,
+    backbone: str,
+    weights: str | os.PathLike | None,
+    faithful: bool,
+    learnable_upsampling: bool | str,
+) -> FCN:
+    return FCN(
+        num_classes=num_classes,
+        stride=stride,
+        backbone=backbone,
+        weights=weights,
+        faithful=faithful,
+        learnable_upsampling=learnable_upsampling,
+    )
 
 
 def fcn32s(

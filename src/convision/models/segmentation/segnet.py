@@ -33,6 +33,7 @@ Where this differs from the paper / reference
   not the model.
 * Bayesian SegNet's dropout is not included.
 """
+
 from __future__ import annotations
 
 import os
@@ -47,16 +48,30 @@ from convision.nn.upsampling import MaxPoolWithIndices, MaxUnpool
 __all__ = ["SegNet", "segnet", "DECODER_WIDTHS"]
 
 #: output channels of the decoder's conv-BN-ReLU layers, stage 5 (coarsest) to stage 1
-DECODER_WIDTHS: tuple[tuple[int, ...], ...] = ((512, 512, 512), (512, 512, 256), (256, 256, 128), (128, 64), (64,))
+DECODER_WIDTHS: tuple[tuple[int, ...], ...] = (
+    (512, 512, 512),
+    (512, 512, 256),
+    (256, 256, 128),
+    (128, 64),
+    (64,),
+)
 
 
 def check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes: must be a positive integer, got {num_classes!r}")
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or num_classes < 1
+    ):
+        raise ConfigError(
+            f"num_classes: must be a positive integer, got {num_classes!r}"
+        )
     return num_classes
 
 
-def conv_bn_relu(cin: int, cout: int, kernel_size: int = 3, transposed: bool = False) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, kernel_size: int = 3, transposed: bool = False
+) -> nn.Sequential:
     """3x3 ("same") convolution (or transposed convolution), BN, ReLU; He-initialised convolution."""
     cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     conv = cls(cin, cout, kernel_size, padding=kernel_size // 2)
@@ -85,7 +100,9 @@ class SegNet(nn.Module):
     stages of conv-BN-ReLU, coarsest first) and ``classifier``.
     """
 
-    def __init__(self, num_classes: int = 21, weights: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 21, weights: str | os.PathLike | None = None
+    ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         vgg: Any = load_torchvision_classifier("vgg16_bn", weights)
@@ -93,7 +110,9 @@ class SegNet(nn.Module):
         del vgg
         self.pool = MaxPoolWithIndices(2, 2, ceil_mode=True)
         self.unpool = MaxUnpool(2, 2)
-        enc_out = [stage[-3].out_channels for stage in self.encoder]  # conv of each block's last conv-BN-ReLU
+        enc_out = [
+            stage[-3].out_channels for stage in self.encoder
+        ]  # conv of each block's last conv-BN-ReLU
         stages = []
         cin = enc_out[-1]
         for widths in DECODER_WIDTHS:
@@ -104,12 +123,17 @@ class SegNet(nn.Module):
             stages.append(nn.Sequential(*layers))
         self.decoder = nn.ModuleList(stages)
         self.classifier = nn.Conv2d(cin, num_classes, 3, padding=1)
-        nn.init.kaiming_normal_(self.classifier.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.kaiming_normal_(
+            self.classifier.weight, mode="fan_in", nonlinearity="relu"
+        )
         nn.init.zeros_(self.classifier.bias)
         #: the builder name and its JSON-serialisable keyword arguments
         self.spec: dict[str, Any] = {
             "name": "segnet",
-            "kwargs": {"num_classes": num_classes, "weights": None if weights is None else os.fspath(weights)},
+            "kwargs": {
+                "num_classes": num_classes,
+                "weights": None if weights is None else os.fspath(weights),
+            },
         }
 
     def forward(self, x: Tensor) -> Tensor:
@@ -127,7 +151,9 @@ class SegNet(nn.Module):
         return f"num_classes={self.num_classes}"
 
 
-def segnet(*, num_classes: int = 21, weights: str | os.PathLike | None = None) -> SegNet:
+def segnet(
+    *, num_classes: int = 21, weights: str | os.PathLike | None = None
+) -> SegNet:
     """SegNet with a VGG16-BN encoder; ``weights``: 'none', a torchvision ``vgg16_bn`` weights name
     or a local ``.pth`` of torchvision ``vgg16_bn`` (see :mod:`convision.models.backbones`)."""
     return SegNet(num_classes=num_classes, weights=weights)

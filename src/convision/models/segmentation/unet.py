@@ -68,6 +68,7 @@ Where this differs from the paper
 * The weighted loss that separates touching cells (Sec. 3, Eq. 2) and the elastic deformations
   belong to the loss and the data pipeline, not the model.
 """
+
 from __future__ import annotations
 
 import os
@@ -82,7 +83,16 @@ from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, _is_none, build_backbone
 from convision.models.segmentation.segnet import check_num_classes
 
-__all__ = ["UNet", "UNetDecoder", "DecoderBlock", "PaperEncoder", "unet", "unet_valid_output_size", "unet_valid_input_size", "DECODER_CHANNELS"]
+__all__ = [
+    "UNet",
+    "UNetDecoder",
+    "DecoderBlock",
+    "PaperEncoder",
+    "unet",
+    "unet_valid_output_size",
+    "unet_valid_input_size",
+    "DECODER_CHANNELS",
+]
 
 #: widths of the expanding path with a torchvision encoder, strides 16, 8, 4, 2, 1
 DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -114,9 +124,19 @@ def unet_valid_output_size(n: int, depth: int = _DEPTH) -> int:
     out = _valid_output(n, depth)
     if out is None:
         step = 2**depth
-        near = [m for m in range(max(1, n - step), n + step + 1) if _valid_output(m, depth) is not None]
-        hint = " or ".join(map(str, near)) if near else str(unet_valid_input_size(1, depth))
-        raise ValueError(f"U-Net (valid): input side {n} is not valid (every pooled map needs an even side); nearest valid: {hint}")
+        near = [
+            m
+            for m in range(max(1, n - step), n + step + 1)
+            if _valid_output(m, depth) is not None
+        ]
+        hint = (
+            " or ".join(map(str, near))
+            if near
+            else str(unet_valid_input_size(1, depth))
+        )
+        raise ValueError(
+            f"U-Net (valid): input side {n} is not valid (every pooled map needs an even side); nearest valid: {hint}"
+        )
     return out
 
 
@@ -135,12 +155,20 @@ def _conv(cin: int, cout: int, padding: int, batch_norm: bool) -> list[nn.Module
     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
-    return [conv, *([nn.BatchNorm2d(cout)] if batch_norm else []), nn.ReLU(inplace=True)]
+    return [
+        conv,
+        *([nn.BatchNorm2d(cout)] if batch_norm else []),
+        nn.ReLU(inplace=True),
+    ]
 
 
-def double_conv(cin: int, cout: int, padding: int = 1, batch_norm: bool = False) -> nn.Sequential:
+def double_conv(
+    cin: int, cout: int, padding: int = 1, batch_norm: bool = False
+) -> nn.Sequential:
     """Two 3x3 convolutions, each followed by (BN and) ReLU."""
-    return nn.Sequential(*_conv(cin, cout, padding, batch_norm), *_conv(cout, cout, padding, batch_norm))
+    return nn.Sequential(
+        *_conv(cin, cout, padding, batch_norm), *_conv(cout, cout, padding, batch_norm)
+    )
 
 
 def up_conv(cin: int, cout: int) -> nn.ConvTranspose2d:
@@ -167,8 +195,15 @@ class DecoderBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, skip_channels: int, out_channels: int, *, upsample: str = "nearest",
-        batch_norm: bool = True, padding: int = 1, crop_skip: bool = False,
+        self,
+        in_channels: int,
+        skip_channels: int,
+        out_channels: int,
+        *,
+        upsample: str = "nearest",
+        batch_norm: bool = True,
+        padding: int = 1,
+        crop_skip: bool = False,
     ) -> None:
         super().__init__()
         if upsample == "transposed":
@@ -178,14 +213,21 @@ class DecoderBlock(nn.Module):
             self.up = nn.Upsample(scale_factor=2, mode=upsample)
             up_channels = in_channels
         else:
-            raise ConfigError(f"upsample: expected 'transposed', 'nearest' or 'bilinear', got {upsample!r}")
+            raise ConfigError(
+                f"upsample: expected 'transposed', 'nearest' or 'bilinear', got {upsample!r}"
+            )
         self.crop_skip = crop_skip
-        self.convs = double_conv(skip_channels + up_channels, out_channels, padding, batch_norm)
+        self.convs = double_conv(
+            skip_channels + up_channels, out_channels, padding, batch_norm
+        )
 
     def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
         x = self.up(x)
         if skip is not None:
-            x = torch.cat([_centre_crop(skip, *x.shape[-2:]) if self.crop_skip else skip, x], dim=1)
+            x = torch.cat(
+                [_centre_crop(skip, *x.shape[-2:]) if self.crop_skip else skip, x],
+                dim=1,
+            )
         return self.convs(x)
 
 
@@ -197,10 +239,18 @@ class UNetDecoder(nn.Module):
     there is none).
     """
 
-    def __init__(self, in_channels: int, skip_channels: Sequence[int], decoder_channels: Sequence[int], **block: Any) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        skip_channels: Sequence[int],
+        decoder_channels: Sequence[int],
+        **block: Any,
+    ) -> None:
         super().__init__()
         if len(skip_channels) != len(decoder_channels):
-            raise ConfigError(f"decoder_channels: need {len(skip_channels)} widths, got {len(decoder_channels)}")
+            raise ConfigError(
+                f"decoder_channels: need {len(skip_channels)} widths, got {len(decoder_channels)}"
+            )
         blocks = []
         for skip, out in zip(skip_channels, decoder_channels):
             blocks.append(DecoderBlock(in_channels, skip, out, **block))
@@ -218,10 +268,21 @@ class PaperEncoder(nn.Module):
     """The paper's contracting path: ``depth + 1`` double convolutions with 2x2 max pooling between
     them, widths ``base_channels * 2**i``; ``forward`` returns every level's map, finest first."""
 
-    def __init__(self, base_channels: int = 64, depth: int = _DEPTH, padding: int = 1, batch_norm: bool = False) -> None:
+    def __init__(
+        self,
+        base_channels: int = 64,
+        depth: int = _DEPTH,
+        padding: int = 1,
+        batch_norm: bool = False,
+    ) -> None:
         super().__init__()
-        self.widths = [base_channels * 2**i for i in range(depth + 1)]  # 64, 128, 256, 512, 1024
-        self.levels = nn.ModuleList(double_conv(cin, w, padding, batch_norm) for cin, w in zip([3, *self.widths], self.widths))
+        self.widths = [
+            base_channels * 2**i for i in range(depth + 1)
+        ]  # 64, 128, 256, 512, 1024
+        self.levels = nn.ModuleList(
+            double_conv(cin, w, padding, batch_norm)
+            for cin, w in zip([3, *self.widths], self.widths)
+        )
         self.pool = nn.MaxPool2d(2, 2)
 
     def forward(self, x: Tensor) -> list[Tensor]:
@@ -254,44 +315,78 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
-        if isinstance(backbone, str) and backbone.strip().lower() in ("", "none", "null", "unet"):
+        if isinstance(backbone, str) and backbone.strip().lower() in (
+            "",
+            "none",
+            "null",
+            "unet",
+        ):
             backbone = None
         if backbone is not None and backbone not in BACKBONES:
-            raise ConfigError(f"backbone: unknown backbone {backbone!r} (known: none, {', '.join(BACKBONES)})")
+            raise ConfigError(
+                f"backbone: unknown backbone {backbone!r} (known: none, {', '.join(BACKBONES)})"
+            )
         paper = backbone is None
         batch_norm = (not paper) if batch_norm is None else batch_norm
         dropout = (0.5 if paper else 0.0) if dropout is None else dropout
-        upsample = ("transposed" if paper else "nearest") if upsample is None else upsample
+        upsample = (
+            ("transposed" if paper else "nearest") if upsample is None else upsample
+        )
         if not isinstance(valid, bool) or not isinstance(batch_norm, bool):
             raise ConfigError("valid, batch_norm: expected true or false")
-        if isinstance(base_channels, bool) or not isinstance(base_channels, int) or base_channels < 1:
-            raise ConfigError(f"base_channels: must be a positive integer, got {base_channels!r}")
+        if (
+            isinstance(base_channels, bool)
+            or not isinstance(base_channels, int)
+            or base_channels < 1
+        ):
+            raise ConfigError(
+                f"base_channels: must be a positive integer, got {base_channels!r}"
+            )
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
         if paper and not _is_none(weights):
-            raise ConfigError("weights: the paper's U-Net encoder (backbone none) has no pretrained weights; use weights none")
+            raise ConfigError(
+                "weights: the paper's U-Net encoder (backbone none) has no pretrained weights; use weights none"
+            )
         if not paper and valid:
-            raise ConfigError("valid: the valid-convolution form exists for the paper's encoder only (backbone none)")
+            raise ConfigError(
+                "valid: the valid-convolution form exists for the paper's encoder only (backbone none)"
+            )
         if valid and upsample != "transposed":
-            raise ConfigError("upsample: the valid form needs the paper's 'transposed' up-convolutions")
+            raise ConfigError(
+                "upsample: the valid form needs the paper's 'transposed' up-convolutions"
+            )
         self.valid = valid
         self.backbone_name = backbone
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if paper:
             pad = 0 if valid else 1
-            self.encoder: nn.Module = PaperEncoder(base_channels, _DEPTH, pad, batch_norm)
+            self.encoder: nn.Module = PaperEncoder(
+                base_channels, _DEPTH, pad, batch_norm
+            )
             widths = self.encoder.widths
             bottom, skips = widths[-1], widths[-2::-1]
-            default_widths = tuple(widths[-2::-1])  # 512, 256, 128, 64: each up-convolution halves
-            self.skip_strides: tuple[int | None, ...] = tuple(2**i for i in range(_DEPTH - 1, -1, -1))
+            default_widths = tuple(
+                widths[-2::-1]
+            )  # 512, 256, 128, 64: each up-convolution halves
+            self.skip_strides: tuple[int | None, ...] = tuple(
+                2**i for i in range(_DEPTH - 1, -1, -1)
+            )
             self.align = 2**_DEPTH
-            block = {"upsample": upsample, "batch_norm": batch_norm, "padding": pad, "crop_skip": valid}
+            block = {
+                "upsample": upsample,
+                "batch_norm": batch_norm,
+                "padding": pad,
+                "crop_skip": valid,
+            }
         else:
             self.encoder = build_backbone(backbone, weights)
             self.encoder.take_classifier()  # unused
             chans = self.encoder.feature_channels()
             bottom = chans[32]
-            self.skip_strides = tuple(s if s in chans else None for s in (16, 8, 4, 2, 1))
+            self.skip_strides = tuple(
+                s if s in chans else None for s in (16, 8, 4, 2, 1)
+            )
             skips = [chans.get(s, 0) for s in (16, 8, 4, 2, 1)]
             default_widths = DECODER_CHANNELS
             self.align = 32
@@ -329,9 +424,14 @@ class UNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
         if self.valid:
-            unet_valid_output_size(height), unet_valid_output_size(width)  # clear error for a bad tile
+            (
+                unet_valid_output_size(height),
+                unet_valid_output_size(width),
+            )  # clear error for a bad tile
         else:
-            x = F.pad(x, (0, -width % self.align, 0, -height % self.align))  # zeros = the mean colour of normalised input
+            x = F.pad(
+                x, (0, -width % self.align, 0, -height % self.align)
+            )  # zeros = the mean colour of normalised input
         bottom, skips = self.features(x)
         logits = self.head(self.decoder(self.drop(bottom), skips))
         return logits if self.valid else logits[..., :height, :width]
@@ -355,5 +455,14 @@ def unet(
     """U-Net: the paper's network (``backbone=None``, ``valid`` for its unpadded form) or a U-Net on a
     torchvision encoder (``backbone``, ``weights``). ``None`` picks the form's default (module
     docstring). See :class:`UNet`."""
-    return UNet(num_classes=num_classes, backbone=backbone, weights=weights, valid=valid, base_channels=base_channels,
-                batch_norm=batch_norm, dropout=dropout, upsample=upsample, decoder_channels=decoder_channels)
+    return UNet(
+        num_classes=num_classes,
+        backbone=backbone,
+        weights=weights,
+        valid=valid,
+        base_channels=base_channels,
+        batch_norm=batch_norm,
+        dropout=dropout,
+        upsample=upsample,
+        decoder_channels=decoder_channels,
+    )
