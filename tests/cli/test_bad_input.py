@@ -452,8 +452,8 @@ def test_11_a_corrupt_image_in_predict_is_skipped_then_reported(
     _corrupt(inputs / "a_bad.png")
     _png(inputs / "b_good.png")
     out = tmp_path / "seg"
-    assert (
-        main(
+    with pytest.warns(UserWarning, match="skipped: .*a_bad.png"):
+        code = main(
             [
                 "segment",
                 "predict",
@@ -465,8 +465,7 @@ def test_11_a_corrupt_image_in_predict_is_skipped_then_reported(
                 "--no-progress",
             ]
         )
-        == 2
-    )
+    assert code == 2
     err = capsys.readouterr().err
     assert (
         f"{inputs / 'a_bad.png'}: could not be read (1 image(s) skipped; the other 1 were written to {out}/)"
@@ -499,8 +498,8 @@ def test_11_a_corrupt_image_in_predict_is_skipped_then_reported(
         "a_bad.png" in one_error_line(capsys)
         and not (det / "predictions.json").exists()
     )
-    assert (
-        main(
+    with pytest.warns(UserWarning, match="skipped: .*a_bad.png"):
+        code = main(
             [
                 "detect",
                 "predict",
@@ -514,8 +513,7 @@ def test_11_a_corrupt_image_in_predict_is_skipped_then_reported(
                 "--no-progress",
             ]
         )
-        == 2
-    )
+    assert code == 2
     assert list(json.loads((det / "predictions.json").read_text())) == [
         str(inputs / "b_good.png")
     ]
