@@ -161,7 +161,7 @@ class DetectModelConfig(BackboneSection, ModelNameSection):
     )
     body_tail: str = setting(
         "none",
-        "Faster R-CNN on mobilenet_v2: none (features[0:14], stride 16, 96 channels; 6x the mAP of 'dilated' on real aerial photographs, BENCHMARKS.md) | dilated (features[0:18], the stride-32 blocks dilated, 320 channels)",
+        "Faster / Fast R-CNN on mobilenet_v2: none (features[0:14], stride 16, 96 channels; 6x the mAP of 'dilated' on real aerial photographs, BENCHMARKS.md) | dilated (features[0:18], the stride-32 blocks dilated, 320 channels)",
     )
     image_size: int = setting(
         0, "yolov1 input side (0 = 448 for darknet as the paper, 224 otherwise)", 0

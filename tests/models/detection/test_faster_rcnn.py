@@ -225,6 +225,7 @@ def test_mobilenet_v2_body_without_the_dilated_tail_and_with_trainable_norms():
     assert model.body(x).shape == (2, 96, 4, 6)
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.body.modules())
     assert all(p.requires_grad for p in model.body.parameters())
+    assert fast_rcnn(num_classes=2, dilated_tail=False).body(x).shape == (2, 96, 4, 6)
 
 
 def test_conv_frozen_bn_same_gradients_as_conv_then_norm():

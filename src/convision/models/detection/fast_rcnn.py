@@ -83,6 +83,7 @@ def fast_rcnn(
     detections_per_image: int = 100,
     freeze_early: bool = True,
     freeze_bn: bool | None = None,
+    dilated_tail: bool = True,
 ) -> FastRCNN:
     """Fast R-CNN (module docstring) for ``num_classes`` user classes; options as :func:`faster_rcnn`."""
     if int(num_classes) < 1:
@@ -90,7 +91,11 @@ def fast_rcnn(
             f"num_classes: expected a positive integer, got {num_classes!r}"
         )
     body, channels, classifier = build_body(
-        backbone, weights, freeze_early=freeze_early, freeze_bn=freeze_bn
+        backbone,
+        weights,
+        freeze_early=freeze_early,
+        freeze_bn=freeze_bn,
+        dilated_tail=dilated_tail,
     )
     heads = build_roi_heads(
         channels=channels,
