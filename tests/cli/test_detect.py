@@ -428,38 +428,17 @@ def test_eval_on_the_test_split_with_test_time_settings(
     )
     preds = json.loads((pred / "predictions.json").read_text())
     assert len(preds) == 3 and all(len(p["boxes"]) <= 1 for p in preds.values())
-    assert (
-        main(
-            [
-                "detect",
-                "predict",
-                str(images[0]),
-                "--checkpoint",
-                ckpt,
-                "--out",
-                str(pred),
-                "--nms-thresh",
-                "1.5",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "detect",
-                "predict",
-                str(images[0]),
-                "--checkpoint",
-                ckpt,
-                "--out",
-                str(pred),
-                "--tile",
-                "8",
-            ]
-        )
-        == 2
-    )
+    predict = [
+        "detect",
+        "predict",
+        str(images[0]),
+        "--checkpoint",
+        ckpt,
+        "--out",
+        str(pred),
+    ]
+    for flag, value in (("--nms-thresh", "1.5"), ("--tile", "8")):
+        assert main([*predict, flag, value]) == 2
 
 
 def test_bad_detector_settings_fail_with_one_line(tmp_path: Path, capsys) -> None:
