@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,7 +86,53 @@ NAME = "classify"
 
 
 @dataclass
-class ClassifyDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+class TransferDataSection(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+    """The data of a torchvision network with a new head (classification, localization): one-shape
+    scenes, the whole input resized to ``image_size``."""
+
+    num_classes: int = setting(
+        6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3
+    )
+    scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
+    image_size: int = setting(
+        0, "network input side; 0 = what the weights expect (224)", 0
+    )
+
+
+@dataclass
+class TransferModelSection(BackboneSection):
+    """A torchvision network (``backbone``, formerly ``arch``) and how it is trained."""
+
+    backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
+    strategy: str = setting("finetune", " | ".join(STRATEGIES))
+
+    aliases = {"arch": "backbone"}
+
+
+@dataclass
+class TransferTrainSection(TrainConfig):
+    """Fine-tuning defaults: a short cosine schedule at a small backbone lr, the head at ``head_lr_mult`` x."""
+
+    epochs: int = setting(10, "training epochs", 1)
+    batch_size: int = setting(
+        32, "global batch size (split across processes under torchrun)", 1
+    )
+    lr: float = setting(
+        0.001, "peak learning rate of the backbone (the head gets lr x head_lr_mult)"
+    )
+    weight_decay: float = setting(1e-4, "weight decay", 0)
+    schedule: str = setting(
+        "cosine", "learning-rate schedule: poly | cosine | constant"
+    )
+    head_lr_mult: float = setting(
+        0.0,
+        "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch",
+        0,
+    )
+
+
+@dataclass
+class ClassifyDataConfig(TransferDataSection):
     data: str = setting(
         "synthetic",
         "'synthetic', an image folder (root/<class>/<image>), a .csv of path,label, or a Fashion-MNIST IDX folder",
@@ -94,10 +141,6 @@ class ClassifyDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSe
         "",
         "validation folder or CSV (empty: root/val, the IDX test set, or a hold-out)",
     )
-    num_classes: int = setting(
-        6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3
-    )
-    scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
     color_jitter: float = setting(
         0.0, "brightness/contrast/saturation jitter strength (0 = off)", 0
     )
@@ -112,46 +155,23 @@ class ClassifyDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSe
         "synthetic scenes: shapes per image (the label is the largest visible one)",
         1,
     )
-    image_size: int = setting(
-        0, "network input side; 0 = what the weights expect (224)", 0
-    )
     scale_min: float = setting(
         0.5, "random-resized-crop augmentation: smallest area share", 0.01
     )
 
 
 @dataclass
-class ClassifyModelConfig(BackboneSection):
-    backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
-    strategy: str = setting("finetune", " | ".join(STRATEGIES))
+class ClassifyModelConfig(TransferModelSection):
     cache_features: bool = setting(
         True,
         "feature-extract: compute backbone features once and train the head on them (no augmentation)",
     )
 
-    aliases = {"arch": "backbone"}
-
 
 @dataclass
-class ClassifyTrainConfig(TrainConfig):
-    epochs: int = setting(10, "training epochs", 1)
-    batch_size: int = setting(
-        32, "global batch size (split across processes under torchrun)", 1
-    )
-    lr: float = setting(
-        0.001, "peak learning rate of the backbone (the head gets lr x head_lr_mult)"
-    )
-    weight_decay: float = setting(1e-4, "weight decay", 0)
-    schedule: str = setting(
-        "cosine", "learning-rate schedule: poly | cosine | constant"
-    )
+class ClassifyTrainConfig(TransferTrainSection):
     out: str = setting(
         "runs/classify", "output folder for checkpoints, metrics and pictures"
-    )
-    head_lr_mult: float = setting(
-        0.0,
-        "head lr / backbone lr; 0 = auto: 10 (sgd and adamw; the seeds' 100 diverged in bench/fashion_mnist_transfer.py), 1 for scratch",
-        0,
     )
     unfreeze_every: int = setting(
         0,
@@ -489,11 +509,8 @@ def train(
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-def load(
-    path: str | os.PathLike, device: str | torch.device | None = "cpu"
-) -> nn.Module:
-    """A classifier from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
-    return base.load(path, device, task=NAME)
+# this task's checkpoints only: another task's is a one-line CheckpointError
+load = partial(base.load, task=NAME)
 
 
 def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -849,11 +850,8 @@ def _train_rcnn(
     )
 
 
-def load(
-    path: str | os.PathLike, device: str | torch.device | None = "cpu"
-) -> nn.Module:
-    """A detector from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
-    return base.load(path, device, task=NAME)
+# this task's checkpoints only: another task's is a one-line CheckpointError
+load = partial(base.load, task=NAME)
 
 
 def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:

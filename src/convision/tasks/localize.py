@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,16 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
-from convision.config import (
-    AugmentSection,
-    BackboneSection,
-    HoldOutSection,
-    ScenesSection,
-    Settings,
-    SourceSection,
-    TrainConfig,
-    setting,
-)
+from convision.config import Settings, setting
 from convision.data.images import to_image
 from convision.data.localization import (
     build_localization_dataset,
@@ -57,10 +49,16 @@ from convision.engine.trainer import seed_everything
 from convision.errors import ConfigError, DataError
 from convision.metrics.localization import LocalizationMetric
 from convision.models import build_model
-from convision.models.classification import ARCHS, STRATEGIES
 from convision.models.localization import to_pixels
 from convision.tasks import base
-from convision.tasks.classify import GroupedTrainer, on_load, resolve_settings  # noqa: F401  (on_load: the same image_size)
+from convision.tasks.classify import (  # on_load: the same image_size
+    GroupedTrainer,
+    TransferDataSection,
+    TransferModelSection,
+    TransferTrainSection,
+    on_load,  # noqa: F401
+    resolve_settings,
+)
 from convision.viz import draw_box
 
 NAME = "localize"
@@ -70,7 +68,7 @@ SMOOTH_L1_BETA = 1.0 / 9.0
 
 
 @dataclass
-class LocalizeDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSection):
+class LocalizeDataConfig(TransferDataSection):
     data: str = setting(
         "synthetic",
         "'synthetic', a .csv (path,class,x1,y1,x2,y2) or a .json ([{image, class, box}]) annotation file",
@@ -78,43 +76,19 @@ class LocalizeDataConfig(AugmentSection, HoldOutSection, ScenesSection, SourceSe
     val_data: str = setting(
         "", "validation annotation file (empty: a hold-out of the training file)"
     )
-    num_classes: int = setting(
-        6, "synthetic scenes: classes including background (so num_classes-1 shapes)", 3
-    )
-    scene_size: int = setting(64, "synthetic scenes: generated image side in pixels", 8)
-    image_size: int = setting(
-        0,
-        "network input side (the whole image is resized to it); 0 = what the weights expect (224)",
-        0,
-    )
 
 
 @dataclass
-class LocalizeModelConfig(BackboneSection):
-    backbone: str = setting("mobilenet_v2", " | ".join(ARCHS))
-    strategy: str = setting("finetune", " | ".join(STRATEGIES))
+class LocalizeModelConfig(TransferModelSection):
     hidden: int = setting(256, "hidden units of the box head (0 = one linear layer)", 0)
     box_input: str = setting(
         "spatial",
         "box head input: spatial (last feature map, as OverFeat) | pooled (the class head's vector)",
     )
 
-    aliases = {"arch": "backbone"}
-
 
 @dataclass
-class LocalizeTrainConfig(TrainConfig):
-    epochs: int = setting(10, "training epochs", 1)
-    batch_size: int = setting(
-        32, "global batch size (split across processes under torchrun)", 1
-    )
-    lr: float = setting(
-        0.001, "peak learning rate of the backbone (the heads get lr x head_lr_mult)"
-    )
-    weight_decay: float = setting(1e-4, "weight decay", 0)
-    schedule: str = setting(
-        "cosine", "learning-rate schedule: poly | cosine | constant"
-    )
+class LocalizeTrainConfig(TransferTrainSection):
     out: str = setting(
         "runs/localize", "output folder for checkpoints, metrics and pictures"
     )
@@ -301,11 +275,8 @@ def train(
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-def load(
-    path: str | os.PathLike, device: str | torch.device | None = "cpu"
-) -> nn.Module:
-    """A localizer from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
-    return base.load(path, device, task=NAME)
+# this task's checkpoints only: another task's is a one-line CheckpointError
+load = partial(base.load, task=NAME)
 
 
 def evaluate(

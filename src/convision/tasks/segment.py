@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -339,11 +340,8 @@ def train(
     return base.train_on_engine(cfg, prepare, progress=progress)
 
 
-def load(
-    path: str | os.PathLike, device: str | torch.device | None = "cpu"
-) -> nn.Module:
-    """A segmentation model from a checkpoint; a checkpoint of another task is a one-line CheckpointError."""
-    return base.load(path, device, task=NAME)
+# this task's checkpoints only: another task's is a one-line CheckpointError
+load = partial(base.load, task=NAME)
 
 
 def on_load(model: nn.Module, ckpt: dict[str, Any]) -> None:
