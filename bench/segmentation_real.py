@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ def smp_model(name: str, num_classes: int) -> nn.Module:
 def convision_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     from convision.models import build_model
 
-    if name in ("segnet", "deconvnet", "dilated"):
+    if name in ("segnet", "deconvnet"):
         return build_model(name, num_classes=num_classes, **kwargs)
     return build_model(
         name,
@@ -145,9 +146,13 @@ def convision_train(
 ) -> tuple[nn.Module, float]:
     """``convision segment train`` with the model's defaults; returns (last-epoch model, train images/s)."""
     from convision.api import load, train
-    from convision.config import SegmentConfig, apply
+    from convision.config import apply
+    from convision.models.segmentation import recipe
+    from convision.tasks.segment import SegmentConfig
 
-    cfg = SegmentConfig()
+    cfg = apply(
+        SegmentConfig(), recipe(name), where=f"recipe of {name}"
+    )  # what the CLI starts from
     values = {
         "data": str(data),
         "model": name,
@@ -160,10 +165,10 @@ def convision_train(
         "overwrite": True,
         **overrides,
     }
-    if name in ("segnet", "deconvnet", "dilated"):
+    if name in ("segnet", "deconvnet"):
         values.setdefault(
             "weights", "none"
-        )  # VGG weights are not available offline here
+        )  # VGG16-BN only; its weights are not available offline here
     apply(cfg, values, where="bench")
     run = train(cfg, progress=False)
     hist = run["history"]
@@ -197,6 +202,36 @@ def miou(model: nn.Module, data: Path, split: str, num_classes: int) -> float:
     return float(cm.compute()["miou"])
 
 
+def step_speed(
+    names: list[str], data: Path, batch_size: int, num_classes: int, rounds: int
+) -> dict[str, float]:
+    """Train images/s of the models alone (forward, backward, AdamW step on one batch of the data),
+    the models taking turns ``rounds`` times so that a shared CPU slows all of them alike; the
+    fastest round of each counts."""
+    ds = SegmentationFolder(data, "train", transforms=segmentation_eval_transforms())
+    images, masks = pad_collate([ds[i] for i in range(batch_size)])
+    models = {}
+    for name in names:
+        torch.manual_seed(0)
+        models[name] = (
+            smp_model(name, num_classes)
+            if name in SMP
+            else convision_model(name, num_classes)
+        )
+    opts = {n: torch.optim.AdamW(m.parameters(), lr=1e-4) for n, m in models.items()}
+    best = {n: math.inf for n in names}
+    for _ in range(rounds):
+        for name, model in models.items():
+            model.train()
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(model(images), masks, ignore_index=255)
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {n: batch_size / t for n, t in best.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -224,6 +259,13 @@ def main() -> None:
         default="{}",
         help="JSON: extra convision settings (convision loop) or model kwargs (plain loop)",
     )
+    p.add_argument(
+        "--speed",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only time the models' training steps, taking turns ROUNDS times (no training run)",
+    )
     p.add_argument("--out", default="runs/segmentation_real")
     p.add_argument(
         "--json", default=None, help="append the results (one JSON line) here"
@@ -238,6 +280,15 @@ def main() -> None:
         n for n in (*CONVISION, *SMP) if not args.only or n in args.only.split(",")
     ]
     extra = json.loads(args.set)
+    if args.speed:
+        speed = step_speed(names, data, args.batch_size, num_classes, args.speed)
+        ref = speed.get("smp_unet")
+        for name, ips in speed.items():
+            print(
+                f"{name:<12} {ips:6.1f} train img/s (model step)"
+                + (f"  {ips / ref:.2f}x smp Unet" if ref else "")
+            )
+        return
     results: dict[str, dict[str, float]] = {}
     for name in names:
         print(f"== {name}", flush=True)

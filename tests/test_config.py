@@ -167,3 +167,47 @@ def test_settings_out_of_range_fail_before_anything_runs(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "never").exists()
+
+
+def test_model_recipe_sits_between_defaults_and_yaml_and_flags(tmp_path, capsys):
+    """`segment train` starts each architecture from its recipe; YAML and flags still win, and
+    the recipe of the model named in the YAML (not the default model) is the one used."""
+    from convision.models.segmentation import RECIPES, recipe
+
+    assert set(RECIPES) == {
+        "fcn32s",
+        "fcn16s",
+        "fcn8s",
+        "segnet",
+        "deconvnet",
+        "unet",
+        "dilated",
+    }
+    r = recipe("unet")
+    fields = {
+        f: s
+        for s in ("data", "model", "train")
+        for f in vars(getattr(SegmentConfig(), s))
+    }
+    assert any(
+        getattr(getattr(SegmentConfig(), fields[k]), k) != v for k, v in r.items()
+    )  # it changes something
+    cfg = from_args(
+        build_parser().parse_args(["segment", "train", "--model", "unet"]),
+        SegmentConfig(),
+        recipe,
+    )
+    assert all(getattr(getattr(cfg, fields[k]), k) == v for k, v in r.items())
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model: unet\nlr: 0.05\n")
+    args = build_parser().parse_args(
+        ["segment", "train", "--config", str(cfg_file), "--optimizer", "sgd"]
+    )
+    cfg = from_args(args, SegmentConfig(), recipe)
+    assert cfg.train.lr == 0.05 and cfg.train.optimizer == "sgd"  # YAML, then the flag
+    assert cfg.train.weight_decay == r["weight_decay"]  # the rest from unet's recipe
+    assert recipe("not-a-model") == {}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["segment", "train", "--help"])
+    text = capsys.readouterr().out
+    assert "the model's recipe" in text and "  unet " in text

@@ -17,7 +17,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import yaml
 
@@ -366,16 +366,28 @@ def add_arguments(parser: argparse.ArgumentParser, cfg: Any) -> None:
         )
 
 
-def from_args(args: argparse.Namespace, cfg: Any) -> Any:
-    """Defaults, then ``--config`` YAML, then the flags that were given."""
-    if getattr(args, "config", None):
-        apply(cfg, load_yaml(args.config), where=str(args.config))
+def from_args(
+    args: argparse.Namespace,
+    cfg: Any,
+    recipe: Callable[[str], dict[str, Any]] | None = None,
+) -> Any:
+    """Defaults, then the model's ``recipe(model name)`` (if given), then ``--config`` YAML, then
+    the flags that were given."""
+    values = load_yaml(args.config) if getattr(args, "config", None) else {}
     names = [*_flat_fields(cfg), *aliases(cfg)]
     given = {
         name: getattr(args, name)
         for name in names
         if getattr(args, name, None) is not None
     }
+    if recipe is not None:
+        model = given.get(
+            "model",
+            values.get("model", getattr(getattr(cfg, "model", None), "model", "")),
+        )
+        apply(cfg, recipe(str(model)), where=f"recipe of {model}")
+    if values:
+        apply(cfg, values, where=str(args.config))
     apply(cfg, given, where="command line")
     return cfg
 

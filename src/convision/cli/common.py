@@ -53,14 +53,18 @@ def add_modes(
 
 
 def add_train(
-    modes: argparse._SubParsersAction, cfg: Any, help_text: str, description: str
+    modes: argparse._SubParsersAction,
+    cfg: Any,
+    help_text: str,
+    description: str,
+    order: str = "defaults < --config YAML < flags",
 ) -> argparse.ArgumentParser:
     """``train``: ``--config`` YAML, ``--no-progress`` and one flag per setting of ``cfg``."""
     train = modes.add_parser(
         "train",
         help=help_text,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"{description}\nSettings: defaults < --config YAML < flags.",
+        description=f"{description}\nSettings: {order}.",
     )
     train.add_argument(
         "--config", help="YAML file of settings (flat keys, same names as the flags)"
@@ -284,10 +288,15 @@ def export(args: argparse.Namespace) -> int:
 
 
 def train(
-    args: argparse.Namespace, cfg: Any, run: Callable[..., dict[str, Any]], metric: str
+    args: argparse.Namespace,
+    cfg: Any,
+    run: Callable[..., dict[str, Any]],
+    metric: str,
+    recipe: Callable[[str], dict[str, Any]] | None = None,
 ) -> int:
-    """Settings from defaults < ``--config`` < flags, train, print the best epoch (rank 0)."""
-    result = run(from_args(args, cfg), progress=not args.no_progress)
+    """Settings from defaults < the model's ``recipe`` (if any) < ``--config`` < flags, train,
+    print the best epoch (rank 0)."""
+    result = run(from_args(args, cfg, recipe), progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result.get("best_metric")
         shown = f"{best:.4f}" if isinstance(best, float) else "n/a"

@@ -8,6 +8,7 @@ from pathlib import Path
 from convision.cli import common
 from convision.errors import ConfigError
 from convision.metrics.segmentation import format_table
+from convision.models.segmentation import describe_recipes, recipe
 from convision.nn.crf import CRF_DEFAULTS
 from convision.tasks import segment
 
@@ -17,7 +18,13 @@ HELP = "semantic segmentation: FCN-32s/16s/8s, SegNet, DeconvNet, U-Net, dilated
 def add_parser(tasks: argparse._SubParsersAction) -> None:
     modes = common.add_modes(tasks, "segment", HELP)
     common.add_train(
-        modes, segment.SegmentConfig(), "train a model", "Train a segmentation model."
+        modes,
+        segment.SegmentConfig(),
+        "train a model",
+        "Train a segmentation model. Each architecture starts from its own recipe (measured on real\n"
+        "photographs, BENCHMARKS.md), which replaces the generic defaults shown per flag below:\n"
+        + describe_recipes(),
+        order="defaults < the model's recipe < --config YAML < flags",
     )
     ev = common.add_eval(
         modes,
@@ -46,7 +53,9 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.mode == "train":
-        return common.train(args, segment.SegmentConfig(), segment.train, "mIoU")
+        return common.train(
+            args, segment.SegmentConfig(), segment.train, "mIoU", recipe=recipe
+        )
     if args.mode == "eval":
         return _eval(args)
     if args.mode == "export":
