@@ -61,8 +61,7 @@ METADATA_KEYS = (
 
 
 def _error(message: str) -> Exception:
-    """A one-line user error: convision's CheckpointError when convision's errors import cheaply (always:
-    :mod:`convision.errors` has no dependencies), so the CLI prints it as one line."""
+    """A one-line user error (:mod:`convision.errors` imports nothing, so this stays torch-free)."""
     from convision.errors import CheckpointError
 
     return CheckpointError(message)
@@ -183,10 +182,12 @@ class OnnxModel:
         }
 
     def _normalized(self, image: np.ndarray) -> np.ndarray:
-        mean = np.asarray(self.normalization["mean"], dtype=np.float32).reshape(1, 1, 3)
-        std = np.asarray(self.normalization["std"], dtype=np.float32).reshape(1, 1, 3)
-        x = (image.astype(np.float32) / 255.0 - mean) / std
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        """``(x / 255 - mean) / std`` as ``1 x 3 x H x W`` float32 (one multiply-add per value, planes first)."""
+        mean = np.asarray(self.normalization["mean"], dtype=np.float32)
+        std = np.asarray(self.normalization["std"], dtype=np.float32)
+        scale, shift = (1.0 / (255.0 * std))[:, None, None], (-mean / std)[:, None, None]
+        planes = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
+        return (planes * scale + shift)[None]
 
     # ------------------------------------------------------------------------------------ tasks
 
@@ -198,7 +199,7 @@ class OnnxModel:
         "box"}`` or ``{"boxes", "labels", "classes", "scores"}`` (original pixels)."""
         image = _check_image(image)
         if self.task == "segment":
-            return self.segment_probabilities(image).argmax(0).astype(np.uint8)
+            return self.segment_mask(image)
         if self.task == "classify":
             return self.classify(image, topk=topk)
         if self.task == "localize":
@@ -207,14 +208,25 @@ class OnnxModel:
             return self.detect(image, proposals=proposals)
         raise _error(f"{self.path}: unknown task {self.task!r}")
 
+    def _resized_input(self, image: np.ndarray) -> bool:
+        fixed = self.input_size if not self.meta.get("dynamic") else None
+        return bool(fixed) and tuple(fixed) != tuple(image.shape[:2])
+
+    def segment_mask(self, image: np.ndarray) -> np.ndarray:
+        """The class-index mask (``uint8 H x W``): the arg-max of the logits, which is the softmax's
+        (the softmax is computed only when a fixed-size graph's output must be resized)."""
+        if self._resized_input(image):
+            return self.segment_probabilities(image).argmax(0).astype(np.uint8)
+        return self.run(**{self.input_names[0]: self._normalized(image)})[0][0].argmax(0).astype(np.uint8)
+
     def segment_probabilities(self, image: np.ndarray) -> np.ndarray:
         """Softmax ``C x H x W`` at the image's own size."""
         h, w = image.shape[:2]
-        fixed = self.input_size if not self.meta.get("dynamic") else None
-        x = resize_rgb(image, *fixed) if fixed else image
+        resize = self._resized_input(image)
+        x = resize_rgb(image, *self.input_size) if resize else image
         logits = self.run(**{self.input_names[0]: self._normalized(x)})[0][0]
         probs = _softmax(logits, 0)
-        if fixed and tuple(fixed) != (h, w):
+        if resize:
             from PIL import Image
 
             probs = np.stack(
