@@ -325,3 +325,54 @@ def test_the_page_draws_results_in_a_browser(models, tmp_path) -> None:
             assert int(page.get_attribute("#canvas", "data-drawn")) == len(shown)
         finally:
             browser.close()
+
+
+def test_python_m_convision_serve_binds_localhost_and_answers(models) -> None:
+    """The deployment command itself: a child process serving the .onnx on 127.0.0.1."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "PYTHONPATH": str(Path(convision.__file__).parents[1]),
+        "OMP_NUM_THREADS": "1",
+        "PATH": os.environ.get("PATH", ""),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "convision.serve",
+            str(models["seg.onnx"]),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if (
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code
+                    == 200
+                ):
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        info = httpx.get(f"http://127.0.0.1:{port}/model", timeout=5).json()
+        assert info["task"] == "segment" and info["runtime"] == "onnxruntime"
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/predict",
+            files={"image": ("a.png", png(scenes(1)[0]), "image/png")},
+            timeout=30,
+        ).json()
+        assert answer["size"] == [64, 64]
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=10)[0]
+    assert f"on http://127.0.0.1:{port}/" in output and "warning" not in output

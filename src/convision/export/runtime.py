@@ -185,7 +185,10 @@ class OnnxModel:
         """``(x / 255 - mean) / std`` as ``1 x 3 x H x W`` float32 (one multiply-add per value, planes first)."""
         mean = np.asarray(self.normalization["mean"], dtype=np.float32)
         std = np.asarray(self.normalization["std"], dtype=np.float32)
-        scale, shift = (1.0 / (255.0 * std))[:, None, None], (-mean / std)[:, None, None]
+        scale, shift = (
+            (1.0 / (255.0 * std))[:, None, None],
+            (-mean / std)[:, None, None],
+        )
         planes = np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)
         return (planes * scale + shift)[None]
 
@@ -217,7 +220,11 @@ class OnnxModel:
         (the softmax is computed only when a fixed-size graph's output must be resized)."""
         if self._resized_input(image):
             return self.segment_probabilities(image).argmax(0).astype(np.uint8)
-        return self.run(**{self.input_names[0]: self._normalized(image)})[0][0].argmax(0).astype(np.uint8)
+        return (
+            self.run(**{self.input_names[0]: self._normalized(image)})[0][0]
+            .argmax(0)
+            .astype(np.uint8)
+        )
 
     def segment_probabilities(self, image: np.ndarray) -> np.ndarray:
         """Softmax ``C x H x W`` at the image's own size."""

@@ -135,8 +135,8 @@ def to_json(predictor: Predictor, result: Any) -> dict[str, Any]:
             "box": [float(v) for v in result["box"]],
         }
     dets = [
-        {"box": [float(v) for v in b], "label": int(l), "class": c, "score": float(s)}
-        for b, l, c, s in zip(
+        {"box": [float(v) for v in b], "label": int(k), "class": c, "score": float(s)}
+        for b, k, c, s in zip(
             result["boxes"], result["labels"], result["classes"], result["scores"]
         )
     ]
