@@ -47,6 +47,7 @@ from convision.metrics.segmentation import ConfusionMatrix
 DEFAULT_DATA = Path.home() / ".cache" / "convision-bench" / "camvid-96x128"
 CONVISION = ("fcn32s", "fcn16s", "fcn8s", "unet", "dilated", "segnet", "deconvnet")
 SMP = ("smp_unet", "smp_fpn")
+SLOW = ("segnet", "deconvnet")  # run with --only
 
 
 class PadTo32(nn.Module):
@@ -246,7 +247,8 @@ def main() -> None:
     p.add_argument(
         "--only",
         default="",
-        help=f"comma-separated subset of {','.join(CONVISION + SMP)}",
+        help=f"comma-separated subset of {','.join(CONVISION + SMP)} "
+        f"(default: all but {','.join(SLOW)}: VGG16-BN, ~100x FCN-8s's work)",
     )
     p.add_argument(
         "--loop",
@@ -277,7 +279,9 @@ def main() -> None:
         raise SystemExit(f"{data}: not found; run bench/segmentation_data.py first")
     num_classes = SegmentationFolder(data, "train").num_classes
     names = [
-        n for n in (*CONVISION, *SMP) if not args.only or n in args.only.split(",")
+        n
+        for n in (*CONVISION, *SMP)
+        if (n in args.only.split(",") if args.only else n not in SLOW)
     ]
     extra = json.loads(args.set)
     if args.speed:
