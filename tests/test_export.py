@@ -146,6 +146,22 @@ def test_segment_onnx_masks_and_miou_equal_pytorch(fcn, tmp_path, capsys) -> Non
     )
     written = np.asarray(Image.open(out / "masks" / "scene.png"))
     np.testing.assert_array_equal(written, torch_masks[0])
+    # the spelling: the model first, then the images
+    out2 = tmp_path / "pred2"
+    argv = [
+        "segment",
+        "predict",
+        "--runtime",
+        "onnx",
+        str(path),
+        str(tmp_path / "scene.png"),
+    ]
+    assert main([*argv, "--out", str(out2), "--device", "cpu", "--no-progress"]) == 0
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out2 / "masks" / "scene.png")), torch_masks[0]
+    )
+    assert main(["segment", "predict", str(tmp_path / "scene.png")]) == 2
+    assert "--checkpoint: give the model" in capsys.readouterr().err
 
 
 def test_dynamic_unet_takes_any_batch_and_size(tmp_path) -> None:

@@ -118,12 +118,16 @@ def add_predict(
     pr = modes.add_parser(
         "predict", help=help_text, formatter_class=DEFAULTS, description=help_text
     )
-    pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    pr.add_argument(
+        "inputs",
+        nargs="+",
+        help="image files, folders or glob patterns (the model may come first instead of --checkpoint)",
+    )
     pr.add_argument(
         "--checkpoint",
         "--model",
         dest="checkpoint",
-        required=True,
+        default=None,
         help="a convision checkpoint or an exported .onnx",
     )
     add_runtime(pr)
@@ -151,8 +155,23 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
 RUNTIMES = ("auto", "torch", "onnx")
 
 
+MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
+
+
 def check_runtime(args: argparse.Namespace) -> None:
-    """``--runtime`` must agree with the file given: ONNX Runtime runs ``.onnx`` files, PyTorch checkpoints."""
+    """``--runtime`` must agree with the file given: ONNX Runtime runs ``.onnx`` files, PyTorch checkpoints.
+    ``predict`` without ``--checkpoint`` takes the first input that is a model file
+    (``convision segment predict --runtime onnx model.onnx photos/``)."""
+    if getattr(args, "mode", None) == "predict" and args.checkpoint is None:
+        models = [i for i in args.inputs if i.lower().endswith(MODEL_SUFFIXES)]
+        if not models:
+            raise ConfigError(
+                "--checkpoint: give the model (a .pt checkpoint or an exported .onnx)"
+            )
+        args.checkpoint = models[0]
+        args.inputs = [i for i in args.inputs if i != models[0]]
+        if not args.inputs:
+            raise ConfigError(f"predict: no input images after the model {models[0]}")
     runtime, path = (
         getattr(args, "runtime", "auto"),
         str(getattr(args, "checkpoint", "")),
