@@ -68,6 +68,15 @@ class _RoIPool(nn.Module):
         return roi_pool(features["0"], proposals, (7, 7), 1.0 / 16)
 
 
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.inf
+
+
+def _no_resize(image: torch.Tensor, target: Any = None) -> tuple[torch.Tensor, Any]:
+    """torchvision's transform without its resize: the data pipeline already resized the images."""
+    return image, target
+
+
 class _UserLabels(nn.Module):
     """torchvision's detector in convision's contract: labels 0..K-1 (torchvision's 1..K)."""
 
@@ -119,7 +128,7 @@ def torchvision_faster_rcnn(
         net.roi_heads.box_roi_pool = _RoIPool()
     # the data pipeline already resized the images (the same as convision's); torchvision's transform
     # would resize the jittered scales back to min_size, so it only normalises and batches here
-    net.transform.resize = lambda image, target=None: (image, target)
+    net.transform.resize = _no_resize
     return _UserLabels(net)
 
 
@@ -146,7 +155,7 @@ def torchvision_plain_faster_rcnn(
     )
     if m.pooling == "roi_pool":
         net.roi_heads.box_roi_pool = _RoIPool()
-    net.transform.resize = lambda image, target=None: (image, target)
+    net.transform.resize = _no_resize
     return _UserLabels(net)
 
 
@@ -437,7 +446,6 @@ def main() -> None:
     for (s, m, sp), r in by.items():
         tv = by.get((s, "torchvision", sp))
         if m == "faster_rcnn" and tv:
-            ratio = lambda a, b: a / b if b else math.inf
             print(
                 f"{s} {sp}: convision / torchvision  mAP50 {ratio(r['mAP50'], tv['mAP50']):.2f}x  "
                 f"COCO mAP {ratio(r['coco_mAP'], tv['coco_mAP']):.2f}x  train speed {r['train_img_s'] / tv['train_img_s']:.2f}x  "

@@ -28,12 +28,7 @@ LAYERS = {
     "__main__": 5,
     "serve": 5,
 }
-# the former private name models.backbones._is_none, still imported by code another developer owns
-PRIVATE_ALLOWED = {
-    ("models/detection/faster_rcnn.py", "_is_none"),
-    ("models/detection/yolo.py", "_is_none"),
-    ("models/segmentation/unet.py", "_is_none"),
-}
+PRIVATE_ALLOWED: set[tuple[str, str]] = set()
 
 
 def layer(module: str) -> int:

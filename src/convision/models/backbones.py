@@ -363,7 +363,3 @@ def build_backbone(name: str, weights: str | os.PathLike | None = None) -> Backb
         nn.Sequential(OrderedDict(layer4=model.layer4)),
         grid="corner",
     )
-
-
-# the former private names, still imported by models/detection/ and models/segmentation/unet.py
-_is_none = is_none

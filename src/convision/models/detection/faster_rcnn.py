@@ -49,7 +49,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, build_backbone
-from convision.models.backbones import _is_none as _no_weights
+from convision.models.backbones import is_none as _no_weights
 from convision.models.detection.roi_heads import (
     RoIBoxHead,
     RoIHeads,

@@ -92,7 +92,7 @@ from torchvision.ops import (
 )
 
 from convision.errors import ConfigError
-from convision.models.backbones import BACKBONES, _is_none, build_backbone
+from convision.models.backbones import BACKBONES, build_backbone, is_none
 
 __all__ = ["YOLOv1", "yolov1", "DARKNET_LAYERS", "darknet"]
 
@@ -232,7 +232,7 @@ class YOLOv1(nn.Module):
         out = grid * grid * self.cell_outputs
 
         if backbone == "darknet":
-            if not _is_none(weights):
+            if not is_none(weights):
                 raise ConfigError(
                     f"weights: no pretrained weights for the darknet backbone (use 'none' or a torchvision backbone), got {weights!r}"
                 )

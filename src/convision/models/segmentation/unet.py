@@ -85,7 +85,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from convision.errors import ConfigError
-from convision.models.backbones import BACKBONES, _is_none, build_backbone
+from convision.models.backbones import BACKBONES, build_backbone, is_none
 from convision.models.segmentation.segnet import check_num_classes
 
 __all__ = [
@@ -350,7 +350,7 @@ class UNet(nn.Module):
             )
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {dropout!r}")
-        if paper and not _is_none(weights):
+        if paper and not is_none(weights):
             raise ConfigError(
                 "weights: the paper's U-Net encoder (backbone none) has no pretrained weights; use weights none"
             )
