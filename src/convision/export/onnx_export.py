@@ -178,13 +178,17 @@ def _export(g: dict[str, Any], path: Path, opset: int) -> None:
             shapes = tuple(
                 {a: dim for a in g["axes"].get(n, {})} or None for n in g["inputs"]
             )
+            # torch.export first, then its program to ONNX: torch.onnx.export's own capture of
+            # the module fails on U-Net (MobileNetV2) with a dynamic size where this succeeds
+            exported = torch.export.export(
+                module, g["args"], dynamic_shapes=shapes if g["axes"] else None
+            )
             program = torch.onnx.export(
-                module,
+                exported,
                 g["args"],
                 dynamo=True,
                 input_names=g["inputs"],
                 output_names=g["outputs"],
-                dynamic_shapes=shapes if g["axes"] else None,
                 opset_version=opset,
                 verbose=False,
             )
