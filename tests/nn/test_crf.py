@@ -14,28 +14,7 @@ from PIL import Image
 from convision.cli import main
 from convision.errors import ConfigError, DataError
 from convision.nn.crf import CRF_DEFAULTS, crf_settings, dense_crf
-
-TINY = [
-    "--num-train",
-    "8",
-    "--num-val",
-    "4",
-    "--scene-size",
-    "64",
-    "--num-classes",
-    "4",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--backbone",
-    "resnet18",
-    "--weights",
-    "none",
-    "--workers",
-    "0",
-    "--no-progress",
-]
+from tests.helpers import SEGMENT_TINY
 
 
 def edge_scene(centre: float, width: float = 4.0, size: int = 64):
@@ -119,7 +98,7 @@ def test_settings_and_inputs_are_checked():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("crf_run")
-    assert main(["segment", "train", *TINY, "--out", str(out)]) == 0
+    assert main(["segment", "train", *SEGMENT_TINY, "--out", str(out)]) == 0
     return out
 
 
