@@ -274,19 +274,7 @@ def score(
             task.eval_step(net, batch, torch.device("cpu"), metric)
     infer = len(dataset) / (time.perf_counter() - t0)
     voc = metric.compute()
-    recall = (
-        proposal_recall(
-            net,
-            detect.split_dataset(
-                cfg,
-                split,
-                detection_eval_transforms(min_size, cfg.data.max_size),
-                classes=classes,
-            ),
-        )
-        if proposals is None
-        else None
-    )
+    recall = proposal_recall(net, dataset) if proposals is None else None
     coco = coco_evaluate(metric.preds, metric.targets, classes)
     return {
         "mAP50": voc["mAP"],
