@@ -79,7 +79,10 @@ def ddp_run(tmp_path_factory):
         str(out),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    written = sorted(p.name for p in out.glob("rank*.json"))
+    assert proc.returncode == 0, (
+        f"rank reports written: {written}\n" + proc.stdout[-3000:] + proc.stderr[-5000:]
+    )
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     return out, reports
 

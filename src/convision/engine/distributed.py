@@ -116,9 +116,13 @@ def rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def cleanup() -> None:
-    """Destroy the process group, if any."""
+def cleanup(wait: bool = True) -> None:
+    """Destroy the process group, if any. With ``wait`` (a normal end) every process first reaches
+    a barrier: destroying a Gloo group while a peer still has traffic in flight can abort that peer
+    at exit. After an error pass ``wait=False``: the other processes may never arrive."""
     if is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -79,8 +79,10 @@ def train_on_engine(
             cfg=cfg.train, dist=dist, progress=progress, **setup, **extra
         )
         result = trainer.fit()
-    finally:
-        cleanup()
+    except BaseException:
+        cleanup(wait=False)
+        raise
+    cleanup()
     return run_paths(cfg.train.out, result)
 
 
