@@ -17,6 +17,7 @@ from convision.models.backbones import BACKBONES, Backbone, build_backbone
 from convision.models.classification import Classifier, build_classifier
 from convision.models.detection.fast_rcnn import FastRCNN, fast_rcnn
 from convision.models.detection.faster_rcnn import FasterRCNN, faster_rcnn
+from convision.models.detection.mask_rcnn import MaskRCNN, mask_rcnn
 from convision.models.detection.rcnn import RCNN, rcnn
 from convision.models.detection.yolo import YOLOv1, yolov1
 from convision.models.localization import Localizer, build_localizer
@@ -44,6 +45,8 @@ __all__ += [
     "faster_rcnn",
     "FastRCNN",
     "fast_rcnn",
+    "MaskRCNN",
+    "mask_rcnn",
     "YOLOv1",
     "yolov1",
     "RCNN",
@@ -71,6 +74,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "classifier": build_classifier,  # kwargs: arch, num_classes, weights, strategy
     "localizer": build_localizer,  # kwargs: arch, num_classes, weights, strategy, hidden, box_input
     "faster_rcnn": faster_rcnn,  # kwargs: num_classes, backbone, weights, pooling, anchor_sizes, ... (detection)
+    "mask_rcnn": mask_rcnn,  # kwargs: faster_rcnn's, mask_roi_size, mask_dim, mask_thresh (instance segmentation)
     "fast_rcnn": fast_rcnn,  # kwargs: num_classes, backbone, weights, pooling, ... (needs proposals)
     "rcnn": rcnn,  # kwargs: num_classes, backbone, weights, warp_size, context_padding, svm_C, ... (fitted, not trained)
     "yolov1": yolov1,  # kwargs: num_classes, backbone, weights, image_size, grid, boxes_per_cell, ...

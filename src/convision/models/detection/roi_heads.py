@@ -178,10 +178,15 @@ class RoIHeads(nn.Module):
         self.detections_per_image = int(detections_per_image)
 
     def sample(
-        self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self,
+        proposals: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor,
+        return_index: bool = False,
+    ) -> tuple[Tensor, ...]:
         """One image: the sampled RoIs (``R x 4``, foreground first), their internal labels (``R``,
-        0 = background) and their matched ground-truth boxes (``R x 4``, meaningful for foreground)."""
+        0 = background) and their matched ground-truth boxes (``R x 4``, meaningful for foreground);
+        with ``return_index`` also the matched ground-truth indices (``R``, for Mask R-CNN's targets)."""
         gt_boxes = gt_boxes.to(proposals.dtype)
         boxes = torch.cat((proposals, gt_boxes))
         if gt_boxes.shape[0] == 0:
@@ -205,6 +210,8 @@ class RoIHeads(nn.Module):
         keep = torch.cat((fg, bg))
         labels = to_internal(gt_labels[idx[keep]].long())
         labels[num_fg:] = 0
+        if return_index:
+            return boxes[keep], labels, gt_boxes[idx[keep]], idx[keep]
         return boxes[keep], labels, gt_boxes[idx[keep]]
 
     def losses(
@@ -273,6 +280,20 @@ class RoIHeads(nn.Module):
             out.append({"boxes": b, "labels": l, "scores": s})
         return out
 
+    def sample_batch(
+        self, proposals: Sequence[Tensor], targets: Sequence[dict[str, Tensor]]
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """:meth:`sample` for every image: the RoIs ``R x 5``, their labels and matched boxes, and
+        each image's matched ground-truth indices (a list, one ``R_i`` tensor per image)."""
+        sampled = [
+            self.sample(p.detach(), t["boxes"], t["labels"], return_index=True)
+            for p, t in zip(proposals, targets)
+        ]
+        rois = rois_from_boxes([s[0] for s in sampled])
+        labels = torch.cat([s[1] for s in sampled])
+        matched = torch.cat([s[2] for s in sampled])
+        return rois, labels, matched, [s[3] for s in sampled]
+
     def forward(
         self,
         features: Tensor,
@@ -281,13 +302,7 @@ class RoIHeads(nn.Module):
         targets: Sequence[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if targets is not None:
-            sampled = [
-                self.sample(p.detach(), t["boxes"], t["labels"])
-                for p, t in zip(proposals, targets)
-            ]
-            rois = rois_from_boxes([s[0] for s in sampled])
-            labels = torch.cat([s[1] for s in sampled])
-            matched = torch.cat([s[2] for s in sampled])
+            rois, labels, matched, _ = self.sample_batch(proposals, targets)
         else:
             rois = rois_from_boxes(list(proposals))
         rois = rois.to(features.dtype)
