@@ -56,6 +56,8 @@ def test_registry_and_head_shape():
         "resnet50",
         "densenet121",
         "mobilenet_v2",
+        "alexnet2012",
+        "zfnet",
     }
 
 

@@ -18,6 +18,9 @@ its last ``Linear`` (the 1000-way ImageNet layer) by a new, freshly initialised 
 ``scratch``
     Random initialisation (``weights`` must be None), everything trains at one learning rate.
 
+``alexnet2012`` and ``zfnet`` are the papers' networks (:mod:`convision.models.classic`): random
+initialisation or a local ``.pth`` of them, no published weights.
+
 Weights (``weights=``): ``None``/``"none"``, a torchvision weights name (``"IMAGENET1K_V1"``,
 ``"DEFAULT"``), or the path of a local ``.pth`` holding a torchvision state dict of ``arch`` (its
 last layer may have any number of classes: it is replaced anyway).
@@ -47,6 +50,7 @@ from convision.models.backbones import (
     looks_like_path,
     read_state_dict,
 )
+from convision.models.classic import PAPER_NETS
 
 __all__ = [
     "ARCHS",
@@ -68,6 +72,8 @@ ARCHS: dict[str, str] = {
     "resnet50": "fc",
     "densenet121": "classifier",
     "mobilenet_v2": "classifier.1",
+    "alexnet2012": "classifier.6",  # convision.models.classic: the papers' networks, no pretrained weights
+    "zfnet": "classifier.6",
 }
 STRATEGIES = ("feature-extract", "finetune", "scratch")
 
@@ -79,6 +85,18 @@ STAGES: dict[str, list[list[str]]] = {
         ["features.0"],
         ["features.3"],
         ["features.6", "features.8", "features.10"],
+        ["classifier.1", "classifier.4"],
+    ],
+    "alexnet2012": [
+        ["features.0"],
+        ["features.4"],
+        ["features.8", "features.10", "features.12"],
+        ["classifier.1", "classifier.4"],
+    ],
+    "zfnet": [
+        ["features.0"],
+        ["features.4"],
+        ["features.8", "features.10", "features.12"],
         ["classifier.1", "classifier.4"],
     ],
     "vgg11": [
@@ -144,6 +162,10 @@ def _check_arch(arch: str) -> None:
 
 
 def _weights_enum(arch: str, weights: str):
+    if arch in PAPER_NETS:
+        raise ConfigError(
+            f"weights: {arch} has no published weights ({weights!r}); use 'none' or a local .pth state dict of it"
+        )
     enum = torchvision.models.get_model_weights(arch)
     key = weights.strip().removeprefix(enum.__name__ + ".")
     if key not in enum.__members__:
@@ -187,6 +209,17 @@ _DENSENET_KEY = re.compile(
 
 
 def _torchvision_model(arch: str, weights: str | os.PathLike | None) -> nn.Module:
+    if arch in PAPER_NETS:
+        if (
+            isinstance(weights, str)
+            and not is_none(weights)
+            and not looks_like_path(weights)
+        ):
+            _weights_enum(arch, weights)  # raises: no published weights
+        model = PAPER_NETS[arch][0]()
+        if not is_none(weights):
+            _load_file(model, arch, Path(weights))
+        return model
     extra: dict[str, Any] = {}
     if arch == "googlenet":
         extra = {"transform_input": True}

@@ -53,6 +53,8 @@ SPATIAL_MODULES: dict[str, str] = {
     "resnet50": "layer4",
     "densenet121": "features",
     "mobilenet_v2": "features",
+    "alexnet2012": "features",
+    "zfnet": "features",
 }
 BOX_INPUTS = ("spatial", "pooled")
 MIN_SIZE = 1e-3  # smallest predicted width/height (normalised) when boxes are formed

@@ -1,5 +1,5 @@
-"""The models ``convision summary`` describes: a convision model name, a torchvision classifier
-name, or a checkpoint; random weights, nothing downloaded (see :mod:`convision.nn.receptive_field`)."""
+"""The models ``convision summary`` describes: a convision model name, the notes' own networks
+(``alexnet2012``, ``zfnet``: :mod:`convision.models.classic`), a torchvision classifier name, or a checkpoint; random weights, nothing downloaded (see :mod:`convision.nn.receptive_field`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import nn
 
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
+from convision.models.classic import PAPER_NETS
 from convision.models.classification import ARCHS
 from convision.tasks.base import load
 
@@ -35,6 +36,10 @@ def build(
         return model, int(
             getattr(model, "image_size", 0) or data.get("scene_size") or 224
         )
+    if name in PAPER_NETS:
+        builder, side = PAPER_NETS[name]
+        kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+        return builder(**kwargs), side
     if name in MODELS:
         return _build_convision(name, num_classes=num_classes, backbone=backbone), 224
     known = torchvision_classifiers()
@@ -43,6 +48,7 @@ def build(
         return torchvision.models.get_model(name, weights=None, **kwargs), 224
     raise ConfigError(
         f"summary: unknown model {name!r} (accepted: convision models {', '.join(MODELS)} (classifier takes --backbone); "
+        f"the papers' networks {', '.join(PAPER_NETS)}; "
         f"torchvision classifiers {', '.join(known)}; or a convision checkpoint .pt)"
     )
 
