@@ -128,6 +128,34 @@ def test_eval_prints_metrics_and_writes_json(trained, ann, capsys):
     ] == pytest.approx(metrics["mean_iou"])
 
 
+def test_eval_reads_xywh_annotations_with_box_format(trained, ann, tmp_path, capsys):
+    """The training file rewritten as (x, y, w, h) evaluates the same with --box-format xywh;
+    an unknown format is one line, exit 2."""
+    entries = json.loads(ann.read_text())
+    for e in entries:
+        x1, y1, x2, y2 = e["box"]
+        e["box"] = [x1, y1, x2 - x1, y2 - y1]
+    xywh = ann.with_name("ann_xywh.json")
+    xywh.write_text(json.dumps(entries))
+    args = ["--workers", "0", "--no-progress", "--device", "cpu"]
+    ckpt = str(trained / "best.pt")
+    for data, fmt, js in ((ann, "xyxy", "a.json"), (xywh, "xywh", "b.json")):
+        assert (
+            main(
+                ["localize", "eval", "--checkpoint", ckpt, "--data", str(data)]
+                + ["--box-format", fmt, "--json", str(tmp_path / js), *args]
+            )
+            == 0
+        )
+    a, b = (json.loads((tmp_path / js).read_text()) for js in ("a.json", "b.json"))
+    assert a["mean_iou"] == pytest.approx(b["mean_iou"]) and a["num_images"] == 8
+    capsys.readouterr()
+    bad = ["localize", "eval", "--checkpoint", ckpt, "--data", str(xywh)]
+    assert main(bad + ["--box-format", "xy", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "box_format: unknown 'xy'" in err[0], err
+
+
 def test_predict_draws_boxes_and_writes_json_in_original_pixels(
     trained, tmp_path, capsys
 ):

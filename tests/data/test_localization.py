@@ -18,11 +18,13 @@ from convision.data.localization import (
     LocalizationTransform,
     SyntheticLocalization,
     build_localization_dataset,
+    from_xyxy,
     localization_collate,
     localization_eval_transforms,
     localization_train_transforms,
+    to_xyxy,
 )
-from convision.errors import DataError
+from convision.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 MEAN, STD = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
@@ -206,3 +208,37 @@ def test_train_and_eval_pipelines_give_normalised_boxes_and_collate():
     _, b, _ = ds[1]
     box, _ = ds.annotation(1)
     assert torch.allclose(b, torch.tensor(box) / torch.tensor([56.0, 40.0, 56.0, 40.0]))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_box_formats_read_the_same_boxes(tmp_path, fmt):
+    """The same annotations written as xywh and cxcywh read back as the xyxy file's corners."""
+    path = write_annotated(tmp_path / "d", fmt=fmt)
+    ref = AnnotatedLocalization(path)
+    corners = torch.tensor([ref.annotation(i)[0] for i in range(len(ref))])
+    for box_format in ("xywh", "cxcywh"):
+        other = from_xyxy(corners, box_format)
+        assert torch.allclose(to_xyxy(other, box_format), corners.double())
+        if box_format == "xywh":  # the notes' (x, y, w, h): top-left corner and size
+            assert torch.equal(other[:, 2:], (corners[:, 2:] - corners[:, :2]).double())
+        if fmt == "csv":
+            lines = path.read_text().splitlines()
+            rows = [
+                ",".join(line.split(",")[:2] + [f"{v:g}" for v in b.tolist()])
+                for line, b in zip(lines[1:], other)
+            ]
+            text = "path,class,x,y,w,h\n" + "\n".join(rows) + "\n"
+        else:
+            entries = json.loads(path.read_text())
+            text = json.dumps([dict(e, box=b.tolist()) for e, b in zip(entries, other)])
+        written = path.with_name(f"{box_format}.{fmt}")
+        written.write_text(text)
+        ds = AnnotatedLocalization(written, box_format=box_format)
+        got = torch.tensor([ds.annotation(i)[0] for i in range(len(ds))])
+        assert torch.allclose(got, corners) and ds.classes == ref.classes
+        with pytest.raises(DataError, match="outside the 60x40 image|negative width"):
+            AnnotatedLocalization(
+                written
+            )  # read as corners, the same numbers are wrong
+    with pytest.raises(ConfigError, match="box_format: unknown 'xy'"):
+        AnnotatedLocalization(path, box_format="xy")

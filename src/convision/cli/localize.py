@@ -28,6 +28,11 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         data_help="'synthetic' or an annotation file",
     )
     ev.add_argument(
+        "--box-format",
+        default=None,
+        help="boxes in --data's annotation file: xyxy | xywh | cxcywh (default: the training setting)",
+    )
+    ev.add_argument(
         "--json",
         default=None,
         help="write the metrics here (default: next to the checkpoint, eval_<split>.json)",
@@ -59,6 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.data,
         split=args.split,
+        box_format=args.box_format,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,

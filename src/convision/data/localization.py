@@ -24,6 +24,12 @@ Sources (:func:`build_localization_dataset` picks from ``data``):
 ``file.json``
     A list of ``{"image": path, "class": name, "box": [x1, y1, x2, y2]}``, paths relative to the file.
 
+Box format of the files (``box_format``, ``--box-format``): ``xyxy`` (the two corners, default),
+``xywh`` (top-left corner, width, height: the lecture notes' ``(x, y, w, h)``) or ``cxcywh``
+(centre, width, height), in pixels. Boxes are converted to ``xyxy`` on reading
+(``torchvision.ops.box_convert``), so everything after the reader sees corners; the checks below
+apply to the converted box.
+
 For files, classes are the sorted class names of the training file (or the model's / training
 split's when given). Every entry is checked when the file is read (image present, class known,
 positive width and height, box inside the image read from the image header); the first bad one
@@ -45,6 +51,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.ops import box_convert
 from torchvision.transforms import v2
 
 from convision.data.classification import (
@@ -60,6 +67,39 @@ from convision.errors import ConfigError, DataError
 SPLITS = ("train", "val")
 _RESERVE = 500_000_000
 CSV_HEADER = ["path", "class", "x1", "y1", "x2", "y2"]
+#: box formats of annotation files -> the names of their four numbers
+BOX_FORMATS: dict[str, tuple[str, str, str, str]] = {
+    "xyxy": ("x1", "y1", "x2", "y2"),
+    "xywh": ("x", "y", "w", "h"),
+    "cxcywh": ("cx", "cy", "w", "h"),
+}
+
+
+def check_box_format(box_format: str) -> str:
+    """``box_format`` if it is one of :data:`BOX_FORMATS`, else a one-line ConfigError."""
+    if box_format not in BOX_FORMATS:
+        raise ConfigError(
+            f"box_format: unknown {box_format!r} (expected {' | '.join(BOX_FORMATS)})"
+        )
+    return box_format
+
+
+def to_xyxy(
+    boxes: Sequence[Sequence[float]] | torch.Tensor, box_format: str
+) -> torch.Tensor:
+    """``[N, 4]`` boxes in ``box_format`` -> ``[N, 4]`` float64 corners ``(x1, y1, x2, y2)``."""
+    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    fmt = check_box_format(box_format)
+    return b if fmt == "xyxy" else box_convert(b, fmt, "xyxy")
+
+
+def from_xyxy(
+    boxes: Sequence[Sequence[float]] | torch.Tensor, box_format: str
+) -> torch.Tensor:
+    """``[N, 4]`` corners -> ``[N, 4]`` float64 boxes in ``box_format`` (inverse of :func:`to_xyxy`)."""
+    b = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    fmt = check_box_format(box_format)
+    return b if fmt == "xyxy" else box_convert(b, "xyxy", fmt)
 
 
 class LocalizationDataset(Dataset):
@@ -207,21 +247,25 @@ def _largest(scene) -> int:
 
 
 class AnnotatedLocalization(LocalizationDataset):
-    """Images listed in a CSV or JSON annotation file (see the module notes); everything is checked on reading."""
+    """Images listed in a CSV or JSON annotation file (see the module notes), boxes in
+    ``box_format``; everything is checked on reading."""
 
     def __init__(
         self,
         path: str | Path,
         transforms: Callable | None = None,
         classes: Sequence[str] | None = None,
+        box_format: str = "xyxy",
     ) -> None:
         self.path = Path(path).expanduser()
+        self.box_format = check_box_format(box_format)
         if not self.path.is_file():
             raise DataError(f"{self.path}: annotation file not found")
+        names = BOX_FORMATS[self.box_format]
         entries = (
-            _read_json(self.path)
+            _read_json(self.path, names)
             if self.path.suffix.lower() == ".json"
-            else _read_csv(self.path)
+            else _read_csv(self.path, names)
         )
         if not entries:
             raise DataError(f"{self.path}: no annotations")
@@ -241,10 +285,16 @@ class AnnotatedLocalization(LocalizationDataset):
                 raise DataError(
                     f"{at}: unknown class {cls!r} (classes: {', '.join(self.classes)})"
                 )
+            given = (
+                ""
+                if self.box_format == "xyxy"
+                else f" (read as {self.box_format} {box})"
+            )
+            box = to_xyxy(box, self.box_format)[0].tolist()
             x1, y1, x2, y2 = box
             if not x2 > x1 or not y2 > y1:
                 raise DataError(
-                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has zero or negative width/height (expected x1 < x2, y1 < y2)"
+                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}]{given} has zero or negative width/height (expected x1 < x2, y1 < y2)"
                 )
             p = Path(file).expanduser()
             p = p if p.is_absolute() else base / p
@@ -259,7 +309,7 @@ class AnnotatedLocalization(LocalizationDataset):
                 ) from None
             if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
                 raise DataError(
-                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {w}x{h} image {file}"
+                    f"{at}: box [{x1:g}, {y1:g}, {x2:g}, {y2:g}]{given} is outside the {w}x{h} image {file}"
                 )
             self.files.append(p)
             self.boxes.append([float(v) for v in box])
@@ -300,7 +350,9 @@ def _number(text: Any, where: str, what: str) -> float:
     return v
 
 
-def _read_csv(path: Path) -> list[tuple[str, str, str, list[float]]]:
+def _read_csv(
+    path: Path, names: Sequence[str] = BOX_FORMATS["xyxy"]
+) -> list[tuple[str, str, str, list[float]]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [
@@ -319,20 +371,22 @@ def _read_csv(path: Path) -> list[tuple[str, str, str, list[float]]]:
         where = f"line {n}"
         if len(row) != 6:
             raise DataError(
-                f"{path} {where}: expected 6 columns 'path,class,x1,y1,x2,y2', got {len(row)}"
+                f"{path} {where}: expected 6 columns 'path,class,{','.join(names)}', got {len(row)}"
             )
         file, cls = row[0].strip(), row[1].strip()
         if not file or not cls:
             raise DataError(f"{path} {where}: empty path or class")
         box = [
             _number(v.strip(), f"{path} {where}", name)
-            for v, name in zip(row[2:], CSV_HEADER[2:])
+            for v, name in zip(row[2:], names)
         ]
         out.append((where, file, cls, box))
     return out
 
 
-def _read_json(path: Path) -> list[tuple[str, str, str, list[float]]]:
+def _read_json(
+    path: Path, names: Sequence[str] = BOX_FORMATS["xyxy"]
+) -> list[tuple[str, str, str, list[float]]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -353,11 +407,9 @@ def _read_json(path: Path) -> list[tuple[str, str, str, list[float]]]:
         box = e["box"]
         if not isinstance(box, list) or len(box) != 4:
             raise DataError(
-                f"{path} {where}: 'box' must be [x1, y1, x2, y2], got {box!r}"
+                f"{path} {where}: 'box' must be [{', '.join(names)}], got {box!r}"
             )
-        box = [
-            _number(v, f"{path} {where}", name) for v, name in zip(box, CSV_HEADER[2:])
-        ]
+        box = [_number(v, f"{path} {where}", name) for v, name in zip(box, names)]
         if not isinstance(e["image"], str) or not e["image"].strip():
             raise DataError(f"{path} {where}: 'image' must be a path")
         out.append((where, e["image"].strip(), str(e["class"]).strip(), box))
@@ -457,6 +509,7 @@ def build_localization_dataset(
     """The ``split`` of the data ``cfg`` (a LocalizeDataConfig-like object) describes."""
     if split not in SPLITS:
         raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
+    box_format = check_box_format(getattr(cfg, "box_format", "xyxy"))
     fmt = detect_format(cfg.data)
     if fmt == "synthetic":
         n = cfg.num_train if split == "train" else cfg.num_val
@@ -466,10 +519,13 @@ def build_localization_dataset(
     elif split == "val" and cfg.val_data:
         detect_format(cfg.val_data)
         ds = AnnotatedLocalization(
-            cfg.val_data, classes=classes or AnnotatedLocalization(cfg.data).classes
+            cfg.val_data,
+            classes=classes
+            or AnnotatedLocalization(cfg.data, box_format=box_format).classes,
+            box_format=box_format,
         )
     else:
-        ds = AnnotatedLocalization(cfg.data, classes=classes)
+        ds = AnnotatedLocalization(cfg.data, classes=classes, box_format=box_format)
         if not cfg.val_data:
             train_idx, val_idx = holdout_split(
                 ds.targets, cfg.val_fraction, int(cfg.data_seed)

@@ -76,6 +76,10 @@ class LocalizeDataConfig(TransferDataSection):
     val_data: str = setting(
         "", "validation annotation file (empty: a hold-out of the training file)"
     )
+    box_format: str = setting(
+        "xyxy",
+        "boxes in the annotation files: xyxy (corners) | xywh (top-left, width, height) | cxcywh",
+    )
 
 
 @dataclass
@@ -284,6 +288,7 @@ def evaluate(
     data: str | LocalizeDataConfig | None = None,
     *,
     split: str = "val",
+    box_format: str | None = None,
     batch_size: int = 32,
     workers: int = 2,
     device: str | None = "auto",
@@ -291,7 +296,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy (class right and IoU > 0.5), mean IoU, class and box accuracy over a split (eval
     transforms). ``data`` defaults to what the model was trained on; a file given here is
-    evaluated whole (``split`` is ignored for it)."""
+    evaluated whole (``split`` is ignored for it). ``box_format`` (xyxy | xywh | cxcywh) is that of
+    the annotation file; None keeps the training setting."""
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
     if isinstance(data, LocalizeDataConfig):
@@ -303,6 +309,8 @@ def evaluate(
                 str(data),
                 (str(data) if str(data) != "synthetic" else ""),
             )
+        if box_format is not None:
+            data_cfg.box_format = box_format
     tf = localization_eval_transforms(
         net.image_size, net.normalization["mean"], net.normalization["std"]
     )
