@@ -160,9 +160,14 @@ def torchvision_plain_faster_rcnn(
 
 
 def train_torchvision(
-    net: nn.Module, cfg: detect.DetectConfig, train_set: Any, threads_note: str
+    net: nn.Module,
+    cfg: detect.DetectConfig,
+    train_set: Any,
+    threads_note: str,
+    keys: tuple[str, ...] = ("boxes", "labels"),
 ) -> dict[str, Any]:
-    """The same optimizer, schedule, warm-up and clipping as convision's Trainer; returns images/s."""
+    """The same optimizer, schedule, warm-up and clipping as convision's Trainer; returns images/s.
+    ``keys``: the target entries passed to the model (Mask R-CNN: also ``masks``)."""
     t = cfg.train
     params = [p for p in net.parameters() if p.requires_grad]
     opt = (
@@ -192,9 +197,7 @@ def train_torchvision(
     for epoch in range(t.epochs):
         t0 = time.perf_counter()
         for images, targets in loader:
-            losses = net(
-                images, [{"boxes": x["boxes"], "labels": x["labels"]} for x in targets]
-            )
+            losses = net(images, [{k: x[k] for k in keys} for x in targets])
             loss = sum(losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -12,9 +12,7 @@ from convision.errors import ConfigError
 from convision.metrics.detection import format_table
 from convision.tasks import detect
 
-HELP = (
-    "object detection: Faster R-CNN, Fast R-CNN, R-CNN, YOLOv1; VOC / COCO / YOLO data"
-)
+HELP = "object detection and instance segmentation: Faster R-CNN, Mask R-CNN, Fast R-CNN, R-CNN, YOLOv1; VOC / COCO / YOLO data"
 
 
 def add_parser(tasks: argparse._SubParsersAction) -> None:
@@ -174,14 +172,20 @@ def _eval(args: argparse.Namespace) -> int:
         tile_overlap=args.tile_overlap,
     )
     print(format_table(metrics))
-    if "coco" in metrics:
-        c = metrics["coco"]
+    for key, title in (("coco", "COCO box"), ("coco_mask", "COCO mask")):
+        if key not in metrics:
+            continue
+        c = metrics[key]
         shown = [
             f"{k} {c[k]:.4f}" if isinstance(c.get(k), float) else f"{k} n/a"
             for k in ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
             if k in c
         ]
-        print("COCO (pycocotools-style) " + "  ".join(shown))
+        print(f"{title} (pycocotools) " + "  ".join(shown))
+    if "coco_mask" in metrics:
+        print("mask AP per class:")
+        for name, ap in metrics["coco_mask"]["AP_per_class"].items():
+            print(f"  {name:<20} {'n/a' if ap is None else f'{ap:.4f}'}")
     out = common.write_json(
         args.json or ckpt.with_name(f"eval_{args.split}.json"), metrics, "--json"
     )

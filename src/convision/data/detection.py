@@ -35,6 +35,7 @@ from convision.data.detection_formats import (
     read_detection,
 )
 from convision.data.images import to_image
+from convision.data.instance_masks import decode_masks
 from convision.data.segmentation import VAL_INDEX_OFFSET
 from convision.data.synthetic import (
     MAX_SYNTHETIC_CLASSES,
@@ -74,10 +75,13 @@ class DetectionDataset(Dataset):
         records: Sequence[DetectionRecord],
         classes: Sequence[str],
         transforms: Callable | None = None,
+        masks: bool = False,
     ) -> None:
         self.records = list(records)
         self.classes = list(classes)
         self.transforms = transforms
+        self.with_masks = bool(masks)
+        self.original_masks = False
 
     @property
     def num_classes(self) -> int:
@@ -103,7 +107,10 @@ class DetectionDataset(Dataset):
     def raw(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         """``(H x W x 3 uint8, target)`` untransformed, the target as plain tensors in original pixels."""
         image, r = self._sample(self._index(i))
-        return image, _plain_target(r)
+        target = _plain_target(r)
+        if self.with_masks:
+            target["masks"] = torch.from_numpy(decode_masks(r))
+        return image, target
 
     def name(self, i: int) -> str:
         """The image's file name, or ``scene_000123`` for a built-in scene."""
@@ -121,6 +128,11 @@ class DetectionDataset(Dataset):
         target["boxes"] = tv_tensors.BoundingBoxes(
             target["boxes"], format="XYXY", canvas_size=(r.height, r.width)
         )
+        if self.with_masks:
+            masks = torch.from_numpy(decode_masks(r))
+            target["masks"] = tv_tensors.Mask(masks)
+            if self.original_masks:  # a plain tensor: the transforms leave it as it is
+                target["orig_masks"] = masks.clone()
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         if image.dtype == torch.uint8:  # transforms without ToDtype, or none at all
@@ -136,7 +148,14 @@ class DetectionDataset(Dataset):
     def validate(self, progress: bool = False) -> None:
         """Decode every image and check its size against its annotation; raise the first DataError."""
         for i in _progress(range(len(self)), len(self), progress, "checking data"):
-            self._sample(i)
+            _, r = self._sample(i)
+            if self.with_masks:
+                m = decode_masks(r)
+                if m.shape[1:] != (r.height, r.width):
+                    raise DataError(
+                        f"{r.name}: instance masks are {m.shape[2]}x{m.shape[1]} but the image is "
+                        f"{r.width}x{r.height}"
+                    )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self)} images, {self.num_classes} classes)"
@@ -161,6 +180,7 @@ class SyntheticDetection(DetectionDataset):
         transforms: Callable | None = None,
         *,
         split: str = "train",
+        masks: bool = False,
     ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split: expected 'train' or 'val', got {split!r}")
@@ -185,7 +205,7 @@ class SyntheticDetection(DetectionDataset):
         self.scene_classes, self.max_objects = int(num_classes), int(max_objects)
         self.offset = 0 if split == "train" else VAL_INDEX_OFFSET
         self.items = list(range(int(num_images)))
-        super().__init__([], synthetic_classes(num_classes)[1:], transforms)
+        super().__init__([], synthetic_classes(num_classes)[1:], transforms, masks)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -214,6 +234,7 @@ class SyntheticDetection(DetectionDataset):
             np.zeros(len(scene.labels), bool),
             index,
             scene=(index, self.seed, (h, w), self.scene_classes, self.max_objects),
+            masks=("array", _scene_masks(scene.instances, len(scene.labels))),
         )
 
     def record(self, i: int) -> DetectionRecord:
@@ -238,6 +259,11 @@ class SyntheticDetection(DetectionDataset):
         self._sample(0)
 
 
+def _scene_masks(instances: np.ndarray, n: int) -> np.ndarray:
+    """``N x H x W`` uint8 masks of a scene's instance map (instance ``k`` is value ``k + 1``)."""
+    return (instances[None] == np.arange(1, n + 1)[:, None, None]).astype(np.uint8)
+
+
 # ------------------------------------------------------------------------------------------ factory
 
 
@@ -260,7 +286,10 @@ def holdout_indices(
 def _has_split(path: str | Path, fmt: str, split: str) -> bool:
     p = Path(path).expanduser()
     if fmt == "voc":
-        return (p / "ImageSets" / "Main" / f"{split}.txt").is_file()
+        return any(
+            (p / "ImageSets" / sub / f"{split}.txt").is_file()
+            for sub in ("Main", "Segmentation")
+        )
     if fmt == "yolo":
         root = p.parent if p.is_file() else p
         return (root / "images" / split).is_dir()
@@ -268,11 +297,15 @@ def _has_split(path: str | Path, fmt: str, split: str) -> bool:
 
 
 def _read_split(
-    path: str | Path, fmt: str, split: str, classes: Sequence[str] | None
+    path: str | Path,
+    fmt: str,
+    split: str,
+    classes: Sequence[str] | None,
+    masks: bool = False,
 ) -> tuple[list[DetectionRecord], list[str]]:
     """The named split where the folder has one, else everything (VOC: every XML; YOLO: flat images/)."""
     return read_detection(
-        path, split if _has_split(path, fmt, split) else None, classes
+        path, split if _has_split(path, fmt, split) else None, classes, masks
     )
 
 
@@ -288,6 +321,7 @@ def build_detection_dataset(
     image_size: int | tuple[int, int] = 128,
     num_classes: int = 6,
     seed: int = 0,
+    masks: bool = False,
 ) -> DetectionDataset:
     """The ``split`` of ``data``: ``"synthetic"``, a VOC folder, a COCO JSON or a YOLO folder.
 
@@ -301,6 +335,7 @@ def build_detection_dataset(
       ``images/<split>/``) and gets the training data's classes.
     * ``classes`` (e.g. a model's) fixes the class list and order; names not in it are a DataError.
       Without it, validation data get the training data's classes.
+    * ``masks``: the targets also hold ``"masks"`` (``N x H x W``, :mod:`convision.data.instance_masks`).
     """
     if data == "synthetic":
         if split not in SPLITS:
@@ -309,7 +344,13 @@ def build_detection_dataset(
             )
         n = DEFAULT_NUM_IMAGES[split] if num_images is None else int(num_images)
         return SyntheticDetection(
-            n, image_size, num_classes, seed, transforms=transforms, split=split
+            n,
+            image_size,
+            num_classes,
+            seed,
+            transforms=transforms,
+            split=split,
+            masks=masks,
         )
     if not data:
         raise ConfigError(
@@ -327,17 +368,19 @@ def build_detection_dataset(
                 "a COCO file has no splits: pass the split's own .json as the data)"
             )
         if classes is None:
-            classes = _read_split(data, fmt, "train", None)[1]
-        return DetectionDataset(*_read_split(data, fmt, split, classes), transforms)
+            classes = _read_split(data, fmt, "train", None, masks)[1]
+        return DetectionDataset(
+            *_read_split(data, fmt, split, classes, masks), transforms, masks
+        )
     own_val = not val_data and _has_split(data, fmt, "val")
     if split == "val" and (val_data or own_val):
         if classes is None:
-            classes = _read_split(data, fmt, "train", None)[1]
+            classes = _read_split(data, fmt, "train", None, masks)[1]
         src = val_data or data
-        records, names = _read_split(src, detect_format(src), "val", classes)
-        return DetectionDataset(records, names, transforms)
-    records, names = _read_split(data, fmt, "train", classes)
-    ds = DetectionDataset(records, names, transforms)
+        records, names = _read_split(src, detect_format(src), "val", classes, masks)
+        return DetectionDataset(records, names, transforms, masks)
+    records, names = _read_split(data, fmt, "train", classes, masks)
+    ds = DetectionDataset(records, names, transforms, masks)
     if not val_data and not own_val:
         train_idx, val_idx = holdout_indices(len(ds), val_fraction, seed, str(data))
         ds = ds.select(train_idx if split == "train" else val_idx)
@@ -364,6 +407,43 @@ def _check_sizes(min_size: int, max_size: int) -> None:
         )
 
 
+def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
+    """``N x 4`` xyxy boxes (pixel edges) of ``N x H x W`` masks; an empty mask gives ``[0, 0, 0, 0]``."""
+    masks = masks.bool()
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    h, w = masks.shape[1:]
+    iy = torch.arange(h, device=masks.device)
+    ix = torch.arange(w, device=masks.device)
+    boxes = torch.stack(
+        (
+            torch.where(cols, ix, w).amin(dim=1),
+            torch.where(rows, iy, h).amin(dim=1),
+            torch.where(cols, ix + 1, 0).amax(dim=1),
+            torch.where(rows, iy + 1, 0).amax(dim=1),
+        ),
+        dim=1,
+    ).float()
+    empty = ~rows.any(dim=1)
+    boxes[empty] = 0
+    return boxes
+
+
+class BoxesFromMasks:
+    """Replace the boxes by their masks' pixel extents (after crops, where a clipped box no longer
+    bounds what is left of the object); an emptied mask gives an empty box, which the sanitising
+    step then drops with its mask, label and difficult flag."""
+
+    def __call__(
+        self, image: Any, target: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        boxes = target["boxes"]
+        target["boxes"] = tv_tensors.wrap(
+            boxes_from_masks(target["masks"].as_subclass(torch.Tensor)).to(boxes.dtype),
+            like=boxes,
+        )
+        return image, target
+
+
 def _tail() -> list[Callable]:
     return [
         v2.ClampBoundingBoxes(),
@@ -380,6 +460,7 @@ def detection_train_transforms(
     scale_range: tuple[float, float] = (0.75, 1.25),
     crop: bool = True,
     color_jitter: float = 0.2,
+    masks: bool = False,
 ) -> v2.Compose:
     """Training augmentation on ``(Image, target)``; boxes, labels and difficult follow the image.
 
@@ -389,6 +470,8 @@ def detection_train_transforms(
     side to ``round(s * min_size)`` pixels, ``s`` uniform in ``scale_range`` (one integer size
     drawn), the longer side capped at ``max_size`` (Fast R-CNN's scale jitter) -> horizontal flip ->
     drop boxes under 1 px wide or high (and their labels / difficult) -> float in ``[0, 1]``.
+    Instance masks (``tv_tensors.Mask``) follow every step; with ``masks`` the boxes are then
+    recomputed from them (:class:`BoxesFromMasks`) before the sanitising step.
     """
     _check_sizes(min_size, max_size)
     lo, hi = (float(v) for v in scale_range)
@@ -409,6 +492,8 @@ def detection_train_transforms(
     steps.append(v2.RandomShortestSize(sizes, max_size=int(max_size), antialias=True))
     if hflip:
         steps.append(v2.RandomHorizontalFlip(0.5))
+    if masks:
+        steps.append(BoxesFromMasks())
     return v2.Compose(steps + _tail())
 
 

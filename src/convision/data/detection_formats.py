@@ -88,6 +88,8 @@ class DetectionRecord:
     scene: tuple[int, int, tuple[int, int], int, int] | None = field(
         default=None, repr=False
     )
+    masks: Any = field(default=None, repr=False)
+    """Where the instance masks come from (:mod:`convision.data.instance_masks`), None if unknown."""
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -550,9 +552,11 @@ def _need(d: Any, keys: Iterable[str], where: str) -> None:
 
 
 def read_coco(
-    json_path: str | Path, image_root: str | Path | None = None
+    json_path: str | Path, image_root: str | Path | None = None, masks: bool = False
 ) -> tuple[list[DetectionRecord], list[str]]:
-    """A COCO detection JSON; images under ``image_root`` (default: the JSON's folder, then its ``images/``)."""
+    """A COCO detection JSON; images under ``image_root`` (default: the JSON's folder, then its
+    ``images/``). With ``masks``, every annotation needs a valid ``segmentation`` (polygons or RLE,
+    :func:`~convision.data.instance_masks.check_coco_segmentation`), kept in ``record.masks``."""
     path = Path(json_path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
@@ -607,6 +611,7 @@ def read_coco(
             "boxes": [],
             "labels": [],
             "difficult": [],
+            "segs": [],
             "where": where,
         }
     anns = data.get("annotations", [])
@@ -631,6 +636,16 @@ def read_coco(
                 np.array([[x, y, x + w, y + h]]), rec["w"], rec["h"], where, "box"
             )[0]
         )
+        if masks:
+            from convision.data.instance_masks import check_coco_segmentation
+
+            if "segmentation" not in a:
+                raise DataError(
+                    f"{where}: missing 'segmentation' (Mask R-CNN needs masks)"
+                )
+            tol = clip_tolerance(max(rec["w"], rec["h"]))
+            check_coco_segmentation(a["segmentation"], rec["w"], rec["h"], where, tol)
+            rec["segs"].append(a["segmentation"])
         rec["labels"].append(cat_index[a["category_id"]])
         rec["difficult"].append(bool(a.get("iscrowd", 0)) or bool(a.get("ignore", 0)))
     records = [
@@ -642,6 +657,7 @@ def read_coco(
             r["labels"],
             r["difficult"],
             image_id,
+            masks=("coco", r["segs"]) if masks else None,
         )
         for image_id, r in images.items()
     ]
@@ -918,7 +934,7 @@ def detect_format(path: str | Path) -> str:
             return "coco"
         if p.suffix.lower() in (".yaml", ".yml"):
             return "yolo"
-    elif (p / "Annotations").is_dir():
+    elif (p / "Annotations").is_dir() or (p / "SegmentationObject").is_dir():
         return "voc"
     elif (p / "images").is_dir():
         return "yolo"
@@ -929,23 +945,39 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_detection(
-    path: str | Path, split: str | None = None, classes: Sequence[str] | None = None
+    path: str | Path,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    masks: bool = False,
 ) -> tuple[list[DetectionRecord], list[str]]:
     """Read any of the formats (:func:`detect_format`); with ``classes``, labels are mapped to them by name.
-    Boxes clipped to their image are reported in one warning (module notes)."""
+    Boxes clipped to their image are reported in one warning (module notes). With ``masks`` the
+    records carry instance masks (COCO segmentations, VOC ``SegmentationObject``; YOLO has none)."""
     fmt = detect_format(path)
     counts: list[int] = []
     token = _clip_log.set(counts)
     try:
-        if fmt == "voc":
+        if fmt == "voc" and masks:
+            from convision.data.instance_masks import read_voc_instances
+
+            records, found = read_voc_instances(path, split)
+        elif fmt == "voc":
             records, found = read_voc(path, split, classes)
+        elif fmt == "yolo" and masks:
+            raise DataError(
+                f"{path}: YOLO box labels have no instance masks (use COCO segmentations or VOC "
+                "SegmentationObject)"
+            )
         else:
             records, found = (
-                read_coco(path) if fmt == "coco" else read_yolo(path, split)
+                read_coco(path, masks=masks)
+                if fmt == "coco"
+                else read_yolo(path, split)
             )
-            if classes is not None and list(classes) != list(found):
-                records = remap_labels(records, found, classes, str(path))
-                found = list(classes)
+        remap = fmt != "voc" or masks  # read_voc maps to classes itself
+        if remap and classes is not None and list(classes) != list(found):
+            records = remap_labels(records, found, classes, str(path))
+            found = list(classes)
     finally:
         _clip_log.reset(token)
     if counts:

@@ -406,12 +406,29 @@ def plot_pr_curves(metric: DetectionMetric, path: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # COCO
 # --------------------------------------------------------------------------------------------
+def masks_to_rles(masks: Any) -> list[dict[str, Any]]:
+    """COCO run-length encodings (pycocotools, ``counts`` as str so that they are JSON) of
+    ``N x H x W`` binary masks (tensor or array)."""
+    from pycocotools import mask as mask_utils
+
+    m = np.asarray(torch.as_tensor(masks).cpu().numpy(), dtype=np.uint8)
+    if m.ndim != 3:
+        raise ValueError(f"masks: expected N x H x W, got shape {m.shape}")
+    if m.shape[0] == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0)))
+    for r in rles:
+        r["counts"] = r["counts"].decode("ascii")
+    return rles
+
+
 def to_coco_results(
     preds: Sequence[Mapping[str, Any]],
     image_ids: Sequence[int],
     category_ids: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """COCO results entries ``{image_id, category_id, bbox: [x, y, w, h], score}`` for every detection.
+    """COCO results entries ``{image_id, category_id, bbox: [x, y, w, h], score}`` for every detection
+    (plus ``segmentation``, an RLE, where the prediction has ``"rles"``, one per box).
 
     ``category_ids[k]`` is the COCO category of user class ``k``; by default ``k + 1`` (COCO ids
     start at 1). Pass the data set's own ids (e.g. COCO's 1..90 with gaps) to write a file for it.
@@ -427,18 +444,22 @@ def to_coco_results(
         scores = (
             torch.as_tensor(_get(pred, "scores", "prediction")).reshape(-1).tolist()
         )
-        for (x1, y1, x2, y2), label, score in zip(boxes.tolist(), labels, scores):
+        rles = pred.get("rles")
+        for j, ((x1, y1, x2, y2), label, score) in enumerate(
+            zip(boxes.tolist(), labels, scores)
+        ):
             cat = (
                 int(category_ids[label]) if category_ids is not None else int(label) + 1
             )
-            out.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": cat,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "score": float(score),
-                }
-            )
+            entry = {
+                "image_id": int(image_id),
+                "category_id": cat,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "score": float(score),
+            }
+            if rles is not None:
+                entry["segmentation"] = rles[j]
+            out.append(entry)
     return out
 
 
@@ -459,6 +480,7 @@ def _coco_ground_truth(
     targets: Sequence[Mapping[str, Any]],
     classes: Sequence[str],
     sizes: Sequence[tuple[int, int]] | None,
+    segm: bool = False,
 ) -> tuple[dict[str, Any], list[int]]:
     if sizes is not None and len(sizes) != len(targets):
         raise ValueError(f"{len(sizes)} sizes for {len(targets)} targets")
@@ -488,22 +510,29 @@ def _coco_ground_truth(
             h = max([1] + [math.ceil(b[3]) for b in boxes.tolist()])
             w = max([1] + [math.ceil(b[2]) for b in boxes.tolist()])
         images.append({"id": image_id, "width": w, "height": h})
-        for (x1, y1, x2, y2), label, d in zip(boxes.tolist(), labels, diff):
+        rles = t.get("rles")
+        for j, ((x1, y1, x2, y2), label, d) in enumerate(
+            zip(boxes.tolist(), labels, diff)
+        ):
             if not 0 <= label < k:
                 raise DataError(
                     f"target: class id {label} is outside 0..{k - 1} ({k} classes)"
                 )
             wb, hb = x2 - x1, y2 - y1
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": int(label) + 1,
-                    "bbox": [x1, y1, wb, hb],
-                    "area": wb * hb,
-                    "iscrowd": int(bool(d)),
-                }
-            )
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": image_id,
+                "category_id": int(label) + 1,
+                "bbox": [x1, y1, wb, hb],
+                "area": wb * hb,
+                "iscrowd": int(bool(d)),
+            }
+            if segm:  # COCO's instance ground truth: the mask's pixel count is the area
+                from pycocotools import mask as mask_utils
+
+                ann["segmentation"] = rles[j]
+                ann["area"] = float(mask_utils.area(rles[j]))
+            anns.append(ann)
     if len(set(ids)) != len(ids):
         raise DataError("targets: image_id values are not unique")
     cats = [{"id": c + 1, "name": str(n)} for c, n in enumerate(classes)]
@@ -516,8 +545,13 @@ def coco_evaluate(
     classes: Sequence[str],
     backend: str = "pycocotools",
     sizes: Sequence[tuple[int, int]] | None = None,
+    iou_type: str = "bbox",
 ) -> dict[str, Any]:
     """COCO bbox evaluation (Lin et al. 2014) of ``preds`` against ``targets`` (same frame), in memory.
+
+    ``iou_type="segm"``: mask AP instead (He et al. 2017 report it for Mask R-CNN): predictions and
+    targets then carry ``"rles"`` (one COCO RLE per box, :func:`masks_to_rles`, in the frame of
+    ``orig_size``); the ground truth's ``area`` (the size buckets) is then its mask's pixel count.
 
     Ground truth: one image per target (``image_id`` from the target, else its position; width and
     height from ``target["orig_size"]`` = (h, w), else ``sizes[i]`` = (h, w), else the boxes'
@@ -541,13 +575,18 @@ def coco_evaluate(
     else:
         from faster_coco_eval import COCO
         from faster_coco_eval import COCOeval_faster as COCOeval
-    gt_dict, image_ids = _coco_ground_truth(targets, classes, sizes)
+    if iou_type not in ("bbox", "segm"):
+        raise ConfigError(f"iou_type: expected bbox | segm, got {iou_type!r}")
+    segm = iou_type == "segm"
+    if segm and any("rles" not in x for x in (*preds, *targets)):
+        raise ValueError("iou_type='segm' needs 'rles' in every prediction and target")
+    gt_dict, image_ids = _coco_ground_truth(targets, classes, sizes, segm)
     k = len(classes)
     for p in preds:
         labels = torch.as_tensor(_get(p, "labels", "prediction")).reshape(-1)
         if bool(((labels < 0) | (labels >= k)).any()):
             raise ValueError(f"predicted label outside 0..{k - 1}")
-    results = to_coco_results(preds, image_ids)
+    results = to_coco_results(preds if segm else _no_rles(preds), image_ids)
     printed: list[str] = []
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -565,9 +604,9 @@ def coco_evaluate(
             }
             dt.createIndex()
         if backend == "pycocotools":
-            ev = COCOeval(gt, dt, iouType="bbox")
+            ev = COCOeval(gt, dt, iouType=iou_type)
         else:
-            ev = COCOeval(gt, dt, iouType="bbox", print_function=printed.append)
+            ev = COCOeval(gt, dt, iouType=iou_type, print_function=printed.append)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -592,3 +631,8 @@ def coco_evaluate(
     result["summary"] = summary
     result["backend"] = backend
     return result
+
+
+def _no_rles(preds: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The predictions without masks (a bbox evaluation must not read the segmentation of results)."""
+    return [{k: v for k, v in p.items() if k != "rles"} for p in preds]

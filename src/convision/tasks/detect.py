@@ -67,8 +67,14 @@ from convision.engine.distributed import DistInfo
 from convision.engine.trainer import eval_loader, run_metric, seed_everything
 from convision.engine.trainer import evaluate as run_evaluation
 from convision.errors import ConfigError, DataError
-from convision.metrics.detection import DetectionMetric, coco_evaluate, plot_pr_curves
+from convision.metrics.detection import (
+    DetectionMetric,
+    coco_evaluate,
+    masks_to_rles,
+    plot_pr_curves,
+)
 from convision.models import build_model
+from convision.models.detection.mask_rcnn import paste_masks
 from convision.models.detection.proposals import (
     ProposalCache,
     proposals_for,
@@ -78,7 +84,8 @@ from convision.models.detection.tiling import detect_tiled
 from convision.tasks import base
 
 NAME = "detect"
-DETECTORS = ("faster_rcnn", "fast_rcnn", "yolov1", "rcnn")
+DETECTORS = ("faster_rcnn", "mask_rcnn", "fast_rcnn", "yolov1", "rcnn")
+MASK_MODELS = ("mask_rcnn",)
 USES_PROPOSALS = ("fast_rcnn", "rcnn")
 
 
@@ -111,7 +118,7 @@ class DetectModelConfig(BackboneSection, ModelNameSection):
     )
     pooling: str = setting(
         "roi_pool",
-        "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp",
+        "RoI head pooling (R-CNN family): roi_pool (paper) | roi_align | spp (mask_rcnn: roi_align in place of roi_pool, as its paper)",
     )
     anchor_sizes: str = setting(
         "auto",
@@ -152,6 +159,11 @@ class DetectModelConfig(BackboneSection, ModelNameSection):
         "test-time score threshold (-1 = the model's default: 0.05 R-CNN family, 0.2 YOLOv1)",
     )
     detections_per_image: int = setting(100, "test-time detections kept per image", 1)
+    mask_dim: int = setting(
+        256,
+        "mask_rcnn: channels of the mask head's four 3x3 convolutions (the paper's 256)",
+        1,
+    )
     freeze: str = setting(
         "auto",
         "backbone layers kept fixed: auto (pretrained: the early layers, as the papers) | early | none",
@@ -345,7 +357,9 @@ def model_kwargs(
         wanted["score_thresh" if m.model != "yolov1" else "score_threshold"] = float(
             m.score_thresh
         )
-    if m.model in ("faster_rcnn", "fast_rcnn"):
+    if m.model == "mask_rcnn" and m.pooling == "roi_pool":
+        wanted["pooling"] = "roi_align"  # He et al. 2017: RoIAlign for the box head too
+    if m.model in ("faster_rcnn", "fast_rcnn", "mask_rcnn"):
         # explicit, so that the checkpoint rebuilds the same modules without the pretrained weights
         wanted["freeze_bn"] = (
             weights is not None if freeze_bn == "auto" else freeze_bn == "yes"
@@ -354,7 +368,7 @@ def model_kwargs(
         wanted["dilated_tail"] = (
             _flag(m.body_tail, "body_tail", ("dilated", "none")) == "dilated"
         )
-    if m.model == "faster_rcnn":
+    if m.model in ("faster_rcnn", "mask_rcnn"):
         wanted["anchor_sizes"] = resolve_anchor_sizes(
             m.anchor_sizes, min_size, box_sides
         )
@@ -375,6 +389,13 @@ def model_kwargs(
             raise ConfigError(f"image_size: must be >= 0, got {m.image_size}")
         wanted["image_size"] = m.image_size or (448 if m.backbone == "darknet" else 224)
         wanted.pop("pooling")
+    # mask_rcnn takes faster_rcnn's keyword arguments and its own mask_dim
+    if m.model == "mask_rcnn":
+        return {
+            **base.builder_kwargs("faster_rcnn", wanted, m),
+            "mask_dim": int(m.mask_dim),
+        }
+    wanted["mask_dim"] = m.mask_dim  # a ConfigError below if changed for another model
     return base.builder_kwargs(m.model, wanted, m)
 
 
@@ -408,6 +429,7 @@ def build_datasets(cfg: DetectConfig, min_size: int, *, augment: bool = True):
             scale_range=(d.scale_min, d.scale_max),
             crop=d.crop,
             color_jitter=d.color_jitter,
+            masks=cfg.model.model in MASK_MODELS,
         )
         if augment
         else eval_tf
@@ -433,6 +455,7 @@ def split_dataset(
         image_size=d.scene_size,
         num_classes=d.num_classes,
         seed=d.data_seed,
+        masks=cfg.model.model in MASK_MODELS,
     )
 
 
@@ -570,11 +593,16 @@ class DetectionTask:
     main_metric = "mAP"
 
     def __init__(
-        self, classes: Sequence[str], uses_proposals: bool = False, keep: bool = False
+        self,
+        classes: Sequence[str],
+        uses_proposals: bool = False,
+        keep: bool = False,
+        masks: bool = False,
     ) -> None:
         self.classes = list(classes)
         self.uses_proposals = bool(uses_proposals)
         self.keep = bool(keep)
+        self.masks = bool(masks)
 
     def collate(self, batch: list) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
         return detection_collate(batch)
@@ -597,7 +625,8 @@ class DetectionTask:
         images = [im.to(device, non_blocking=True) for im in images]
         targets = _to_device(targets, device)
         proposals = [t["proposals"] for t in targets] if self.uses_proposals else None
-        plain = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        keys = ("boxes", "labels", "masks") if self.masks else ("boxes", "labels")
+        plain = [{k: t[k] for k in keys} for t in targets]
         return self._call(model, images, plain, proposals)
 
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> torch.Tensor:
@@ -634,6 +663,15 @@ class DetectionTask:
                     "scores": p["scores"].float().cpu(),
                 }
             )
+            if self.masks and self.keep:  # mask AP: masks pasted in the original pixels
+                out_preds[-1]["rles"] = masks_to_rles(
+                    paste_masks(
+                        p["mask_probs"].float().cpu(),
+                        out_preds[-1]["boxes"],
+                        orig,
+                        getattr(model, "mask_thresh", 0.5),
+                    )
+                )
             out_targets.append(
                 {
                     "boxes": _scale_boxes(t["boxes"].float(), size, orig),
@@ -645,6 +683,8 @@ class DetectionTask:
                     "image_id": t.get("image_id", 0),
                 }
             )
+            if self.masks and self.keep:
+                out_targets[-1]["rles"] = masks_to_rles(t["orig_masks"])
         metric.update(out_preds, out_targets)
 
 
@@ -760,13 +800,17 @@ def train(
         seed_everything(cfg.train.seed)
         sides = box_sides_at(train_set, min_size, cfg.data.max_size)
         kwargs = model_kwargs(cfg, len(classes), min_size, sides)
-        if name == "faster_rcnn" and progress and dist.is_main:
+        if name in ("faster_rcnn", "mask_rcnn") and progress and dist.is_main:
             print(
                 describe_anchors(sides, kwargs["anchor_sizes"], min_size),
                 file=sys.stderr,
             )
         return {
-            "task": DetectionTask(classes, uses_proposals=name in USES_PROPOSALS),
+            "task": DetectionTask(
+                classes,
+                uses_proposals=name in USES_PROPOSALS,
+                masks=name in MASK_MODELS,
+            ),
             "model": build_model(name, **kwargs),
             "train_set": train_set,
             "val_set": val_set if len(val_set) else None,
@@ -942,6 +986,12 @@ def evaluate(
     if len(dataset) == 0:
         raise DataError(f"{cfg.data.data}: the {split} split holds no images")
     name = getattr(net, "spec", {}).get("name")
+    masks = name in MASK_MODELS
+    if masks:
+        _check_no_tiling(tile)
+        dataset.original_masks = (
+            True  # mask AP against the masks of the original images
+        )
     if (
         name in USES_PROPOSALS and not tile
     ):  # tiled: selective search runs on each window
@@ -962,7 +1012,9 @@ def evaluate(
                 progress=progress,
             ),
         )
-    task = DetectionTask(net.classes, uses_proposals=name in USES_PROPOSALS, keep=True)
+    task = DetectionTask(
+        net.classes, uses_proposals=name in USES_PROPOSALS, keep=True, masks=masks
+    )
     if tile:
         metric = _tiled_metric(task, net, dataset, dev, tile, tile_overlap, progress)
     else:
@@ -977,6 +1029,16 @@ def evaluate(
     if coco:
         metrics["coco"] = coco_evaluate(
             metric.preds, metric.targets, net.classes, backend=coco_backend
+        )
+    if (
+        masks
+    ):  # mask AP (COCO segm) whatever ``coco`` says: it is this model's main number
+        metrics["coco_mask"] = coco_evaluate(
+            metric.preds,
+            metric.targets,
+            net.classes,
+            backend=coco_backend,
+            iou_type="segm",
         )
     if pr_curves:
         plot_pr_curves(metric.voc, pr_curves)
@@ -1061,11 +1123,19 @@ def _detect_array(
         res = net([x.to(dev)], proposals=[props.to(dev)])[0]
     else:
         res = net([x.to(dev)])[0]
-    return {
+    out = {
         "boxes": _scale_boxes(res["boxes"].float().cpu(), size, (h, w)),
         "labels": res["labels"].cpu(),
         "scores": res["scores"].float().cpu(),
     }
+    if "mask_probs" in res:  # pasted at the original resolution, not the network's
+        out["masks"] = paste_masks(
+            res["mask_probs"].float().cpu(),
+            out["boxes"],
+            (h, w),
+            getattr(net, "mask_thresh", 0.5),
+        )
+    return out
 
 
 def _nms_thresh(net: nn.Module) -> float:
@@ -1120,6 +1190,13 @@ def check_detectable(
         )
 
 
+def _check_no_tiling(tile: int) -> None:
+    if tile:
+        raise ConfigError(
+            "tile: Mask R-CNN does not detect in tiles (masks are not merged across windows); use tile 0"
+        )
+
+
 def _check_tiling(tile: int, tile_overlap: int) -> None:
     if tile < 0 or (tile and tile < 32):
         raise ConfigError(
@@ -1143,7 +1220,8 @@ def predict(
     tile_overlap: int = 64,
 ) -> list[dict[str, Any]]:
     """For each image (paths, folder, glob or HxWx3 uint8 arrays): ``{"boxes": [[x1, y1, x2, y2], ...]
-    (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first.
+    (original pixels), "labels": [...] (0..K-1), "classes": [...], "scores": [...]}``, best first;
+    Mask R-CNN adds ``"masks"``: one COCO RLE per box (``pycocotools.mask.decode`` gives ``H x W``).
     ``tile``: detect images larger than ``tile`` pixels in overlapping windows (``tile_overlap`` px)."""
     if not 0.0 <= score_threshold <= 1.0:
         raise ConfigError(
@@ -1152,6 +1230,8 @@ def predict(
     _check_tiling(tile, tile_overlap)
     dev = base.device_of(device)
     net = base.as_model(model, dev, NAME)
+    if getattr(net, "spec", {}).get("name") in MASK_MODELS:
+        _check_no_tiling(tile)
     out: list[dict[str, Any]] = []
     for name, array in base.read_inputs(images):
         if not tile:
@@ -1174,17 +1254,22 @@ def predict(
                 "scores": [float(v) for v in res["scores"][keep]],
             }
         )
+        if "masks" in res:  # COCO RLEs in the original pixels (pycocotools.mask.decode)
+            out[-1]["masks"] = masks_to_rles(res["masks"][keep])
     return out
 
 
 def draw_detections(
     array: np.ndarray, prediction: dict[str, Any], score_threshold: float = 0.3
 ) -> np.ndarray:
-    """The image with the boxes at or above ``score_threshold`` drawn with class name and score."""
+    """The image with the boxes at or above ``score_threshold`` drawn with class name and score;
+    with ``"masks"`` (RLEs) each instance is filled in its own colour, its box in the same one."""
     image = torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1)
     keep = [i for i, s in enumerate(prediction["scores"]) if s >= score_threshold]
     if not keep:
         return np.array(array[..., :3])
+    if "masks" in prediction:
+        return _draw_instances(image, prediction, keep, array.shape[:2])
     boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
     names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]
     palette = [
@@ -1202,6 +1287,45 @@ def draw_detections(
     colors = [palette[prediction["labels"][i] % len(palette)] for i in keep]
     width = max(1, round(min(array.shape[:2]) / 150))
     drawn = draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width)
+    return drawn.permute(1, 2, 0).numpy()
+
+
+INSTANCE_PALETTE = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#469990",
+    "#9a6324",
+    "#800000",
+    "#000075",
+]
+
+
+def _draw_instances(
+    image: torch.Tensor,
+    prediction: dict[str, Any],
+    keep: list[int],
+    hw: Sequence[int],
+) -> np.ndarray:
+    """Each kept instance's mask filled (alpha 0.45) and its box outlined in the instance's own colour."""
+    from pycocotools import mask as mask_utils
+    from torchvision.utils import draw_segmentation_masks
+
+    rles = [prediction["masks"][i] for i in keep]
+    masks = torch.from_numpy(
+        mask_utils.decode(rles).astype(bool).reshape(hw[0], hw[1], len(keep))
+    ).permute(2, 0, 1)
+    colors = [INSTANCE_PALETTE[j % len(INSTANCE_PALETTE)] for j in range(len(keep))]
+    drawn = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
+    boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
+    names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]
+    width = max(1, round(min(hw) / 150))
+    drawn = draw_bounding_boxes(drawn, boxes, labels=names, colors=colors, width=width)
     return drawn.permute(1, 2, 0).numpy()
 
 
@@ -1242,9 +1366,10 @@ def predict_to_folder(
             "category_id": int(c),
             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
             "score": s,
+            **({"segmentation": p["masks"][j]} if "masks" in p else {}),
         }
         for image_id, (f, p) in enumerate(results.items())
-        for b, c, s in zip(p["boxes"], p["labels"], p["scores"])
+        for j, (b, c, s) in enumerate(zip(p["boxes"], p["labels"], p["scores"]))
     ]
     (Path(out_dir) / "coco_results.json").write_text(json.dumps(coco))
     return results

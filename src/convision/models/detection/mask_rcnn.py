@@ -34,7 +34,6 @@ resolution, e.g. the original image's). Training losses: ``rpn_cls``, ``rpn_box`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,27 +127,42 @@ def paste_masks(
     of :func:`mask_targets`); pixels outside the box are 0. Returns ``D x H x W`` bool (``>= threshold``)
     or, with ``threshold=None``, the float probabilities."""
     h, w = int(image_size[0]), int(image_size[1])
-    out = probs.new_zeros((probs.shape[0], h, w))
+    n = probs.shape[0]
+    out = probs.new_zeros((n, h, w))
+    if n == 0:
+        return out if threshold is None else out >= threshold
     boxes = boxes.to(probs.dtype)
-    for d in range(probs.shape[0]):
-        x1, y1, x2, y2 = (float(v) for v in boxes[d])
-        # columns j with centre j + 0.5 in [x1, x2], rows alike
-        c0, c1 = max(0, math.ceil(x1 - 0.5)), min(w, math.floor(x2 - 0.5) + 1)
-        r0, r1 = max(0, math.ceil(y1 - 0.5)), min(h, math.floor(y2 - 0.5) + 1)
-        if c1 <= c0 or r1 <= r0:
-            continue
-        xs = torch.arange(c0, c1, dtype=probs.dtype, device=probs.device) + 0.5
-        ys = torch.arange(r0, r1, dtype=probs.dtype, device=probs.device) + 0.5
-        gx = 2 * (xs - x1) / max(x2 - x1, 1e-6) - 1
-        gy = 2 * (ys - y1) / max(y2 - y1, 1e-6) - 1
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)
-        out[d, r0:r1, c0:c1] = F.grid_sample(
-            probs[d][None, None],
-            grid[None],
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )[0, 0]
+    # columns j with centre j + 0.5 in [x1, x2] (rows alike), clipped to the image
+    c0 = torch.ceil(boxes[:, 0] - 0.5).clamp(0, w).long()
+    c1 = (torch.floor(boxes[:, 2] - 0.5) + 1).clamp(0, w).long()
+    r0 = torch.ceil(boxes[:, 1] - 0.5).clamp(0, h).long()
+    r1 = (torch.floor(boxes[:, 3] - 0.5) + 1).clamp(0, h).long()
+    wmax = int((c1 - c0).clamp(min=1).max())
+    hmax = int((r1 - r0).clamp(min=1).max())
+    # one batched bilinear sampling on a window as large as the largest box; each mask's cells tile
+    # its box: normalised -1 / 1 are the box's edges (align_corners=False)
+    xs = c0[:, None] + torch.arange(wmax, device=probs.device) + 0.5
+    ys = r0[:, None] + torch.arange(hmax, device=probs.device) + 0.5
+    bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-6)[:, None]
+    bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-6)[:, None]
+    gx = 2 * (xs - boxes[:, 0:1]) / bw - 1
+    gy = 2 * (ys - boxes[:, 1:2]) / bh - 1
+    grid = torch.stack(
+        (gx[:, None, :].expand(n, hmax, wmax), gy[:, :, None].expand(n, hmax, wmax)),
+        dim=-1,
+    )
+    sampled = F.grid_sample(
+        probs[:, None],
+        grid,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )[:, 0]
+    for d, (a, b, c, e) in enumerate(
+        zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist())
+    ):
+        if b > a and e > c:
+            out[d, a:b, c:e] = sampled[d, : b - a, : e - c]
     return out if threshold is None else out >= threshold
 
 
