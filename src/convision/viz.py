@@ -258,6 +258,97 @@ def save_heatmap(
     plt.close(fig)
 
 
+def save_overfeat(
+    image: np.ndarray,
+    candidates: Sequence[dict],
+    detections: Sequence[dict],
+    *,
+    class_map: np.ndarray,
+    class_name: str,
+    out_png: str | Path,
+    scales: Sequence[float],
+    max_drawn: int = 150,
+) -> None:
+    """OverFeat's three pictures side by side: the windows kept at every scale (thin, one colour
+    per scale) with the boxes regressed from them (dashed); the merged detections; the class map
+    (``class_map``, a grid over the whole image). Boxes are xyxy pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    h, w = image.shape[:2]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5 * h / max(w, 1) + 0.6))
+    colors = plt.get_cmap("tab10")
+    shown = sorted(candidates, key=lambda c: -c["probability"])[:max_drawn]
+    for ax in axes:
+        ax.imshow(image)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for c in shown:
+        color = colors(list(scales).index(c["scale"]) % 10)
+        for key, style in (("window", "-"), ("box", "--")):
+            x1, y1, x2, y2 = c[key]
+            if key == "box" and c["box"] == c["window"]:
+                continue
+            axes[0].add_patch(
+                Rectangle(
+                    (x1, y1),
+                    x2 - x1,
+                    y2 - y1,
+                    fill=False,
+                    edgecolor=color,
+                    linewidth=0.7,
+                    linestyle=style,
+                    alpha=0.6,
+                )
+            )
+    for k, s in enumerate(scales):
+        axes[0].plot([], [], color=colors(k % 10), label=f"scale {s:g}")
+    if scales:
+        axes[0].legend(fontsize=7, loc="lower right")
+    more = (
+        f" (the {max_drawn} most probable drawn)" if len(candidates) > max_drawn else ""
+    )
+    axes[0].set_title(
+        f"{len(candidates)} windows, solid; regressed boxes, dashed{more}", fontsize=9
+    )
+    for k, d in enumerate(detections):
+        x1, y1, x2, y2 = d["box"]
+        axes[1].add_patch(
+            Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="yellow", linewidth=2
+            )
+        )
+        axes[1].text(
+            x1,
+            max(y1 - 2, 8),
+            f"{d['class']} {d['score']:.1f} ({d['windows']} win.)",
+            color="black",
+            fontsize=7,
+            bbox={"facecolor": "yellow", "alpha": 0.8, "pad": 1, "linewidth": 0},
+        )
+    axes[1].set_title(f"{len(detections)} merged detection(s)", fontsize=9)
+    im = axes[2].imshow(
+        class_map,
+        cmap="jet",
+        alpha=0.5,
+        vmin=0,
+        vmax=1,
+        extent=(0, w, h, 0),
+        interpolation="bilinear",
+    )
+    axes[2].set_title(f"p({class_name}), max over scales", fontsize=9)
+    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
 def draw_box(
     image: np.ndarray,
     box: Sequence[float],

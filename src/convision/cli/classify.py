@@ -8,6 +8,7 @@ from pathlib import Path
 from convision.cli import common
 from convision.metrics.classification import format_table
 from convision.tasks import classify
+from convision.tasks.overfeat import overfeat
 
 HELP = "image classification by transfer learning (8 torchvision networks)"
 
@@ -50,8 +51,14 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     common.add_export(modes, "a classifier")
     hm = modes.add_parser(
         "heatmap",
-        help="class-probability map over a large image (VGG/AlexNet, one forward pass)",
+        help="class-probability map over a large image (VGG/AlexNet, one forward pass); "
+        "with --scales / --localizer / --json: OverFeat detection",
         formatter_class=common.DEFAULTS,
+        description="Without the OverFeat options: one pass of the convolutionalized classifier, the "
+        "map and the best window. With --scales, --localizer or --json: OverFeat (Sermanet et al. 2014) -- "
+        "dense evaluation at every scale, the localizer's box regressor at every window, greedy merging "
+        "of the boxes across windows and scales; the picture shows the windows, the merged boxes and "
+        "the class map, --json gets the detections.",
     )
     hm.add_argument(
         "image", help="an image at least as large as the classifier's input size"
@@ -72,6 +79,47 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     )
     hm.add_argument("--out", default="heatmap.png", help="PNG to write")
     hm.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    of = hm.add_argument_group("OverFeat detection")
+    of.add_argument(
+        "--scales",
+        default=None,
+        help="input scales evaluated densely, e.g. 1.0,1.4,2.0 (default: --scale)",
+    )
+    of.add_argument(
+        "--localizer",
+        default=None,
+        help="a convision localization checkpoint: its box head regresses a box at every window",
+    )
+    of.add_argument(
+        "--top-classes",
+        type=common.count(1),
+        default=1,
+        help="classes kept per scale (the most probable anywhere); --class keeps one",
+    )
+    of.add_argument(
+        "--min-prob",
+        type=float,
+        default=0.5,
+        help="windows whose class probability is below this are dropped",
+    )
+    of.add_argument(
+        "--merge-threshold",
+        type=float,
+        default=1.0,
+        help="merge boxes while the best match score (centre distance / side + 1 - IoU) is at most this",
+    )
+    of.add_argument(
+        "--max-detections",
+        type=common.count(1),
+        default=5,
+        help="detections reported, highest summed score first",
+    )
+    of.add_argument(
+        "--box-format",
+        default="xyxy",
+        help="boxes in --json: xyxy | xywh (the notes' x,y,w,h) | cxcywh",
+    )
+    of.add_argument("--json", default=None, help="write the detections here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,6 +175,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _heatmap(args: argparse.Namespace) -> int:
+    if args.scales is not None or args.localizer or args.json:
+        return _overfeat(args)
     r = classify.heatmap(
         args.checkpoint,
         args.image,
@@ -139,5 +189,42 @@ def _heatmap(args: argparse.Namespace) -> int:
     print(
         f"{r['class']}: best window ({x1}, {y1})-({x2}, {y2}) p={r['probability']:.3f}; "
         f"map {r['map'].shape[0]}x{r['map'].shape[1]} cells; written to {args.out}"
+    )
+    return 0
+
+
+def _overfeat(args: argparse.Namespace) -> int:
+    r = overfeat(
+        args.checkpoint,
+        args.image,
+        scales=args.scales if args.scales is not None else [args.scale],
+        localizer=args.localizer,
+        class_name=args.class_name,
+        top_classes=args.top_classes,
+        min_prob=args.min_prob,
+        merge_threshold=args.merge_threshold,
+        max_detections=args.max_detections,
+        box_format=args.box_format,
+        out_png=args.out,
+        device=args.device,
+    )
+    kept = ", ".join(
+        f"{s['scale']:g}: {s['map'][0]}x{s['map'][1]} cells, {s['windows']} kept"
+        for s in r["scales"]
+    )
+    print(f"scales {kept}")
+    for d in r["detections"]:
+        box = ", ".join(f"{v:.1f}" for v in d["box"])
+        print(
+            f"{d['class']}: score {d['score']:.2f} from {d['windows']} window(s), "
+            f"box {args.box_format} [{box}]"
+        )
+    if not r["detections"]:
+        print(f"no window reached p >= {args.min_prob:g}")
+    if args.json:
+        common.write_json(args.json, r, "--json")
+    print(
+        f"picture written to {args.out}"
+        + (f", detections to {args.json}" if args.json else "")
     )
     return 0

@@ -170,12 +170,13 @@ def _out_size(pool: nn.Module | None, default: int) -> int:
 
 @torch.no_grad()
 def convolutionalize(
-    model: nn.Module, input_size: int = 224
+    model: nn.Module, input_size: int = 224, in_channels: int = 3
 ) -> ConvolutionalClassifier:
     """A :class:`ConvolutionalClassifier` equal to ``model`` at ``input_size`` (see the module notes).
 
     ``model`` is not modified; its feature layers are copied. The result is in the same
-    train/eval mode as ``model``.
+    train/eval mode as ``model``. ``in_channels``: channels of the input (3 for images; a head
+    that reads a feature map, such as a localizer's box head, takes that map's channels).
     """
     features, pool, layers = _parts(model)
     linears = [m for m in layers if isinstance(m, nn.Linear)]
@@ -193,7 +194,12 @@ def convolutionalize(
     features.eval()
     probe = features(
         torch.zeros(
-            1, 3, input_size, input_size, device=param.device, dtype=param.dtype
+            1,
+            in_channels,
+            input_size,
+            input_size,
+            device=param.device,
+            dtype=param.dtype,
         )
     )
     features.train(was_training)
