@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from convision.cli import main
-from tests.helpers import SEGMENT_TINY, assert_clean_error, run_cli
+from tests.helpers import SEGMENT_TINY, assert_clean_error, one_error_line, run_cli
 
 TINY = SEGMENT_TINY
 
@@ -58,6 +58,22 @@ def test_eval_prints_metrics_and_writes_json(trained, capsys):
         "per_class_iou",
     }
     assert metrics["num_images"] == 4
+    assert "by object size" in printed and "small" in printed
+    by_size = metrics["by_size"]
+    assert by_size["thresholds"] == [1024, 9216] and by_size["excluded_classes"] == [0]
+
+
+def test_eval_size_thresholds(trained, capsys):
+    out_json = trained / "sizes.json"
+    args = ["segment", "eval", "--checkpoint", str(trained / "best.pt")]
+    args += ["--workers", "0", "--no-progress", "--json", str(out_json)]
+    assert main([*args, "--size-thresholds", "64,256"]) == 0
+    buckets = json.loads(out_json.read_text())["by_size"]["buckets"]
+    assert [b["range"] for b in buckets.values()] == [[0, 64], [64, 256], [256, None]]
+    assert sum(b["objects"] for b in buckets.values()) > 0  # the 4 scenes hold shapes
+    capsys.readouterr()
+    assert main([*args, "--size-thresholds", "256,64"]) == 2
+    assert "--size-thresholds" in one_error_line(capsys)
 
 
 def test_predict_writes_masks_colour_masks_and_overlays(trained, tmp_path):

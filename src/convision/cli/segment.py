@@ -7,6 +7,11 @@ from pathlib import Path
 
 from convision.cli import common
 from convision.errors import ConfigError
+from convision.metrics.object_size import (
+    COCO_THRESHOLDS,
+    format_size_table,
+    parse_thresholds,
+)
 from convision.metrics.segmentation import format_table
 from convision.models.segmentation import describe_recipes, recipe
 from convision.nn.crf import CRF_DEFAULTS
@@ -40,6 +45,13 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         default=None,
         help="write the metrics here (default: next to the checkpoint, eval_<split>.json)",
     )
+    ev.add_argument(
+        "--size-thresholds",
+        default=",".join(map(str, COCO_THRESHOLDS)),
+        metavar="A1,A2",
+        help="object-size buckets: areas in pixels splitting small / medium / large "
+        "(COCO's 32^2,96^2); 'none' skips the by-size table",
+    )
     _add_crf_arguments(ev)
     pr = common.add_predict(
         modes,
@@ -66,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     common.check_split(args.split)
     crf = _crf_from_args(args)
+    thresholds = _size_thresholds(args.size_thresholds)
     metrics = segment.evaluate(
         args.checkpoint,
         args.data,
@@ -76,8 +89,12 @@ def _eval(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         fmt=args.format,
         crf=crf,
+        size_thresholds=thresholds,
     )
     print(format_table(metrics, metrics["classes"]))
+    if "by_size" in metrics:
+        print()
+        print(format_size_table(metrics["by_size"]))
     out = common.write_json(
         args.json or Path(args.checkpoint).with_name(f"eval_{args.split}.json"),
         metrics,
@@ -85,6 +102,15 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(f"metrics written to {out}")
     return 0
+
+
+def _size_thresholds(text: str) -> tuple[int, ...] | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_thresholds(text)
+    except ValueError as e:
+        raise ConfigError(f"--size-thresholds: {e}") from None
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ from convision.engine.trainer import seed_everything
 from convision.errors import ConfigError, DataError
 from convision.losses import segmentation_cross_entropy
 from convision.metrics.boundary import BoundaryF
+from convision.metrics.object_size import COCO_THRESHOLDS, ObjectSizeMetric
 from convision.metrics.segmentation import ConfusionMatrix
 from convision.models import MODELS, build_model
 from convision.models.segmentation import recipe
@@ -116,33 +117,43 @@ class SegmentConfig(Settings):
 
 class SegmentationMetric:
     """The confusion-matrix metrics and the boundary F-score, updated and reduced together;
-    ``compute()`` merges both dicts (``miou``, ..., ``boundary_f``, ``per_class_boundary_f``)."""
+    ``compute()`` merges both dicts (``miou``, ..., ``boundary_f``, ``per_class_boundary_f``).
+    With ``by_size`` (an :class:`ObjectSizeMetric`) also recall and IoU by object size
+    (``metrics["by_size"]``)."""
 
     def __init__(
         self,
         num_classes: int,
         ignore_index: int = IGNORE_INDEX,
         boundary_tolerance: int = 2,
+        by_size: ObjectSizeMetric | None = None,
     ) -> None:
         self.confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index)
         self.boundary = BoundaryF(
             num_classes, tolerance=boundary_tolerance, ignore_index=ignore_index
         )
+        self.by_size = by_size
+
+    def _parts(self) -> list:
+        return [self.confusion, self.boundary] + [self.by_size] * bool(self.by_size)
 
     def reset(self) -> None:
-        self.confusion.reset()
-        self.boundary.reset()
+        for part in self._parts():
+            part.reset()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        self.confusion.update(pred, target)
-        self.boundary.update(pred, target)
+        for part in self._parts():
+            part.update(pred, target)
 
     def reduce_(self) -> None:
-        self.confusion.reduce_()
-        self.boundary.reduce_()
+        for part in self._parts():
+            part.reduce_()
 
     def compute(self) -> dict[str, Any]:
-        return {**self.confusion.compute(), **self.boundary.compute()}
+        out = {**self.confusion.compute(), **self.boundary.compute()}
+        if self.by_size is not None:
+            out["by_size"] = self.by_size.compute()
+        return out
 
 
 class SegmentationTask:
@@ -156,10 +167,15 @@ class SegmentationTask:
         num_classes: int,
         class_weights: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
+        size_thresholds: Sequence[int] | None = None,
+        background: Sequence[int] = (),
     ):
         self.num_classes = num_classes
         self.class_weights = list(class_weights) if class_weights else None
         self.ignore_index = ignore_index
+        # evaluation only: recall / IoU by object size (None: not measured, e.g. while training)
+        self.size_thresholds = size_thresholds
+        self.background = list(background)
 
     def collate(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_collate(batch, ignore_index=self.ignore_index)
@@ -179,7 +195,17 @@ class SegmentationTask:
         )
 
     def new_metric(self) -> SegmentationMetric:
-        return SegmentationMetric(self.num_classes, ignore_index=self.ignore_index)
+        by_size = None
+        if self.size_thresholds is not None:
+            by_size = ObjectSizeMetric(
+                self.num_classes,
+                self.size_thresholds,
+                ignore_index=self.ignore_index,
+                exclude=self.background,
+            )
+        return SegmentationMetric(
+            self.num_classes, ignore_index=self.ignore_index, by_size=by_size
+        )
 
     @torch.no_grad()
     def eval_step(
@@ -360,9 +386,13 @@ def evaluate(
     progress: bool = True,
     fmt: str = "auto",
     crf: dict[str, Any] | bool | None = None,
+    size_thresholds: Sequence[int] | None = COCO_THRESHOLDS,
 ) -> dict[str, Any]:
     """Metrics over a whole split at the original resolution (pixel acc, mean acc, mIoU, fwIoU,
-    boundary F, per class).
+    boundary F, per class) and, unless ``size_thresholds`` is None, recall and IoU by object size
+    (``metrics["by_size"]``, :mod:`convision.metrics.object_size`: connected components of each
+    class but the background -- classes named ``background`` -- bucketed by area in pixels, COCO's
+    32^2 / 96^2 by default).
 
     ``data`` defaults to the data set the model was trained on (for the built-in scenes, the same
     generator settings); a folder path or a SegmentDataConfig selects another.
@@ -390,7 +420,11 @@ def evaluate(
         raise DataError(
             f"{data_cfg.data}: the data set has {len(dataset.classes)} classes but the model predicts {len(net.classes)}"
         )
-    task = SegmentationTask(len(net.classes))
+    task = SegmentationTask(
+        len(net.classes),
+        size_thresholds=size_thresholds,
+        background=[i for i, n in enumerate(net.classes) if n.lower() == "background"],
+    )
     if settings:
         metrics = _evaluate_with_crf(
             task, net, dataset, settings, workers=workers, device=dev, progress=progress
