@@ -1,4 +1,4 @@
-"""Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision demo``,
+"""Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision inspect``, ``convision demo``,
 ``convision serve``.
 
 One module per command; each only parses its arguments, calls :mod:`convision.tasks` and prints.
@@ -20,6 +20,7 @@ from convision.cli import (
     common,
     demo,
     detect,
+    inspect,
     localize,
     segment,
     serve,
@@ -33,6 +34,7 @@ COMMANDS = {
     "localize": localize,
     "detect": detect,
     "summary": summary,
+    "inspect": inspect,
     "demo": demo,
     "serve": serve,
 }

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from pathlib import Path
 
@@ -21,14 +22,24 @@ def torchvision_classifiers() -> list[str]:
 
 
 def build(
-    name: str, *, num_classes: int | None = None, backbone: str | None = None
+    name: str,
+    *,
+    num_classes: int | None = None,
+    backbone: str | None = None,
+    weights: str | None = None,
 ) -> tuple[nn.Module, int]:
     """``(model, default input side)`` for a convision model name, a torchvision classifier name or a
-    checkpoint path; random weights. Raises ``ConfigError`` (one line) for anything else."""
+    checkpoint path; random weights unless ``weights`` names a torchvision weight set (of the
+    classifier, or of a convision model's backbone) available offline. Raises ``ConfigError``
+    (one line) for anything else."""
     path = Path(name)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"{name}: no such checkpoint")
+        if weights:
+            raise ConfigError(
+                f"--weights: {name} is a checkpoint, with its own weights"
+            )
         model = load(path)
         data = (model.train_config or {}).get(
             "data"
@@ -41,11 +52,23 @@ def build(
         kwargs = {"num_classes": num_classes} if num_classes is not None else {}
         return builder(**kwargs), side
     if name in MODELS:
-        return _build_convision(name, num_classes=num_classes, backbone=backbone), 224
+        with _offline_weights(name, weights):
+            model = _build_convision(
+                name, num_classes=num_classes, backbone=backbone, weights=weights
+            )
+        return model, 224
     known = torchvision_classifiers()
     if name in known:
         kwargs = {"num_classes": num_classes} if num_classes is not None else {}
-        return torchvision.models.get_model(name, weights=None, **kwargs), 224
+        if weights:
+            try:
+                kwargs["weights"] = torchvision.models.get_model_weights(name)[weights]
+            except KeyError:
+                raise ConfigError(
+                    f"--weights: {name} has no weights {weights!r}"
+                ) from None
+        with _offline_weights(name, weights):
+            return torchvision.models.get_model(name, **kwargs), 224
     raise ConfigError(
         f"summary: unknown model {name!r} (accepted: convision models {', '.join(MODELS)} (classifier takes --backbone); "
         f"the papers' networks {', '.join(PAPER_NETS)}; "
@@ -53,11 +76,25 @@ def build(
     )
 
 
+@contextlib.contextmanager
+def _offline_weights(name: str, weights: str | None):
+    """A failed weight download (offline) as one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        if not weights:
+            raise
+        raise ConfigError(
+            f"--weights: {name} {weights} cannot be loaded here ({type(e).__name__}; offline, "
+            "only MobileNetV2's IMAGENET1K_V1 is cached)"
+        ) from None
+
+
 def _build_convision(
-    name: str, *, num_classes: int | None, backbone: str | None
+    name: str, *, num_classes: int | None, backbone: str | None, weights: str | None
 ) -> nn.Module:
     params = inspect.signature(MODELS[name]).parameters
-    kwargs: dict = {"weights": None}
+    kwargs: dict = {"weights": weights}
     # classifier, localizer: the backbone is a whole torchvision network (the builder's ``arch``)
     key = "arch" if "arch" in params else "backbone"
     if key == "arch":
@@ -65,7 +102,7 @@ def _build_convision(
             raise ConfigError(
                 f"--backbone: {name!r} needs a backbone network (known: {', '.join(ARCHS)})"
             )
-        if "strategy" in params:
+        if "strategy" in params and weights is None:
             kwargs["strategy"] = "scratch"  # random weights
     if backbone is not None:
         if key not in params:
