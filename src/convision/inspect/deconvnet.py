@@ -38,6 +38,20 @@ __all__ = ["DeconvNet", "plain_stack", "pool_with_switches", "unpool"]
 _PASS = (nn.Dropout, nn.Dropout2d, nn.LocalResponseNorm, nn.Identity)
 
 
+def _passes(module: nn.Module) -> bool:
+    """Layers the deconvnet passes the signal through: dropout, identity, local response
+    normalisation (``nn.LocalResponseNorm`` or a module named like ``...LRN``, e.g. convision's
+    two-tower ``TowerLRN``; Zeiler & Fergus do not invert the normalisation either)."""
+    return isinstance(module, _PASS) or type(module).__name__.endswith("LRN")
+
+
+def _units(module: nn.Module) -> list[nn.Module]:
+    """The leaf modules, a pass-through layer counting as one unit with its children."""
+    if _passes(module) or next(module.children(), None) is None:
+        return [module]
+    return [unit for child in module.children() for unit in _units(child)]
+
+
 def pool_with_switches(x: Tensor, pool: nn.MaxPool2d) -> tuple[Tensor, Tensor]:
     """``pool(x)`` and its switches: the flat index (into each ``H x W`` input plane) of every
     window's maximum."""
@@ -71,8 +85,9 @@ class DeconvNet:
 
     def __init__(self, layers: Sequence[nn.Module]) -> None:
         for layer in layers:
-            if not isinstance(
-                layer, (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d, *_PASS)
+            if not (
+                isinstance(layer, (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d))
+                or _passes(layer)
             ):
                 raise ValueError(
                     f"DeconvNet: {type(layer).__name__} is not a Conv2d / ReLU / MaxPool2d layer"
@@ -173,10 +188,9 @@ def plain_stack(model: nn.Module, x: Tensor, layer: str) -> list[nn.Module] | No
         if module is target:
             raise _Stop
 
-    for m in model.modules():
-        if next(m.children(), None) is None:
-            handles.append(m.register_forward_pre_hook(pre_hook))
-            handles.append(m.register_forward_hook(hook))
+    for m in _units(model):
+        handles.append(m.register_forward_pre_hook(pre_hook))
+        handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(x)
@@ -192,8 +206,9 @@ def plain_stack(model: nn.Module, x: Tensor, layer: str) -> list[nn.Module] | No
         if (
             given is not previous
             or version != previous_version
-            or not isinstance(
-                module, (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d, *_PASS)
+            or not (
+                isinstance(module, (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.BatchNorm2d))
+                or _passes(module)
             )
         ):
             return None
