@@ -1,6 +1,7 @@
 """convision: classic convolutional-network vision on PyTorch and torchvision.
 
-The public API (``convision.train``, ``load``, ``evaluate``, ``predict`` and the task configs)
+The public API (``convision.train``, ``load``, ``evaluate``, ``predict``, the task configs, and
+``style_transfer``)
 lives in :mod:`convision.tasks`; it is imported on first use, so ``import convision`` stays cheap.
 """
 
@@ -21,6 +22,7 @@ _API = (
     "ClassifyConfig",
     "LocalizeConfig",
     "DetectConfig",
+    "style_transfer",
 )
 
 __all__ = [

@@ -75,8 +75,8 @@ def test_vgg16_stages_and_classifier():
 
 
 def test_unknown_backbone_lists_known():
-    with pytest.raises(ConfigError, match="backbone: unknown backbone 'vgg19'") as e:
-        build_backbone("vgg19")
+    with pytest.raises(ConfigError, match="backbone: unknown backbone 'vgg13'") as e:
+        build_backbone("vgg13")
     for name in BACKBONES:
         assert name in str(e.value)
 

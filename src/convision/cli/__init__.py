@@ -1,5 +1,5 @@
 """Command line: ``convision segment|classify|localize|detect ...``, ``convision summary``, ``convision inspect``, ``convision demo``,
-``convision serve``.
+``convision serve``, ``convision style``.
 
 One module per command; each only parses its arguments, calls :mod:`convision.tasks` and prints.
 Exit codes: 0 success, 2 bad input or usage (one line on stderr), 1 internal error,
@@ -24,6 +24,7 @@ from convision.cli import (
     localize,
     segment,
     serve,
+    style,
     summary,
 )
 from convision.errors import ConvisionError
@@ -35,6 +36,7 @@ COMMANDS = {
     "detect": detect,
     "summary": summary,
     "inspect": inspect,
+    "style": style,
     "demo": demo,
     "serve": serve,
 }

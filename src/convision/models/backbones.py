@@ -6,7 +6,7 @@ stages whose outputs have strides 8, 16 and 32 with respect to the input:
 =============  ================================  ==========================  ==========================
 name           stride 8                          stride 16                   stride 32
 =============  ================================  ==========================  ==========================
-vgg16(_bn)     ``features`` up to pool3 (256)    up to pool4 (512)           up to pool5 (512)
+vgg16(_bn),19  ``features`` up to pool3 (256)    up to pool4 (512)           up to pool5 (512)
 mobilenet_v2   ``features[0:7]`` (32)            ``features[7:14]`` (96)     ``features[14:19]`` (1280)
 resnetNN       stem + layer1 + layer2            layer3                      layer4
 =============  ================================  ==========================  ==========================
@@ -48,6 +48,7 @@ __all__ = ["BACKBONES", "Backbone", "build_backbone", "load_torchvision_classifi
 BACKBONES: dict[str, tuple[str, str]] = {
     "vgg16": ("vgg", "classifier.6."),
     "vgg16_bn": ("vgg", "classifier.6."),
+    "vgg19": ("vgg", "classifier.6."),  # Gatys et al.'s style-transfer network
     "mobilenet_v2": ("mobilenet_v2", "classifier.1."),
     "resnet18": ("resnet", "fc."),
     "resnet34": ("resnet", "fc."),

@@ -11,7 +11,8 @@
 
 Each ``convision.tasks.<task>`` module also offers its own entry points with task-specific
 options (``predict_to_folder``, ``classify.heatmap``, ...); see :mod:`convision.tasks.base` for
-what they share.
+what they share. ``style_transfer`` (:mod:`convision.tasks.style`) is neural style transfer: no
+training, one optimisation per image.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from convision.tasks.classify import ClassifyConfig
 from convision.tasks.detect import DetectConfig
 from convision.tasks.localize import LocalizeConfig
 from convision.tasks.segment import SegmentConfig
+from convision.tasks.style import transfer as style_transfer
 
 CONFIGS = {
     SegmentConfig: "segment",
@@ -45,6 +47,7 @@ __all__ = [
     "evaluate",
     "load",
     "predict",
+    "style_transfer",
     "train",
 ]
 
