@@ -211,7 +211,28 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         min_size = detect.resolve_min_size(cfg.data)
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        if model == "torchvision":
+        if args.score_only:  # the trained weights of an earlier run, scored again
+            previous = {
+                r["model"]: r
+                for r in json.loads(Path(args.json).read_text())
+                if r["set"] == name
+            }[model]
+            train_set, _ = detect.build_datasets(cfg, min_size)
+            classes = list(train_set.classes)
+            if model == "torchvision":
+                net = torchvision_mask_rcnn(
+                    cfg,
+                    len(classes),
+                    min_size,
+                    detect.box_sides_at(train_set, min_size, cfg.data.max_size),
+                )
+                net.load_state_dict(
+                    torch.load(out / "torchvision.pt", weights_only=True)
+                )
+            else:
+                net = detect.load(out / "last.pt")
+            speed = {k: previous[k] for k in ("train_s", "train_img_s")}
+        elif model == "torchvision":
             train_set, _ = detect.build_datasets(cfg, min_size)
             classes = list(train_set.classes)
             net = torchvision_mask_rcnn(
@@ -271,6 +292,11 @@ def main() -> None:
         "--set", action="append", help="section.key=value (both models)"
     )
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the weights an earlier run left in --out again (train speeds from its --json)",
+    )
     parser.add_argument("--out", default="runs/bench_instance")
     parser.add_argument("--json", default=None, help="write every row here")
     args = parser.parse_args()

@@ -18,6 +18,7 @@ whose size is not the image's, an object whose mask is empty, an instance id wit
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,12 +28,23 @@ from convision.errors import DataError
 
 __all__ = [
     "check_coco_segmentation",
+    "decode_rles",
     "decode_masks",
     "instance_boxes",
     "instances_from_png",
     "read_voc_instances",
     "VOC_CLASSES",
 ]
+
+
+def decode_rles(rles: Any) -> np.ndarray:
+    """``pycocotools.mask.decode`` (``H x W`` for one RLE, ``H x W x N`` for a list) without numpy 2's
+    DeprecationWarning about pycocotools' ``__array__`` (a warning the user cannot act on)."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rles)
 
 
 def _rle(seg: Any, h: int, w: int) -> Any:
@@ -151,11 +163,9 @@ def decode_masks(record: Any) -> np.ndarray:
     if kind == "array":
         return np.asarray(source[1], dtype=np.uint8).reshape(n, h, w)
     if kind == "coco":
-        from pycocotools import mask as mask_utils
-
         out = np.zeros((n, h, w), dtype=np.uint8)
         for k, seg in enumerate(source[1]):
-            out[k] = mask_utils.decode(_rle(seg, h, w))
+            out[k] = decode_rles(_rle(seg, h, w))
         return out
     if kind == "png":
         from convision.data.io import read_mask

@@ -135,6 +135,11 @@ def _graph(model: nn.Module, size: int, dynamic: bool) -> dict[str, Any]:
             "pre": pre,
             "post": post,
         }
+    if name == "mask_rcnn":
+        raise ConfigError(
+            "export: mask_rcnn cannot be exported to ONNX yet: its masks are pasted into the image box "
+            "by box with data-dependent sizes; use the checkpoint with convision.load / detect predict"
+        )
     if name not in ("faster_rcnn", "fast_rcnn"):
         raise ConfigError(
             f"export: {name} cannot be exported to ONNX: R-CNN warps every proposal and scores it with "

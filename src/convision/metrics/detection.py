@@ -587,6 +587,11 @@ def coco_evaluate(
         if bool(((labels < 0) | (labels >= k)).any()):
             raise ValueError(f"predicted label outside 0..{k - 1}")
     results = to_coco_results(preds if segm else _no_rles(preds), image_ids)
+    if (
+        segm
+    ):  # loadRes would take a result's area from its bbox, not its mask (size buckets)
+        for r in results:
+            r.pop("bbox")
     printed: list[str] = []
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

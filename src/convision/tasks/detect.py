@@ -1313,12 +1313,13 @@ def _draw_instances(
     hw: Sequence[int],
 ) -> np.ndarray:
     """Each kept instance's mask filled (alpha 0.45) and its box outlined in the instance's own colour."""
-    from pycocotools import mask as mask_utils
     from torchvision.utils import draw_segmentation_masks
+
+    from convision.data.instance_masks import decode_rles
 
     rles = [prediction["masks"][i] for i in keep]
     masks = torch.from_numpy(
-        mask_utils.decode(rles).astype(bool).reshape(hw[0], hw[1], len(keep))
+        decode_rles(rles).astype(bool).reshape(hw[0], hw[1], len(keep))
     ).permute(2, 0, 1)
     colors = [INSTANCE_PALETTE[j % len(INSTANCE_PALETTE)] for j in range(len(keep))]
     drawn = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
