@@ -67,6 +67,15 @@ def test_resnet_layer_and_segmentation_checkpoint(images, segment_run, tmp_path)
     assert (out / "inspect.json").is_file()
 
 
+def test_detection_checkpoint_inspects_its_trunk(images, detect_run, tmp_path):
+    out = tmp_path / "detector"
+    assert _inspect(str(detect_run / "best.pt"), images / "im0.png", out) == 0
+    report = json.loads((out / "inspect.json").read_text())
+    assert (
+        out / report["files"][-1]
+    ).is_file()  # the projection of the body's last conv
+
+
 def test_bad_input_is_one_line(images, tmp_path, capsys):
     assert (
         _inspect("alexnet", images / "im0.png", tmp_path / "o", "--layer", "nope") == 2
