@@ -127,3 +127,29 @@ def test_bad_instance_data_is_one_line_and_exit_2(
     assert code == 2
     line = one_error_line(capsys)
     assert message in line and "ann.json annotation 0" in line
+
+
+def test_an_instance_id_without_a_class_is_one_line_and_exit_2(tmp_path: Path, capsys):
+    root = tmp_path / "folder"
+    (root / "images").mkdir(parents=True)
+    (root / "instances").mkdir()
+    ids = np.zeros((30, 40), np.uint8)
+    ids[2:8, 3:9], ids[10:18, 12:28] = 1, 2
+    for stem in ("a", "b"):
+        Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(
+            root / "images" / f"{stem}.png"
+        )
+        Image.fromarray(ids).save(root / "instances" / f"{stem}.png")
+        (root / "instances" / f"{stem}.json").write_text(json.dumps({"1": "cat"}))
+    args = [
+        "detect",
+        "train",
+        "--model",
+        "mask_rcnn",
+        "--data",
+        str(root),
+        "--weights",
+        "none",
+    ]
+    assert main([*args, "--no-progress", "--out", str(tmp_path / "run")]) == 2
+    assert "instance id 2 has no class in a.json" in one_error_line(capsys)

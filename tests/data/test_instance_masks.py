@@ -149,3 +149,38 @@ def test_voc_instance_without_a_class_is_one_line(tmp_path):
     root = _voc(tmp_path / "voc", obj, cls)
     with pytest.raises(DataError, match="instance id 2 of x.png has no class"):
         read_detection(root, masks=True)
+
+
+def _folder(root: Path, ids: np.ndarray, names: dict) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "instances").mkdir()
+    for stem in ("a", "b"):
+        Image.fromarray(np.zeros((*ids.shape, 3), np.uint8)).save(
+            root / "images" / f"{stem}.png"
+        )
+    Image.fromarray(ids.astype(np.uint8)).save(root / "instances" / "a.png")
+    (root / "instances" / "a.json").write_text(json.dumps(names))
+    return root
+
+
+def test_instance_folder_format(tmp_path):
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:8, 3:9], ids[10:18, 12:28] = 1, 7
+    root = _folder(tmp_path / "f", ids, {"1": "cat", "7": "dog"})
+    records, classes = read_detection(root, masks=True)
+    assert classes == ["cat", "dog"] and len(records) == 2
+    a, b = records
+    assert (
+        a.labels.tolist() == [0, 1] and len(b.labels) == 0
+    )  # b.png has no instances: negative
+    assert a.boxes.tolist() == [[3, 2, 9, 8], [12, 10, 28, 18]]
+    _, target = DetectionDataset(records, classes, masks=True).raw(0)
+    assert torch.equal(target["masks"][1], torch.from_numpy(ids == 7).to(torch.uint8))
+
+
+def test_instance_folder_id_without_a_class_is_one_line(tmp_path):
+    ids = np.zeros((20, 30), np.uint8)
+    ids[2:8, 3:9], ids[10:18, 12:28] = 1, 7
+    root = _folder(tmp_path / "f", ids, {"1": "cat"})
+    with pytest.raises(DataError, match="instance id 7 has no class in a.json"):
+        read_detection(root, masks=True)

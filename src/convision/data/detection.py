@@ -293,6 +293,8 @@ def _has_split(path: str | Path, fmt: str, split: str) -> bool:
     if fmt == "yolo":
         root = p.parent if p.is_file() else p
         return (root / "images" / split).is_dir()
+    if fmt == "instances":
+        return (p / "images" / split).is_dir()
     return False
 
 

@@ -924,8 +924,10 @@ def write_yolo(
 
 
 def detect_format(path: str | Path) -> str:
-    """``"voc"`` (a folder with ``Annotations/``), ``"coco"`` (a ``.json`` file) or ``"yolo"``
-    (a folder with ``images/``, or its ``data.yaml``); DataError otherwise."""
+    """``"voc"`` (a folder with ``Annotations/`` or ``SegmentationObject/``), ``"coco"`` (a ``.json``
+    file), ``"instances"`` (a folder with ``images/`` and ``instances/``: instance-id PNGs,
+    :func:`~convision.data.instance_masks.read_instance_folder`) or ``"yolo"`` (a folder with
+    ``images/``, or its ``data.yaml``); DataError otherwise."""
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"{p}: not found")
@@ -936,6 +938,8 @@ def detect_format(path: str | Path) -> str:
             return "yolo"
     elif (p / "Annotations").is_dir() or (p / "SegmentationObject").is_dir():
         return "voc"
+    elif (p / "images").is_dir() and (p / "instances").is_dir():
+        return "instances"
     elif (p / "images").is_dir():
         return "yolo"
     raise DataError(
@@ -963,6 +967,10 @@ def read_detection(
             records, found = read_voc_instances(path, split)
         elif fmt == "voc":
             records, found = read_voc(path, split, classes)
+        elif fmt == "instances":
+            from convision.data.instance_masks import read_instance_folder
+
+            records, found = read_instance_folder(path, split)
         elif fmt == "yolo" and masks:
             raise DataError(
                 f"{path}: YOLO box labels have no instance masks (use COCO segmentations or VOC "

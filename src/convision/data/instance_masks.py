@@ -9,7 +9,7 @@ masks come from, their decoding and their checks.
   ``[x1, y1, x2, y2, ...]`` rings in pixel coordinates) or RLE (``{"size": [h, w], "counts": ...}``,
   compressed string or uncompressed list), decoded with pycocotools;
 * ``("png", path, [id, ...])``: an instance-id PNG (Pascal VOC ``SegmentationObject``, or the folder
-  format's ``masks/<stem>.png``) and the pixel value of each object.
+  format's ``instances/<stem>.png``, :func:`read_instance_folder`) and the pixel value of each object.
 
 Checks (one-line :class:`~convision.errors.DataError` naming the file and the object): a polygon
 point outside the image by more than the box tolerance, a polygon with fewer than 3 points, an RLE
@@ -33,6 +33,7 @@ __all__ = [
     "instance_boxes",
     "instances_from_png",
     "read_voc_instances",
+    "read_instance_folder",
     "VOC_CLASSES",
 ]
 
@@ -267,6 +268,96 @@ def read_voc_instances(
                 np.zeros(len(inst), bool),
                 n,
                 masks=("png", objects / f"{stem}.png", inst),
+            )
+        )
+    return records, classes
+
+
+def read_instance_folder(
+    root: str | Path, split: str | None = None
+) -> tuple[list, list[str]]:
+    """The folder format: ``images/<stem>.<jpg|png>``, ``instances/<stem>.png`` (one instance id per
+    pixel, 0 = background; 8 or 16 bit) and ``instances/<stem>.json`` (``{"<id>": "<class name>"}``
+    for every id of the PNG); with ``split``, those under ``images/<split>/`` and
+    ``instances/<split>/``. Class names: ``classes.txt`` in ``root`` (one per line) or the sorted
+    names found. An image without its PNG is a negative image."""
+    import json
+
+    from convision.data.detection_formats import DetectionRecord
+
+    root = Path(root).expanduser()
+    images_dir, inst_dir = root / "images", root / "instances"
+    if split:
+        images_dir, inst_dir = images_dir / split, inst_dir / split
+    if not images_dir.is_dir():
+        raise DataError(f"{root}: no {images_dir.relative_to(root)}/ folder")
+    files = sorted(
+        p
+        for p in images_dir.iterdir()
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
+    )
+    found: list[tuple[Path, Path | None, list[int], list[str]]] = []
+    for image in files:
+        png = inst_dir / f"{image.stem}.png"
+        if not png.is_file():
+            found.append((image, None, [], []))
+            continue
+        where = str(png)
+        names_file = png.with_suffix(".json")
+        if not names_file.is_file():
+            raise DataError(
+                f"{where}: no {names_file.name} naming the class of each instance id"
+            )
+        try:
+            names = json.loads(names_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{names_file}: cannot be read as JSON ({e})") from None
+        if not isinstance(names, dict):
+            raise DataError(f'{names_file}: expected {{"<id>": "<class>"}}')
+        ids_map, ids, _ = instances_from_png(png, where)
+        missing = [i for i in ids if str(i) not in names]
+        if missing:
+            raise DataError(
+                f"{where}: instance id {missing[0]} has no class in {names_file.name}"
+            )
+        found.append((image, png, ids, [str(names[str(i)]) for i in ids]))
+    names_txt = root / "classes.txt"
+    classes = (
+        [ln.strip() for ln in names_txt.read_text().splitlines() if ln.strip()]
+        if names_txt.is_file()
+        else sorted({c for *_, cs in found for c in cs})
+    )
+    index = {c: k for k, c in enumerate(classes)}
+    records = []
+    for n, (image, png, ids, cs) in enumerate(found):
+        unknown = [c for c in cs if c not in index]
+        if unknown:
+            raise DataError(
+                f"{png}: class {unknown[0]!r} is not in classes.txt ({', '.join(classes)})"
+            )
+        if png is None:
+            from convision.data.detection_formats import image_size
+
+            w, h = image_size(image, str(image))
+            boxes = np.zeros((0, 4), np.float32)
+        else:
+            from convision.data.io import read_mask
+
+            ids_map = read_mask(png)
+            h, w = ids_map.shape
+            boxes = instance_boxes(ids_map, ids)
+        records.append(
+            DetectionRecord(
+                image,
+                w,
+                h,
+                boxes,
+                [index[c] for c in cs],
+                np.zeros(len(ids), bool),
+                n,
+                masks=("png", png, ids)
+                if png is not None
+                else ("array", np.zeros((0, h, w), np.uint8)),
             )
         )
     return records, classes
