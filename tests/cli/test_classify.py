@@ -238,8 +238,10 @@ def test_bad_inputs_exit_2_with_one_line(trained, folder, tmp_path):
                 "cpu",
                 "--out",
                 str(tmp_path / "h.png"),
+                "--scale",
+                "0.5",
             ],
-            "VGG/AlexNet",
+            "window is 32x32",
         ),
         (
             ["classify", "train", "--strategy", "freeze", "--out", str(tmp_path / "o")],

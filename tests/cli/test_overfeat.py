@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import convision
 from convision.cli import main
 from convision.engine.checkpoint import FORMAT, save_checkpoint
 from convision.models import build_model
@@ -91,8 +92,9 @@ def test_cli_writes_detections_json_and_picture(files, tmp_path, capsys):
 
 
 def test_python_entry_point_without_localizer_merges_windows(files):
+    model = convision.load(files["classifier"])
     r = overfeat(
-        files["classifier"],
+        model,
         files["image"],
         scales=[1.0],
         min_prob=0.0,
@@ -102,6 +104,18 @@ def test_python_entry_point_without_localizer_merges_windows(files):
     assert len(r["detections"]) == 1 and r["detections"][0]["windows"] == 6
     # one merged box = the mean of the six 64x64 windows at stride 32 on a 128x96 image
     assert r["detections"][0]["box"] == pytest.approx([32.0, 16.0, 96.0, 80.0])
+    # the no-object class is never reported, even when it is the most probable one
+    found = r["detections"][0]["class"]
+    r = overfeat(
+        model,
+        files["image"],
+        scales=[1.0],
+        min_prob=0.0,
+        top_classes=3,
+        background=found,
+        device="cpu",
+    )
+    assert r["candidates"] and found not in {c["class"] for c in r["candidates"]}
 
 
 @pytest.mark.parametrize(

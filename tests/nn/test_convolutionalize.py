@@ -147,11 +147,32 @@ def test_convision_classifier_alexnet_and_original_untouched():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_mobilenet_v2_global_pool_folds_into_an_f_by_f_convolution():
+    torch.manual_seed(0)
+    model = build_classifier("mobilenet_v2", 4).eval()
+    conv = convolutionalize(
+        model, input_size=96
+    )  # 3x3 features, averaged: a 3x3 kernel
+    assert conv.kernel == 3 and conv.stride == 32
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x)[:, :, 0, 0], model(x), rtol=1e-4, atol=1e-5)
+        assert conv(torch.randn(1, 3, 160, 128)).shape == (1, 4, 3, 2)
+    plain = torchvision.models.mobilenet_v2(num_classes=5).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            convolutionalize(plain, 64)(x[:, :, :64, :64])[:, :, 0, 0],
+            plain(x[:, :, :64, :64]),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+
 def test_unsupported_models_and_small_inputs_are_refused():
-    with pytest.raises(ValueError, match="VGG/AlexNet"):
+    with pytest.raises(ValueError, match="VGG/AlexNet/MobileNetV2"):
         convolutionalize(build_classifier("resnet18", 3))
-    with pytest.raises(ValueError, match="VGG/AlexNet"):
-        convolutionalize(torchvision.models.mobilenet_v2())
+    with pytest.raises(ValueError, match="VGG/AlexNet/MobileNetV2"):
+        convolutionalize(torchvision.models.resnet18())
     conv = convolutionalize(seeds_toy_fc().eval(), input_size=14)
     with pytest.raises(ValueError, match="at least its window"):
         conv(torch.randn(1, 3, 12, 20))

@@ -51,7 +51,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     common.add_export(modes, "a classifier")
     hm = modes.add_parser(
         "heatmap",
-        help="class-probability map over a large image (VGG/AlexNet, one forward pass); "
+        help="class-probability map over a large image (VGG/AlexNet/MobileNetV2, one forward pass); "
         "with --scales / --localizer / --json: OverFeat detection",
         formatter_class=common.DEFAULTS,
         description="Without the OverFeat options: one pass of the convolutionalized classifier, the "
@@ -66,7 +66,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     hm.add_argument(
         "--checkpoint",
         required=True,
-        help="a convision classification checkpoint (vgg11, vgg16 or alexnet)",
+        help="a convision classification checkpoint (vgg11, vgg16, alexnet or mobilenet_v2)",
     )
     hm.add_argument(
         "--class",
@@ -95,6 +95,11 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         type=common.count(1),
         default=1,
         help="classes kept per scale (the most probable anywhere); --class keeps one",
+    )
+    of.add_argument(
+        "--background",
+        default="background",
+        help="the classifier's no-object class, never reported ('' if it has none)",
     )
     of.add_argument(
         "--min-prob",
@@ -201,6 +206,7 @@ def _overfeat(args: argparse.Namespace) -> int:
         localizer=args.localizer,
         class_name=args.class_name,
         top_classes=args.top_classes,
+        background=args.background or None,
         min_prob=args.min_prob,
         merge_threshold=args.merge_threshold,
         max_detections=args.max_detections,

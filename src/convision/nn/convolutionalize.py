@@ -4,8 +4,13 @@ Supported networks are those whose classifier is ``features -> [AdaptiveAvgPool2
 Linear/ReLU/Dropout...``:
 
 - torchvision ``VGG`` and ``AlexNet`` (attributes ``features``, ``avgpool``, ``classifier``);
-- convision's :class:`~convision.models.classification.Classifier` with a VGG or AlexNet arch
-  (its torchvision ``net`` plus the new ``head``);
+- torchvision ``MobileNetV2``: ``features``, then a global average pool (applied functionally in
+  its ``forward``) and ``classifier`` (dropout, linear). Global average pooling at the training
+  size is an ``f x f`` average, so it folds into the linear layer like any adaptive average pool
+  (``k = 1`` below): the classifier becomes one ``f x f`` convolution, as in Network in Network /
+  FCN's view of global pooling;
+- convision's :class:`~convision.models.classification.Classifier` with a VGG, AlexNet or
+  MobileNetV2 arch (its torchvision ``net`` plus the new ``head``);
 - any module with ``features`` and ``classifier`` (and optionally ``avgpool``) of that form, or an
   ``nn.Sequential`` ``[conv layers..., nn.Flatten(), Linear/ReLU/Dropout...]``.
 
@@ -21,7 +26,7 @@ becomes ``f x f``: ``W'[o,c,a,b] = sum_{u,v} W[o,c,u,v] P[u,a] P[v,b]``. Either 
 exact at the training size.
 
 On a larger image the convolutional model slides that window with the total stride of the
-features (32 for VGG/AlexNet): score-map cell ``(i, j)`` is the classifier applied to the features
+features (32 for VGG/AlexNet/MobileNetV2): score-map cell ``(i, j)`` is the classifier applied to the features
 of the crop at ``(i*stride, j*stride)`` of side ``input_size``. That is *exactly* the classifier's
 output on the crop when the features use no zero padding (valid convolutions, pooling without
 padding: the seeds' toy network, the tests' padding-free VGG-like net). VGG and AlexNet pad their
@@ -37,7 +42,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG, AlexNet
+from torchvision.models import VGG, AlexNet, MobileNetV2
 
 __all__ = ["ConvolutionalClassifier", "convolutionalize", "total_stride"]
 
@@ -112,16 +117,20 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None, list[nn.Modul
         getattr(model, "head", None), nn.Module
     ):
         net = model.net  # a convision Classifier: a torchvision network whose last layer is the new ``head``
+        if isinstance(net, MobileNetV2):
+            return net.features, nn.AdaptiveAvgPool2d(1), [*net.classifier, model.head]
         if not isinstance(net, (VGG, AlexNet)):
             raise ValueError(
-                f"convolutionalize: {model.arch} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)"
+                f"convolutionalize: {model.arch} has no fully connected classifier over a feature map to convert (VGG/AlexNet/MobileNetV2 only)"
             )
         return net.features, net.avgpool, [*net.classifier, model.head]
+    if isinstance(model, MobileNetV2):
+        return model.features, nn.AdaptiveAvgPool2d(1), list(model.classifier)
     if type(model).__module__.startswith("torchvision.") and not isinstance(
         model, (VGG, AlexNet)
     ):
         raise ValueError(
-            f"convolutionalize: torchvision {type(model).__name__} has no fully connected classifier over a feature map to convert (VGG/AlexNet only)"
+            f"convolutionalize: torchvision {type(model).__name__} has no fully connected classifier over a feature map to convert (VGG/AlexNet/MobileNetV2 only)"
         )
     if hasattr(model, "features") and hasattr(model, "classifier"):
         cls = model.classifier
@@ -139,8 +148,8 @@ def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module | None, list[nn.Modul
                 pool = before.pop()
             return nn.Sequential(*before), pool, layers[flat[0] + 1 :]
     raise ValueError(
-        f"convolutionalize: unsupported model {type(model).__name__} (expected torchvision VGG/AlexNet, a convision "
-        "Classifier with a VGG/AlexNet arch, or an nn.Sequential [convs..., Flatten, Linear...])"
+        f"convolutionalize: unsupported model {type(model).__name__} (expected torchvision VGG/AlexNet/MobileNetV2, a convision "
+        "Classifier with a VGG/AlexNet/MobileNetV2 arch, or an nn.Sequential [convs..., Flatten, Linear...])"
     )
 
 

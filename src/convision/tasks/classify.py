@@ -6,7 +6,7 @@
     model = convision.load(run["best"])
     metrics = convision.evaluate(model, out_dir="runs/classify/eval")   # + confusion / errors PNGs
     top = convision.predict(model, ["a.jpg"])    # [[(class, probability), ...top-5], ...]
-    heat = convision.tasks.classify.heatmap(model, "big.jpg")   # VGG / AlexNet sliding windows
+    heat = convision.tasks.classify.heatmap(model, "big.jpg")   # VGG / AlexNet / MobileNetV2 sliding windows
 
 Strategies (``--strategy``, see :mod:`convision.models.classification`): ``feature-extract``
 (frozen backbone, BN in eval mode, only the new head trains), ``finetune`` (everything trains, the
@@ -668,7 +668,7 @@ def heatmap(
     scale: float = 1.0,
 ) -> dict[str, Any]:
     """Class-probability map over a large image from ONE forward pass of the convolutionalized
-    classifier (VGG/AlexNet), and the box of the best window.
+    classifier (VGG/AlexNet/MobileNetV2), and the box of the best window.
 
     Cell ``(i, j)`` is the window ``[j*stride, i*stride, +image_size, +image_size]`` of the
     (``scale``-resized) image. ``class_name`` None picks the class with the highest probability

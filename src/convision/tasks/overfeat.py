@@ -1,4 +1,4 @@
-"""OverFeat detection with convision checkpoints: a VGG/AlexNet classifier evaluated densely at
+"""OverFeat detection with convision checkpoints: a VGG/AlexNet/MobileNetV2 classifier evaluated densely at
 several scales, optionally a localizer's box regressor at every window, greedy merging.
 
     from convision.tasks.overfeat import overfeat
@@ -9,7 +9,7 @@ several scales, optionally a localizer's box regressor at every window, greedy m
 The steps follow Sermanet et al., "OverFeat", ICLR 2014, Sec. 4.3 (see :mod:`convision.nn.overfeat`):
 
 (a) at each scale, the classes ``C_s``: the ``top_classes`` classes with the highest probability
-    anywhere in that scale's map (or the one ``class_name``);
+    anywhere in that scale's map (or the one ``class_name``), never the ``background`` class;
 (b) their boxes ``B_s``: at every window whose probability for the class is at least ``min_prob``,
     the box the localizer regresses for that window (without a localizer: the window itself);
 (c) ``B``: the union over scales (at most ``max_boxes`` per class, the most probable);
@@ -87,6 +87,7 @@ def overfeat(
     localizer: torch.nn.Module | str | os.PathLike | None = None,
     class_name: str | None = None,
     top_classes: int = 1,
+    background: str | None = "background",
     min_prob: float = 0.5,
     merge_threshold: float = 1.0,
     max_boxes: int = 2000,
@@ -97,8 +98,9 @@ def overfeat(
 ) -> dict[str, Any]:
     """OverFeat detection on one image (path or HxWx3 uint8 array); see the module notes.
 
-    ``model``: a classification checkpoint (VGG/AlexNet, convolutionalized); ``localizer``: a
-    localization checkpoint whose box head is slid over the image (optional). Returns
+    ``model``: a classification checkpoint (VGG/AlexNet/MobileNetV2, convolutionalized); ``localizer``: a
+    localization checkpoint whose box head is slid over the image (optional). A class named
+    ``background`` (if the classifier has one) is never among the classes kept. Returns
     ``{"detections": [{"class", "score", "windows", "mean_probability", "box"}] (best first, at most
     max_detections, ``box`` in ``box_format``, original pixels), "scales": [{"scale", "map", "windows"
     (candidates kept)}], "box_format", "candidates": [{"class", "scale", "window", "box", "probability"}]}``
@@ -165,9 +167,11 @@ def overfeat(
         if class_name is not None:
             classes = [net.classes.index(class_name)]
         else:
-            classes = (
-                probs.max(1).values.topk(min(top_classes, len(net.classes))).indices
-            ).tolist()
+            best = probs.max(1).values
+            if background in net.classes:
+                best[net.classes.index(background)] = -1.0
+            classes = best.topk(min(top_classes, len(net.classes))).indices.tolist()
+            classes = [c for c in classes if net.classes[c] != background]
         kept = 0
         for c in classes:
             sel = (probs[c] >= min_prob).nonzero().flatten()
