@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from convision.data.segmentation import VOC_CLASSES as _VOC_WITH_BACKGROUND
 from convision.errors import DataError
 
 __all__ = [
@@ -179,28 +180,7 @@ def decode_masks(record: Any) -> np.ndarray:
     raise ValueError(f"unknown mask source {kind!r}")
 
 
-VOC_CLASSES = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+VOC_CLASSES = _VOC_WITH_BACKGROUND[1:]
 """Pascal VOC's classes in the order of their ``SegmentationClass`` indices ``1..20``."""
 
 

@@ -1259,6 +1259,21 @@ def predict(
     return out
 
 
+PALETTE = [
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+]
+"""Box colours: one per class for boxes, one per instance (in score order) for masks."""
+
+
 def draw_detections(
     array: np.ndarray, prediction: dict[str, Any], score_threshold: float = 0.3
 ) -> np.ndarray:
@@ -1272,38 +1287,10 @@ def draw_detections(
         return _draw_instances(image, prediction, keep, array.shape[:2])
     boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
     names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]
-    palette = [
-        "#e6194b",
-        "#3cb44b",
-        "#4363d8",
-        "#f58231",
-        "#911eb4",
-        "#42d4f4",
-        "#f032e6",
-        "#bfef45",
-        "#fabed4",
-        "#469990",
-    ]
-    colors = [palette[prediction["labels"][i] % len(palette)] for i in keep]
+    colors = [PALETTE[prediction["labels"][i] % len(PALETTE)] for i in keep]
     width = max(1, round(min(array.shape[:2]) / 150))
     drawn = draw_bounding_boxes(image, boxes, labels=names, colors=colors, width=width)
     return drawn.permute(1, 2, 0).numpy()
-
-
-INSTANCE_PALETTE = [
-    "#e6194b",
-    "#3cb44b",
-    "#4363d8",
-    "#f58231",
-    "#911eb4",
-    "#42d4f4",
-    "#f032e6",
-    "#bfef45",
-    "#469990",
-    "#9a6324",
-    "#800000",
-    "#000075",
-]
 
 
 def _draw_instances(
@@ -1321,7 +1308,7 @@ def _draw_instances(
     masks = torch.from_numpy(
         decode_rles(rles).astype(bool).reshape(hw[0], hw[1], len(keep))
     ).permute(2, 0, 1)
-    colors = [INSTANCE_PALETTE[j % len(INSTANCE_PALETTE)] for j in range(len(keep))]
+    colors = [PALETTE[j % len(PALETTE)] for j in range(len(keep))]
     drawn = draw_segmentation_masks(image, masks, alpha=0.45, colors=colors)
     boxes = torch.tensor([prediction["boxes"][i] for i in keep], dtype=torch.float32)
     names = [f"{prediction['classes'][i]} {prediction['scores'][i]:.2f}" for i in keep]

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from convision.models.detection.faster_rcnn import build_roi_heads
 from convision.models.detection.mask_rcnn import (
     MaskHead,
     MaskRCNN,
@@ -11,37 +10,14 @@ from convision.models.detection.mask_rcnn import (
     mask_targets,
     paste_masks,
 )
-from convision.models.detection.rpn import RegionProposalNetwork
+from tests.models.detection.test_faster_rcnn import _tiny as tiny_faster_rcnn
 
 
 def _tiny(num_classes=2):
-    """Mask R-CNN on a random 4-conv stride-16 body (fast enough to train in a test)."""
-    layers, c = [], 3
-    for out in (16, 32, 32, 64):
-        layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
-        c = out
-    rpn = RegionProposalNetwork(
-        64,
-        mid_channels=32,
-        anchor_sizes=(16, 32),
-        batch_size_per_image=64,
-        pre_nms_train=200,
-        post_nms_train=64,
-        pre_nms_test=200,
-        post_nms_test=32,
-    )
-    heads = build_roi_heads(
-        channels=64,
-        num_classes=num_classes,
-        classifier=None,
-        pooling="roi_align",
-        roi_size=4,
-        spp_levels=(2, 1),
-        head_dim=64,
-        batch_size_per_image=32,
-    )
+    """Mask R-CNN on test_faster_rcnn's random 4-conv stride-16 Faster R-CNN (RoIAlign)."""
+    base = tiny_faster_rcnn(num_classes, pooling="roi_align")
     return MaskRCNN(
-        nn.Sequential(*layers), rpn, heads, MaskHead(64, num_classes, dim=32)
+        base.body, base.rpn, base.roi_heads, MaskHead(64, num_classes, dim=32)
     )
 
 

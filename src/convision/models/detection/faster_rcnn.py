@@ -280,24 +280,42 @@ class FasterRCNN(TwoStageDetector):
         self.roi_heads = roi_heads
         self.num_classes = roi_heads.num_classes
 
+    def device_targets(
+        self,
+        targets: Sequence[dict[str, Tensor]],
+        x: Tensor,
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Checked training targets on ``x``'s device (boxes in its dtype)."""
+        self.check_targets(targets, len(sizes), self.num_classes)
+        return [
+            {
+                "boxes": t["boxes"].to(x.device, x.dtype),
+                "labels": t["labels"].to(x.device),
+            }
+            for t in targets
+        ]
+
+    def features_and_proposals(
+        self, images: Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None
+    ) -> tuple[Tensor, list[Tensor], dict[str, Tensor], list[tuple[int, int]], Any]:
+        """The shared trunk: ``(features, proposals, rpn_losses, image sizes, device targets)``."""
+        x, sizes = self.prepare(images)
+        if self.training:
+            targets = self.device_targets(targets, x, sizes)
+        features = self.body(x)
+        proposals, rpn_losses = self.rpn(
+            features, sizes, [t["boxes"] for t in targets] if self.training else None
+        )
+        return features, proposals, rpn_losses, sizes, targets
+
     def forward(
         self,
         images: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        x, sizes = self.prepare(images)
-        if self.training:
-            self.check_targets(targets, len(sizes), self.num_classes)
-            targets = [
-                {
-                    "boxes": t["boxes"].to(x.device, x.dtype),
-                    "labels": t["labels"].to(x.device),
-                }
-                for t in targets
-            ]
-        features = self.body(x)
-        proposals, rpn_losses = self.rpn(
-            features, sizes, [t["boxes"] for t in targets] if self.training else None
+        features, proposals, rpn_losses, sizes, targets = self.features_and_proposals(
+            images, targets
         )
         if self.training:
             return {**rpn_losses, **self.roi_heads(features, proposals, sizes, targets)}

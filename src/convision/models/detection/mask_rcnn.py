@@ -198,9 +198,15 @@ class MaskRCNN(FasterRCNN):
         )
         return self.mask_head(pooled)
 
-    @staticmethod
-    def check_masks(targets: Sequence[dict[str, Tensor]], sizes) -> None:
-        for t, (h, w) in zip(targets, sizes):
+    def device_targets(
+        self,
+        targets: Sequence[dict[str, Tensor]],
+        x: Tensor,
+        sizes: Sequence[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Faster R-CNN's checked targets plus ``masks`` (``N x H x W`` per image, checked)."""
+        out = super().device_targets(targets, x, sizes)
+        for t, o, (h, w) in zip(targets, out, sizes):
             m = t.get("masks")
             if m is None:
                 raise ValueError(
@@ -214,27 +220,16 @@ class MaskRCNN(FasterRCNN):
                 raise ValueError(
                     f"targets: masks are {tuple(m.shape[1:])} but the image is {(h, w)}"
                 )
+            o["masks"] = m.to(x.device)
+        return out
 
     def forward(
         self,
         images: Sequence[Tensor],
         targets: Sequence[dict[str, Tensor]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        x, sizes = self.prepare(images)
-        if self.training:
-            self.check_targets(targets, len(sizes), self.num_classes)
-            self.check_masks(targets, sizes)
-            targets = [
-                {
-                    "boxes": t["boxes"].to(x.device, x.dtype),
-                    "labels": t["labels"].to(x.device),
-                    "masks": t["masks"].to(x.device),
-                }
-                for t in targets
-            ]
-        features = self.body(x)
-        proposals, rpn_losses = self.rpn(
-            features, sizes, [t["boxes"] for t in targets] if self.training else None
+        features, proposals, rpn_losses, sizes, targets = self.features_and_proposals(
+            images, targets
         )
         heads = self.roi_heads
         if self.training:
