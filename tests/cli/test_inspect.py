@@ -26,7 +26,7 @@ def images(tmp_path_factory):
 def _inspect(model, image, out, *extra):
     return main(
         ["inspect", model, "--image", str(image), "--out", str(out), "--size", "96"]
-        + ["--max-layers", "2", "--projections", "2", "--top-k", "4", *extra]
+        + ["--max-layers", "2", "--projections", "1", "--top-k", "2", *extra]
     )
 
 
