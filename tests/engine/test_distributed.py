@@ -145,6 +145,7 @@ def test_sharded_validation_is_the_full_set(ddp_run):
 def test_confusion_matrix_reduce_gives_full_set_numbers(ddp_run):
     _, reports = ddp_run
     assert all(r["reduce_matches_full"] for r in reports)
+    assert all(r["sizes_reduce_matches_full"] for r in reports)
     assert [r["local_total"] for r in reports] == [
         5 * 5 * 6,
         5 * 5 * 6,

@@ -4,7 +4,8 @@
    norm (sync_bn, CPU) into OUT/ddp_bn;
 2. checks that the validation metric of the sharded, all-reduced evaluation equals a plain
    single-process pass over the whole validation set;
-3. checks ConfusionMatrix.reduce_() on random data split over the processes;
+3. checks ConfusionMatrix.reduce_() and ObjectSizeMetric.reduce_() on random data split over the
+   processes;
 4. checks that torch's SyncBatchNorm refuses CPU tensors in this torch version;
 5. trains with a loss that becomes NaN on rank 1 only: every rank must raise TrainingDiverged.
 Each rank writes OUT/rank<r>.json with what it saw.
@@ -26,6 +27,7 @@ from engine_toy import NUM_CLASSES, ToySegmentation, ToyTask, make_cfg, make_tra
 from convision.engine import cleanup, evaluate, init_distributed  # noqa: E402
 from convision.errors import TrainingDiverged  # noqa: E402
 from convision.metrics import ConfusionMatrix  # noqa: E402
+from convision.metrics.object_size import ObjectSizeMetric  # noqa: E402
 
 
 def main() -> None:
@@ -86,6 +88,16 @@ def main() -> None:
     everything = ConfusionMatrix(4)
     everything.update(pred, target)
     report["reduce_matches_full"] = bool(torch.equal(mine.mat, everything.mat))
+    sizes = ObjectSizeMetric(4, thresholds=(3, 6), exclude=[0])
+    sizes.update(
+        pred[info.rank :: info.world_size], target[info.rank :: info.world_size]
+    )
+    sizes.reduce_()
+    all_sizes = ObjectSizeMetric(4, thresholds=(3, 6), exclude=[0])
+    all_sizes.update(pred, target)
+    report["sizes_reduce_matches_full"] = bool(
+        torch.equal(sizes.counts, all_sizes.counts) and sizes.counts.sum() > 0
+    )
 
     # 4. SyncBatchNorm on CPU
     bn = nn.SyncBatchNorm(3)
