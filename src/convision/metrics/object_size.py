@@ -142,7 +142,13 @@ class ObjectSizeMetric:
         tp = np.bincount(gt[hit], minlength=n_gt + 1)[1:]
         bucket = np.searchsorted(self.thresholds, area, side="right")
         # which predicted components overlap which objects (same class, by construction)
-        pairs, overlap = np.unique(gt[hit] * (n_pr + 1) + pr[hit], return_counts=True)
+        codes = gt[hit] * (n_pr + 1) + pr[hit]
+        if (n_gt + 1) * (n_pr + 1) <= 1 << 22:  # a bincount is faster than sorting
+            overlap = np.bincount(codes, minlength=(n_gt + 1) * (n_pr + 1))
+            pairs = np.flatnonzero(overlap)
+            overlap = overlap[pairs]
+        else:
+            pairs, overlap = np.unique(codes, return_counts=True)
         g, q = pairs // (n_pr + 1), pairs % (n_pr + 1)
         pieces = np.bincount(g, minlength=n_gt + 1)[1:]
         np.add.at(counts, (gt_cls, bucket, _OBJECTS), 1)
@@ -178,12 +184,15 @@ class ObjectSizeMetric:
         ids = np.zeros(labels.shape, dtype=np.int64)
         classes: list[np.ndarray] = []
         offset = 0
-        present = np.unique(labels[valid])
+        inside = labels[valid]
+        inside = inside[(inside >= 0) & (inside < self.num_classes)]
+        present = np.flatnonzero(np.bincount(inside, minlength=self.num_classes))
         for c in present:
-            if c in self.exclude or not 0 <= c < self.num_classes:
+            if c in self.exclude:
                 continue
             lab, n = ndimage.label((labels == c) & valid, structure=_EIGHT)
-            ids[lab > 0] = lab[lab > 0] + offset
+            lab[lab > 0] += offset
+            ids += lab
             offset += n
             classes.append(np.full(n, c, dtype=np.int64))
         cls = np.concatenate(classes) if classes else np.zeros(0, dtype=np.int64)
