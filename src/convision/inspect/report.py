@@ -169,7 +169,7 @@ def _figure(rows: int, cols: int, cell: float = 1.6):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
-        rows, cols, figsize=(cols * cell, rows * cell + 0.6), squeeze=False
+        rows, cols, figsize=(max(cols * cell, 5.0), rows * cell + 0.6), squeeze=False
     )
     for ax in axes.flat:
         ax.axis("off")
