@@ -118,6 +118,30 @@ def test_python_entry_point_without_localizer_merges_windows(files):
     assert r["candidates"] and found not in {c["class"] for c in r["candidates"]}
 
 
+def test_regress_crops_is_the_localizer_on_each_window(files):
+    model, loc = convision.load(files["classifier"]), convision.load(files["localizer"])
+    r = overfeat(
+        model,
+        files["image"],
+        localizer=loc,
+        regress="crops",
+        min_prob=0.0,
+        device="cpu",
+    )
+    image = torch.from_numpy(np.array(Image.open(files["image"]))).permute(2, 0, 1)
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    x = (image.float() / 255 - mean) / std
+    for c in r["candidates"][:3]:
+        x1, y1, x2, y2 = (int(v) for v in c["window"])  # 64x64: the localizer's size
+        with torch.no_grad():
+            box = loc(x[None, :, y1:y2, x1:x2])["boxes"][0].double() * 64
+        assert torch.allclose(
+            torch.tensor(c["box"]).double(),
+            box + torch.tensor([x1, y1, x1, y1]),
+            atol=1e-3,
+        )
+
+
 @pytest.mark.parametrize(
     "extra, words",
     [

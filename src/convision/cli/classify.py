@@ -91,6 +91,12 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         help="a convision localization checkpoint: its box head regresses a box at every window",
     )
     of.add_argument(
+        "--regress",
+        default="dense",
+        help="dense: the localizer's box head slid over the whole image (OverFeat, one pass per scale) | "
+        "crops: the localizer on each kept window's crop (as trained; one pass per window)",
+    )
+    of.add_argument(
         "--top-classes",
         type=common.count(1),
         default=1,
@@ -211,6 +217,7 @@ def _overfeat(args: argparse.Namespace) -> int:
         merge_threshold=args.merge_threshold,
         max_detections=args.max_detections,
         box_format=args.box_format,
+        regress=args.regress,
         out_png=args.out,
         device=args.device,
     )
