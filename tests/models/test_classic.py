@@ -13,6 +13,7 @@ from convision.errors import ConfigError
 from convision.models import build_classifier
 from convision.models.classic import TowerLRN, alexnet2012, zfnet
 from convision.nn.receptive_field import summarize
+from convision.tasks.summary import build
 
 torch.set_num_threads(1)
 
@@ -79,6 +80,8 @@ def test_summary_cli_names_them(capsys, tmp_path):
     assert data["input_size"] == [3, 227, 227] and data["total_params"] == 60_965_224
     assert main(["summary", "zfnet", "--num-classes", "10", "--rows", "3"]) == 0
     assert "96x110x110" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="no published weights"):
+        build("zfnet", weights="IMAGENET1K_V1")
 
 
 def test_they_are_classifier_backbones():

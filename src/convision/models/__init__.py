@@ -14,6 +14,7 @@ from torch import nn
 
 from convision.errors import ConfigError
 from convision.models.backbones import BACKBONES, Backbone, build_backbone
+from convision.models.classic import alexnet2012, zfnet
 from convision.models.classification import Classifier, build_classifier
 from convision.models.detection.fast_rcnn import FastRCNN, fast_rcnn
 from convision.models.detection.faster_rcnn import FasterRCNN, faster_rcnn
@@ -38,7 +39,7 @@ __all__ = [
     "fcn16s",
     "fcn8s",
 ]
-__all__ += ["Classifier", "build_classifier"]
+__all__ += ["Classifier", "build_classifier", "alexnet2012", "zfnet"]
 __all__ += ["Localizer", "build_localizer"]
 __all__ += [
     "FasterRCNN",

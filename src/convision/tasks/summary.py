@@ -12,6 +12,7 @@ from torch import nn
 
 from convision.errors import ConfigError
 from convision.models import MODELS, build_model
+from convision.models.backbones import is_none
 from convision.models.classic import PAPER_NETS
 from convision.models.classification import ARCHS
 from convision.tasks.base import load
@@ -48,6 +49,10 @@ def build(
             getattr(model, "image_size", 0) or data.get("scene_size") or 224
         )
     if name in PAPER_NETS:
+        if weights and not is_none(weights):
+            raise ConfigError(
+                f"--weights: {name} has no published weights; it is summarised with random ones"
+            )
         builder, side = PAPER_NETS[name]
         kwargs = {"num_classes": num_classes} if num_classes is not None else {}
         return builder(**kwargs), side
