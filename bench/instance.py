@@ -177,6 +177,75 @@ def score(
     }
 
 
+def speed(args: argparse.Namespace, rounds: int = 3) -> dict[str, Any]:
+    """Training step and inference times of the two models (fresh weights, the run's settings) on
+    the same fixed batches: ``rounds`` alternations (ours, torchvision, ours, ...) so that a machine
+    whose load drifts penalises neither; medians of the per-round means."""
+    from convision.models import build_model
+
+    cfg = config(args, Path(args.out) / "speed")
+    min_size = detect.resolve_min_size(cfg.data)
+    train_set, val_set = detect.build_datasets(cfg, min_size)
+    classes = list(train_set.classes)
+    sides = detect.box_sides_at(train_set, min_size, cfg.data.max_size)
+    torch.manual_seed(args.seed)
+    nets = {
+        "mask_rcnn": build_model(
+            "mask_rcnn", **detect.model_kwargs(cfg, len(classes), min_size, sides)
+        ),
+        "torchvision": torchvision_mask_rcnn(cfg, len(classes), min_size, sides),
+    }
+    collate = detect.DetectionTask([]).collate
+    b = cfg.train.batch_size
+    batches = [
+        collate([train_set[i + j] for j in range(b)])
+        for i in range(0, min(len(train_set), 4 * b) - b + 1, b)
+    ]
+    images = [
+        val_set[i][0].as_subclass(torch.Tensor) for i in range(min(8, len(val_set)))
+    ]
+    times: dict[str, dict[str, list[float]]] = {
+        n: {"train": [], "infer": []} for n in nets
+    }
+    opts = {
+        n: torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+        for n, net in nets.items()
+    }
+    for r in range(rounds + 1):  # round 0 warms up
+        for n, net in nets.items():
+            net.train()
+            t0 = time.perf_counter()
+            for ims, ts in batches:
+                keys = ("boxes", "labels", "masks")
+                loss = sum(net(ims, [{k: t[k] for k in keys} for t in ts]).values())
+                opts[n].zero_grad()
+                loss.backward()
+                opts[n].step()
+            train = (time.perf_counter() - t0) / (len(batches) * b)
+            net.eval()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for im in images:
+                    net([im])
+            infer = (time.perf_counter() - t0) / len(images)
+            if r:
+                times[n]["train"].append(train)
+                times[n]["infer"].append(infer)
+            print(
+                f"  round {r} {n}: {train:.3f} s/train image, {infer:.3f} s/image inference",
+                file=sys.stderr,
+            )
+    med = {
+        n: {k: sorted(v)[len(v) // 2] for k, v in t.items()} for n, t in times.items()
+    }
+    return {
+        "train_s_per_image": {n: m["train"] for n, m in med.items()},
+        "infer_s_per_image": {n: m["infer"] for n, m in med.items()},
+        "train_speedup": med["torchvision"]["train"] / med["mask_rcnn"]["train"],
+        "infer_speedup": med["torchvision"]["infer"] / med["mask_rcnn"]["infer"],
+    }
+
+
 def config(args: argparse.Namespace, out: Path) -> detect.DetectConfig:
     cfg = detect.DetectConfig()
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -293,6 +362,11 @@ def main() -> None:
     )
     parser.add_argument("--progress", action="store_true")
     parser.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="only time training steps and inference of both models on the same batches (alternating)",
+    )
+    parser.add_argument(
         "--score-only",
         action="store_true",
         help="score the weights an earlier run left in --out again (train speeds from its --json)",
@@ -301,6 +375,14 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write every row here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.speed_only:
+        result = speed(args)
+        print(json.dumps(result))
+        print(
+            f"convision / torchvision speed: training {result['train_speedup']:.2f}x, "
+            f"inference {result['infer_speedup']:.2f}x"
+        )
+        return
     rows = run(args)
     print(
         f"\n{'set':<10} {'model':<12} {'maskAP':>6} {'AP50':>6} {'AP75':>6} {'boxAP':>6} {'bAP50':>6} "

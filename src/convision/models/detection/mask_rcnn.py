@@ -60,7 +60,13 @@ __all__ = [
 class MaskHead(nn.Module):
     """``R x C x 14 x 14`` RoI features -> ``R x K x 28 x 28`` mask logits (module docstring).
 
-    Init: He (MSRA) normal, fan-out, for the convolutions, as in the paper's code (Detectron)."""
+    Init: He (MSRA) normal, fan-out, for the convolutions, as in the paper's code (Detectron).
+
+    The ``2 x 2`` stride-2 transposed convolution (``self.upsample``, its parameters) has a kernel as
+    large as its stride, so its outputs do not overlap: output pixel ``(2i + a, 2j + b)`` is a linear
+    map of input pixel ``(i, j)`` alone, with the kernel tap ``(a, b)``. It is computed as that: one
+    ``1 x 1`` convolution to ``4 C`` channels (the four taps) and a pixel shuffle, a plain matrix product
+    that runs several times faster on a CPU than ``conv_transpose2d`` (same outputs and gradients; tested)."""
 
     def __init__(
         self, in_channels: int, num_classes: int, dim: int = 256, num_convs: int = 4
@@ -80,8 +86,18 @@ class MaskHead(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
 
+    def upsampled(self, x: Tensor) -> Tensor:
+        """``self.upsample(x)`` computed as a 1x1 convolution and a pixel shuffle (class docstring)."""
+        up = self.upsample
+        c_in, c_out = up.weight.shape[:2]
+        # ConvTranspose2d weight (C_in, C_out, 2, 2) -> conv weight (C_out * 4, C_in, 1, 1), channel
+        # c * 4 + a * 2 + b, the order pixel_shuffle reads
+        weight = up.weight.permute(1, 2, 3, 0).reshape(c_out * 4, c_in, 1, 1)
+        bias = up.bias.repeat_interleave(4) if up.bias is not None else None
+        return F.pixel_shuffle(F.conv2d(x, weight, bias), 2)
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.predictor(F.relu(self.upsample(self.convs(x))))
+        return self.predictor(F.relu(self.upsampled(self.convs(x))))
 
 
 def mask_targets(
