@@ -190,18 +190,19 @@ def test_builder_and_bad_targets():
         model([img], [{**t, "masks": t["masks"][:1]}])
 
 
-def test_the_transposed_convolution_as_conv_and_pixel_shuffle_is_exact():
+def test_the_head_as_1x1_convolutions_and_pixel_shuffle_is_exact():
     torch.manual_seed(0)
     head = MaskHead(8, 3, dim=6)
     nn.init.normal_(head.upsample.bias)
-    x = torch.randn(5, 6, 14, 14, requires_grad=True)
-    ref = head.upsample(x)
-    out = head.upsampled(x)
-    assert out.shape == (5, 6, 28, 28)
-    assert torch.allclose(out, ref, atol=1e-6)
-    g = torch.randn_like(ref)
-    (gx_ref, gw_ref) = torch.autograd.grad(ref, (x, head.upsample.weight), g)
-    (gx, gw) = torch.autograd.grad(out, (x, head.upsample.weight), g)
-    assert torch.allclose(gx, gx_ref, atol=1e-5) and torch.allclose(
-        gw, gw_ref, atol=1e-4
-    )
+    # the whole head equals the plain layer-by-layer computation, gradients included
+    nn.init.normal_(head.predictor.bias)
+    feats = torch.randn(5, 8, 14, 14)
+    plain = head.predictor(torch.relu(head.upsample(head.convs(feats))))
+    fused = head(feats)
+    assert torch.allclose(fused, plain, atol=1e-5)
+    params = [head.upsample.weight, head.predictor.weight, head.predictor.bias]
+    g = torch.randn_like(plain)
+    for a, b in zip(
+        torch.autograd.grad(fused, params, g), torch.autograd.grad(plain, params, g)
+    ):
+        assert torch.allclose(a, b, atol=1e-4)
