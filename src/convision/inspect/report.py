@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from convision.data.io import read_image
@@ -35,7 +34,11 @@ from convision.inspect.features import (
 )
 from convision.inspect.network import Network, load_network, preprocess, resolve_layer
 from convision.inspect.patches import Patch, top_patches
-from convision.inspect.saliency import layer_output, project_activation
+from convision.inspect.saliency import (
+    layer_output,
+    one_activation,
+    project_activation,
+)
 from convision.tasks.base import output_folder
 
 __all__ = ["inspect_model", "deconv_projection"]
@@ -53,12 +56,7 @@ def deconv_projection(
             "deconvnet rule"
         )
     deconv = DeconvNet(stack)
-    act = deconv(x)
-    signal = torch.zeros_like(act)
-    flat = int(act[0, channel].argmax())
-    i, j = divmod(flat, act.shape[-1])
-    signal[0, channel, i, j] = act[0, channel, i, j]
-    return deconv.project(signal), "deconvnet"
+    return deconv.project(one_activation(deconv(x), channel)), "deconvnet"
 
 
 def inspect_model(

@@ -29,7 +29,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODES", "with_relu_rule", "project_activation"]
+__all__ = ["MODES", "with_relu_rule", "one_activation", "project_activation"]
 
 MODES = ("gradient", "deconvnet", "guided")
 
@@ -105,6 +105,19 @@ def layer_output(model: nn.Module, x: Tensor, layer: str) -> Tensor:
     return captured[0]
 
 
+def one_activation(
+    act: Tensor, channel: int, position: tuple[int, int] | None = None
+) -> Tensor:
+    """Zeiler & Fergus's top signal: ``act`` (``1 x C x H x W``) zeroed except ``channel`` at
+    ``position`` (default: that channel's maximum), which keeps its value."""
+    signal = torch.zeros_like(act, requires_grad=False)
+    if position is None:
+        position = divmod(int(act[0, channel].argmax()), act.shape[-1])
+    i, j = position
+    signal[0, channel, i, j] = act[0, channel, i, j].detach()
+    return signal
+
+
 def project_activation(
     model: nn.Module,
     x: Tensor,
@@ -122,11 +135,5 @@ def project_activation(
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         act = layer_output(net, x, layer)
-        signal = torch.zeros_like(act)
-        if position is None:
-            flat = int(act[0, channel].argmax())
-            position = divmod(flat, act.shape[-1])
-        i, j = position
-        signal[0, channel, i, j] = act[0, channel, i, j].detach()
-        (grad,) = torch.autograd.grad(act, x, signal)
+        (grad,) = torch.autograd.grad(act, x, one_activation(act, channel, position))
     return grad.detach()
