@@ -83,7 +83,7 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
     of.add_argument(
         "--scales",
         default=None,
-        help="input scales evaluated densely, e.g. 1.0,1.4,2.0 (default: --scale)",
+        help="input scales evaluated densely, e.g. 1.0,1.4,2.0; unset: the one --scale",
     )
     of.add_argument(
         "--localizer",
