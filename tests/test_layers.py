@@ -23,6 +23,7 @@ LAYERS = {
     "metrics": 3,
     "export": 3,  # ONNX export (models) and ONNX Runtime (no torch); tasks load .onnx files through it
     "tasks": 4,
+    "inspect": 4,  # looks into any model convision.load or summary builds (tasks)
     "api": 4,
     "cli": 5,
     "__main__": 5,

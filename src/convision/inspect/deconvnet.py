@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convision.inspect.saliency import _Stop
+from convision.inspect.saliency import StopForward
 
 __all__ = ["DeconvNet", "plain_stack", "pool_with_switches", "unpool"]
 
@@ -186,7 +186,7 @@ def plain_stack(model: nn.Module, x: Tensor, layer: str) -> list[nn.Module] | No
         given, version = started.pop()
         calls.append((module, given, version, output, getattr(output, "_version", -1)))
         if module is target:
-            raise _Stop
+            raise StopForward
 
     for m in _units(model):
         handles.append(m.register_forward_pre_hook(pre_hook))
@@ -194,7 +194,7 @@ def plain_stack(model: nn.Module, x: Tensor, layer: str) -> list[nn.Module] | No
     try:
         with torch.no_grad():
             model(x)
-    except _Stop:
+    except StopForward:
         pass
     finally:
         for h in handles:

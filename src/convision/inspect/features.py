@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from convision.inspect.network import conv_layers
-from convision.inspect.saliency import _Stop
+from convision.inspect.saliency import StopForward
 
 __all__ = ["feature_maps", "top_channels", "spread_layers", "first_filters"]
 
@@ -29,7 +29,7 @@ def feature_maps(
             if isinstance(output, Tensor) and output.dim() == 4:
                 maps.setdefault(name, output.detach().clone())
             if wanted <= maps.keys():
-                raise _Stop
+                raise StopForward
 
         return hook
 
@@ -37,7 +37,7 @@ def feature_maps(
         handles.append(model.get_submodule(name).register_forward_hook(make_hook(name)))
     try:
         model.eval()(x)
-    except _Stop:
+    except StopForward:
         pass
     finally:
         for h in handles:

@@ -34,7 +34,7 @@ __all__ = ["MODES", "with_relu_rule", "one_activation", "project_activation"]
 MODES = ("gradient", "deconvnet", "guided")
 
 
-class _Stop(Exception):
+class StopForward(Exception):
     """Raised by a forward hook to end the forward pass at the inspected layer."""
 
 
@@ -91,12 +91,12 @@ def layer_output(model: nn.Module, x: Tensor, layer: str) -> Tensor:
 
     def hook(module: nn.Module, args, output) -> None:
         captured.append(output)
-        raise _Stop
+        raise StopForward
 
     handle = model.get_submodule(layer).register_forward_hook(hook)
     try:
         model(x)
-    except _Stop:
+    except StopForward:
         pass
     finally:
         handle.remove()
