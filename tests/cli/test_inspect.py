@@ -90,3 +90,8 @@ def test_bad_input_is_one_line(images, tmp_path, capsys):
         _inspect("alexnet", images / "im0.png", tmp_path / "o", "--channel", "999") == 2
     )
     assert "--channel" in one_error_line(capsys)
+    assert (
+        _inspect("alexnet", images / "im0.png", tmp_path / "o", "--weights", "NOPE")
+        == 2
+    )
+    assert "NOPE" in one_error_line(capsys)

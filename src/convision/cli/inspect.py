@@ -20,7 +20,6 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         "gradient, and (--patches) the image patches of a folder that excite a channel most. "
         "MODEL: a torchvision classifier (alexnet, vgg16, resnet18, mobilenet_v2, ...), a "
         "convision model name (as in convision summary) or a convision checkpoint.",
-        formatter_class=common.DEFAULTS,
     )
     p.add_argument("model", metavar="MODEL", help="model name or checkpoint path")
     p.add_argument("--image", required=True, help="the image to look at")
@@ -42,21 +41,32 @@ def add_parser(tasks: argparse._SubParsersAction) -> None:
         help="torchvision weights, e.g. IMAGENET1K_V1 (offline: mobilenet_v2 only); default random",
     )
     p.add_argument("--backbone", default=None, help="a convision model's backbone")
-    p.add_argument("--num-classes", type=common.count(1), default=None)
+    p.add_argument(
+        "--num-classes",
+        type=common.count(1),
+        default=None,
+        help="a model name's classes",
+    )
     p.add_argument(
         "--size", type=common.count(16), default=None, help="input side (default 224)"
     )
     p.add_argument(
-        "--top-k", type=common.count(1), default=16, help="feature maps per layer"
+        "--top-k",
+        type=common.count(1),
+        default=16,
+        help="feature maps per layer (default 16)",
     )
     p.add_argument(
-        "--max-layers", type=common.count(1), default=8, help="layers with map grids"
+        "--max-layers",
+        type=common.count(1),
+        default=8,
+        help="layers with map grids (default 8)",
     )
     p.add_argument(
         "--projections",
         type=common.count(1),
         default=4,
-        help="channels projected (rows of the projection picture)",
+        help="channels projected (rows of the projection picture; default 4)",
     )
     p.add_argument(
         "--patches",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
+import sys
 from pathlib import Path
 
 import torchvision
@@ -83,16 +85,21 @@ def build(
 
 @contextlib.contextmanager
 def _offline_weights(name: str, weights: str | None):
-    """A failed weight download (offline) as one line."""
+    """A failed weight download (offline) as one line: torch.hub
+    stderr is shown only if the download works."""
+    said = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(said):
+            yield
     except (OSError, RuntimeError) as e:
         if not weights:
+            sys.stdout.write(said.getvalue())
             raise
         raise ConfigError(
             f"--weights: {name} {weights} cannot be loaded here ({type(e).__name__}; offline, "
             "only MobileNetV2's IMAGENET1K_V1 is cached)"
         ) from None
+    sys.stdout.write(said.getvalue())
 
 
 def _build_convision(
