@@ -115,7 +115,7 @@ def overfeat(
     ``background`` (if the classifier has one) is never among the classes kept. Returns
     ``{"detections": [{"class", "score", "windows", "mean_probability", "box"}] (best first, at most
     max_detections, ``box`` in ``box_format``, original pixels), "scales": [{"scale", "map", "windows"
-    (candidates kept)}], "box_format", "candidates": [{"class", "scale", "window", "box", "probability"}]}``
+    (candidates kept)}], "box_format", "candidates": [{"class", "scale", "window", "box", "probability"}] (xyxy)}``
     and writes ``out_png`` (windows and regressed boxes | merged boxes | class map) if given.
     """
     from convision.tasks import classify, localize  # the checkpoints' tasks
@@ -211,10 +211,10 @@ def overfeat(
         )
     detections, listed = [], []
     for c, parts in candidates.items():
-        b = torch.cat([p[0] for p in parts])
-        p = torch.cat([p[1] for p in parts]).double()
-        win = torch.cat([p_[3] for p_ in parts])
-        sc_of = torch.cat([torch.full((len(p_[1]),), p_[2]) for p_ in parts])
+        b = torch.cat([part[0] for part in parts])
+        p = torch.cat([part[1] for part in parts]).double()
+        sc_of = torch.cat([torch.full((len(part[1]),), part[2]) for part in parts])
+        win = torch.cat([part[3] for part in parts])
         if len(p) > max_boxes:
             top = p.topk(max_boxes).indices
             b, p, win, sc_of = b[top], p[top], win[top], sc_of[top]
