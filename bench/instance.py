@@ -178,7 +178,8 @@ def score(
 
 
 def speed(args: argparse.Namespace, rounds: int = 3) -> dict[str, Any]:
-    """Training step and inference times of the two models (fresh weights, the run's settings) on
+    """Training step and inference times of the two models (fresh weights, or with ``--score-only``
+    the trained ones in ``--out``; the run's settings) on
     the same fixed batches: ``rounds`` alternations (ours, torchvision, ours, ...) so that a machine
     whose load drifts penalises neither; medians of the per-round means."""
     from convision.models import build_model
@@ -195,6 +196,15 @@ def speed(args: argparse.Namespace, rounds: int = 3) -> dict[str, Any]:
         ),
         "torchvision": torchvision_mask_rcnn(cfg, len(classes), min_size, sides),
     }
+    if (
+        args.score_only
+    ):  # the trained weights of the run in --out (its detections, not 100 random ones)
+        name = "synthetic" if args.data == "synthetic" else Path(args.data).parent.name
+        out = Path(args.out) / name
+        nets["mask_rcnn"] = detect.load(out / "mask_rcnn" / "last.pt")
+        nets["torchvision"].load_state_dict(
+            torch.load(out / "torchvision" / "torchvision.pt", weights_only=True)
+        )
     collate = detect.DetectionTask([]).collate
     b = cfg.train.batch_size
     batches = [
