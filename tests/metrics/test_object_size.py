@@ -103,3 +103,27 @@ def test_no_overlap_anywhere():
     b = metric.compute()["buckets"]
     assert b["area<10"]["objects"] == 0 and b["area<10"]["iou"] == 0.0  # 9 FP px
     assert b["area>=10"]["recall"] == 0.0 and b["area>=10"]["iou"] == 0.0
+
+
+def test_instances_replace_connected_components():
+    gt = torch.zeros(1, 20, 20, dtype=torch.long)
+    inst = torch.zeros(1, 20, 20, dtype=torch.long)
+    gt[0, 2:6, 2:12] = 1  # two touching class-1 instances: one component
+    inst[0, 2:6, 2:6], inst[0, 2:6, 6:12] = 7, 3  # 16 px and 24 px
+    gt[0, 10:12, 10:12], inst[0, 10:12, 10:12] = 2, 5  # a class-2 instance, 4 px
+    pred = gt.clone()
+    pred[0, 2:6, 6:12] = 0  # the 24-px instance missed
+    by_components = ObjectSizeMetric(3, thresholds=(20,), exclude=[0])
+    by_components.update(pred, gt)
+    b = by_components.compute()["buckets"]
+    assert b["area<20"]["objects"] == 1 and b["area>=20"]["objects"] == 1  # 4 px; 40 px
+    assert b["area>=20"]["recall"] == 0.0  # 16 of 40 px
+    by_instances = ObjectSizeMetric(3, thresholds=(20,), exclude=[0])
+    by_instances.update(pred, gt, instances=inst)
+    b = by_instances.compute()["buckets"]
+    assert (
+        b["area<20"]["objects"] == 2 and b["area<20"]["recall"] == 1.0
+    )  # 16 px and 4 px
+    assert (
+        b["area>=20"]["objects"] == 1 and b["area>=20"]["recall"] == 0.0
+    )  # 24 px missed

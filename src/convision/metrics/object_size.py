@@ -117,24 +117,43 @@ class ObjectSizeMetric:
         self.counts.zero_()
 
     @torch.no_grad()
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch of integer class maps (``[N,H,W]`` or ``[H,W]``, same shape)."""
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        instances: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch of integer class maps (``[N,H,W]`` or ``[H,W]``, same shape). With
+        ``instances`` (same shape, 0 = no instance, ids per image) the objects are the instances
+        instead of the connected components (each takes the class most of its pixels have)."""
         p = torch.as_tensor(pred).detach().cpu().numpy()
         t = torch.as_tensor(target).detach().cpu().numpy()
         if p.shape != t.shape:
             raise ValueError(f"prediction shape {p.shape} != target shape {t.shape}")
+        inst = None if instances is None else torch.as_tensor(instances).cpu().numpy()
+        if inst is not None and inst.shape != t.shape:
+            raise ValueError(f"instances shape {inst.shape} != target shape {t.shape}")
         if t.ndim == 2:
             p, t = p[None], t[None]
+            inst = None if inst is None else inst[None]
         counts = np.zeros(tuple(self.counts.shape), dtype=np.int64)
-        for pi, ti in zip(p, t):
-            self._add_image(pi.astype(np.int64), ti.astype(np.int64), counts)
+        for k, (pi, ti) in enumerate(zip(p, t)):
+            ii = None if inst is None else inst[k].astype(np.int64)
+            self._add_image(pi.astype(np.int64), ti.astype(np.int64), counts, ii)
         self.counts += torch.from_numpy(counts)
 
     def _add_image(
-        self, pred: np.ndarray, target: np.ndarray, counts: np.ndarray
+        self,
+        pred: np.ndarray,
+        target: np.ndarray,
+        counts: np.ndarray,
+        instances: np.ndarray | None = None,
     ) -> None:
         valid = target != self.ignore_index
-        gt, gt_cls = self._components(target, valid)
+        if instances is None:
+            gt, gt_cls = self._components(target, valid)
+        else:
+            gt, gt_cls = self._instances(instances, target, valid)
         pr, pr_cls = self._components(pred, valid)
         n_gt, n_pr = len(gt_cls), len(pr_cls)
         area = np.bincount(gt.ravel(), minlength=n_gt + 1)[1:]
@@ -175,6 +194,27 @@ class ObjectSizeMetric:
         # bucket of the best object; own area where none (index 0 of np.r_[-1, bucket])
         pr_bucket = np.where(best[1:] > 0, np.r_[-1, bucket][best[1:]], own)
         np.add.at(counts, (pr_cls, pr_bucket, _FP), fp)
+
+    def _instances(
+        self, instances: np.ndarray, target: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`_components`, from given instance ids (renumbered 1..K per image)."""
+        keep = valid & (instances > 0) & (target >= 0) & (target < self.num_classes)
+        _, inverse = np.unique(instances[keep], return_inverse=True)
+        k = int(inverse.max()) + 1 if inverse.size else 0
+        votes = np.bincount(
+            inverse * self.num_classes + target[keep],
+            minlength=k * self.num_classes,
+        ).reshape(k, self.num_classes)
+        cls = votes.argmax(1)
+        kept = ~np.isin(cls, self.exclude)
+        new_id = np.zeros(
+            k + 1, dtype=np.int64
+        )  # 0 stays 0; excluded instances become 0
+        new_id[1:][kept] = np.arange(1, int(kept.sum()) + 1)
+        ids = np.zeros(target.shape, dtype=np.int64)
+        ids[keep] = new_id[inverse + 1]
+        return ids, cls[kept].astype(np.int64)
 
     def _components(
         self, labels: np.ndarray, valid: np.ndarray
