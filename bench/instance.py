@@ -256,7 +256,9 @@ def speed(args: argparse.Namespace, rounds: int = 3) -> dict[str, Any]:
     }
 
 
-def picture(checkpoint: Path, path: Path, scenes=(3, 7, 11, 21)) -> None:
+def picture(
+    checkpoint: Path, path: Path, side: int = 128, scenes=(3, 7, 11, 21)
+) -> None:
     """Validation scenes (top) and the model's instances scoring >= 0.5 drawn (bottom), 2x enlarged."""
     import numpy as np
     from PIL import Image
@@ -265,7 +267,6 @@ def picture(checkpoint: Path, path: Path, scenes=(3, 7, 11, 21)) -> None:
     from convision.data.synthetic import make_scene
 
     model = detect.load(checkpoint)
-    side = model.min_size
 
     def big(a: np.ndarray) -> np.ndarray:
         return np.asarray(
@@ -417,7 +418,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.picture:
         picture(
-            Path(args.out) / "synthetic" / "mask_rcnn" / "last.pt", Path(args.picture)
+            Path(args.out) / "synthetic" / "mask_rcnn" / "last.pt",
+            Path(args.picture),
+            args.scene_size,
         )
         return
     if args.speed_only:
