@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from convision.cli import main
+from convision.data.instance_masks import decode_rles
 from tests.helpers import DETECT_TINY, one_error_line
 
 
@@ -62,7 +62,7 @@ def test_train_eval_predict_and_load(mask_run: Path, tmp_path: Path, capsys) -> 
     )
     results = json.loads((out / "coco_results.json").read_text())
     assert results and all("segmentation" in r for r in results)
-    m = mask_utils.decode(results[0]["segmentation"])
+    m = decode_rles(results[0]["segmentation"])
     assert m.shape == (48, 72)  # the original image's pixels
     assert np.asarray(Image.open(out / "scene.png")).shape == (48, 72, 3)
 
