@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+
+def save_figure(fig: Any, out_png: str | Path) -> None:
+    """Lay out ``fig``, write it as a PNG (creating the folder) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
 
 
 # Pascal VOC's colour map (bit-interleaved), also used for any data set without colours.
@@ -113,10 +123,7 @@ def save_grid(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(titles[c], fontsize=9)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def plot_confusion_matrix(
@@ -160,10 +167,7 @@ def plot_confusion_matrix(
                 )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def save_captioned_grid(
@@ -200,10 +204,7 @@ def save_captioned_grid(
         axes[0][0].text(0.5, 0.5, "no examples", ha="center", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def save_heatmap(
@@ -252,10 +253,7 @@ def save_heatmap(
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def save_overfeat(
@@ -343,10 +341,7 @@ def save_overfeat(
     )
     axes[2].set_title(f"p({class_name}), max over scales", fontsize=9)
     fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_png)
 
 
 def draw_box(
